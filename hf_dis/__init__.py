@@ -1,0 +1,21 @@
+"""hf_dis: knowledge distillation for image models on the Hugging Face stack, with the KD loss computed over a
+sampled set of classes chosen by dynamic importance sampling (DIS, arXiv 1812.00914)."""
+
+from hf_dis.heads import SplitClassifier, split_classifier, subset_logits
+from hf_dis.losses import kd_loss, sampled_cross_entropy, sampled_kd_loss
+from hf_dis.sampling import ClassSampler, SampledClasses, build_sampler, list_samplers
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "ClassSampler",
+    "SampledClasses",
+    "SplitClassifier",
+    "build_sampler",
+    "kd_loss",
+    "list_samplers",
+    "sampled_cross_entropy",
+    "sampled_kd_loss",
+    "split_classifier",
+    "subset_logits",
+]

@@ -1,0 +1,141 @@
+"""Distillation and cross-entropy over a sampled set of classes S (the sampled-softmax estimators of the spec).
+
+A sampler (`hf_dis.sampling`) gives, per example, the classes S, their log inclusion probabilities log(pi) (0 for
+forced classes) and a mask of dropped duplicates. The functions here take the student's and the teacher's logits on
+S only: the `[B, C]` student logits are never needed. Logits on S are `[B, K']`; `log_pi` and `mask` are `[B, K']`
+(per-example scope) or `[K']` (batch scope, one S for the whole batch), and broadcast.
+
+Log-Q correction (Jean et al. 2015; Bengio & Senecal 2008): a_j = z_j / T - log(pi_j), so that the softmax over S
+estimates the softmax over all C classes. `log_q_correction=False` is the uncorrected variant (plain softmax
+restricted to S, as in Partial FC): a choice the DIS paper leaves open.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from hf_dis._checks import check_same_classes, check_temperature
+
+Estimator = Literal["self_normalized", "horvitz_thompson"]
+ESTIMATORS: tuple[str, ...] = ("self_normalized", "horvitz_thompson")
+
+
+def _corrected_logits(logits: torch.Tensor, log_pi: torch.Tensor, temperature: float, log_q_correction: bool):
+    scaled = logits.float() / temperature
+    return scaled - log_pi if log_q_correction else scaled
+
+
+def _masked_log_softmax(a: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """log_softmax over S ignoring masked entries; masked entries come out as 0 so that products with them are 0."""
+    if mask is None:
+        return F.log_softmax(a, dim=-1)
+    return F.log_softmax(a.masked_fill(mask, float("-inf")), dim=-1).masked_fill(mask, 0.0)
+
+
+def _broadcast_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    return None if mask is None else mask.expand_as(like)
+
+
+def sampled_kd_loss(
+    student_logits_S: torch.Tensor,
+    teacher_logits_S: torch.Tensor,
+    log_pi: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None = None,
+    *,
+    estimator: Estimator = "self_normalized",
+    teacher_log_partition: torch.Tensor | None = None,
+    log_q_correction: bool = True,
+) -> torch.Tensor:
+    """Sampled estimate of T^2 * KL(p_t || p_s), averaged over the batch.
+
+    Estimators (both equal the full KD loss exactly when S holds all C classes with pi = 1):
+
+    - ``self_normalized`` (default): T^2 * KL(softmax_S(a_t) || softmax_S(a_s)). Non-negative, zero when the
+      student matches the teacher on S, needs only the teacher's logits on S.
+    - ``horvitz_thompson``: T^2 * sum_{j in S} (p_t,j / pi_j) * (log p_t,j - z_s,j / T) + T^2 * logsumexp_S(a_s),
+      with the teacher's exact probabilities p_t,j = exp(z_t,j / T - teacher_log_partition). The target term is
+      unbiased (Horvitz-Thompson weights 1 / pi_j); only the log-partition is self-normalised. The first sum's
+      log p_t part is a constant (no gradient) that makes the value comparable with the full loss. The weights keep
+      1 / pi_j whether or not `log_q_correction` is on: the switch acts on the log-partition term only.
+
+    Args:
+        student_logits_S: `[B, K']` student logits on S.
+        teacher_logits_S: `[B, K']` teacher logits on S (a constant target).
+        log_pi: `[B, K']` or `[K']` log inclusion probabilities of S (0 for forced classes).
+        temperature: T > 0.
+        mask: `[B, K']` or `[K']` bool, True for dropped duplicates to ignore.
+        estimator: ``"self_normalized"`` or ``"horvitz_thompson"``.
+        teacher_log_partition: `[B]` logsumexp over all C of z_t / T; required by ``horvitz_thompson``.
+        log_q_correction: subtract log(pi) from the scaled logits before the softmax over S.
+
+    Returns:
+        A float32 scalar (softmax parts run in float32, so bf16 autocast is safe).
+    """
+    check_temperature(temperature)
+    check_same_classes(student_logits_S, teacher_logits_S)
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"Unknown estimator {estimator!r}; choose one of {list(ESTIMATORS)}.")
+    teacher_logits_S = teacher_logits_S.detach()
+    if not bool(torch.isfinite(teacher_logits_S).all()):
+        raise ValueError("teacher_logits_S must be finite, found NaN/inf.")
+    mask = _broadcast_mask(mask, student_logits_S)
+    log_pi = log_pi.float().expand_as(student_logits_S)
+    log_q_s = _masked_log_softmax(_corrected_logits(student_logits_S, log_pi, temperature, log_q_correction), mask)
+
+    if estimator == "self_normalized":
+        log_q_t = _masked_log_softmax(_corrected_logits(teacher_logits_S, log_pi, temperature, log_q_correction), mask)
+        q_t = log_q_t.exp() if mask is None else log_q_t.exp().masked_fill(mask, 0.0)
+        per_example = (q_t * (log_q_t - log_q_s)).sum(-1)
+    else:
+        if teacher_log_partition is None:
+            raise ValueError("estimator='horvitz_thompson' needs teacher_log_partition = logsumexp(z_t / T) over all C.")
+        log_p_t = teacher_logits_S.float() / temperature - teacher_log_partition.detach().float().unsqueeze(-1)
+        weights = torch.exp(log_p_t - log_pi)
+        a_s = _corrected_logits(student_logits_S, log_pi, temperature, log_q_correction)
+        target_term = weights * (log_p_t - student_logits_S.float() / temperature)
+        if mask is not None:
+            target_term = target_term.masked_fill(mask, 0.0)
+            a_s = a_s.masked_fill(mask, float("-inf"))
+        per_example = target_term.sum(-1) + torch.logsumexp(a_s, dim=-1)
+    return per_example.mean() * temperature**2
+
+
+def sampled_cross_entropy(
+    student_logits_S: torch.Tensor,
+    classes: torch.Tensor,
+    labels: torch.Tensor,
+    log_pi: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    log_q_correction: bool = True,
+) -> torch.Tensor:
+    """Hard-label cross-entropy over S at T = 1, averaged over the batch.
+
+    The label must be in S (samplers force it in by default, with pi = 1); the other classes get the same log-Q
+    correction as the KD term.
+
+    Args:
+        student_logits_S: `[B, K']`.
+        classes: `[B, K']` or `[K']` class ids of S.
+        labels: `[B]` ground-truth class ids.
+        log_pi: `[B, K']` or `[K']`.
+        mask: `[B, K']` or `[K']` bool, True for dropped duplicates.
+    """
+    if labels.shape != student_logits_S.shape[:1]:
+        raise ValueError(f"labels must have shape ({student_logits_S.shape[0]},), got {tuple(labels.shape)}.")
+    is_label = classes.expand_as(student_logits_S) == labels.unsqueeze(-1)
+    mask = _broadcast_mask(mask, student_logits_S)
+    if mask is not None:
+        is_label = is_label & ~mask
+    found = is_label.any(-1)
+    if not bool(found.all()):
+        missing = labels[~found][0].item()
+        raise ValueError(
+            f"label {missing} is not in the sampled classes; sample with the label forced in (force_label=True)."
+        )
+    log_q = _masked_log_softmax(_corrected_logits(student_logits_S, log_pi.float(), 1.0, log_q_correction), mask)
+    return -(log_q * is_label).sum(-1).mean()

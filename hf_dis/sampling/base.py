@@ -1,0 +1,212 @@
+"""What every class sampler shares: the sampled set it returns, forced classes, exact inclusion probabilities,
+de-duplication, scopes, validation and the random state.
+
+A sampler draws K classes **with replacement** from a proposal q, drops duplicates and classes already forced in
+(masking them, so shapes stay fixed), and reports for each kept class the exact inclusion probability
+pi_j = 1 - (1 - q_j)^K. Forced classes (the label and the teacher's top-m, the spec's "proposal prior") have pi = 1.
+Layout of a sampled set: the forced columns first, then the K drawn ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from hf_dis._checks import check_labels, check_logits, check_num_sampled
+
+Scope = Literal["per_example", "batch"]
+SCOPES: tuple[str, ...] = ("per_example", "batch")
+
+
+@dataclass(frozen=True)
+class SampledClasses:
+    """A sampled set of classes S.
+
+    Attributes:
+        classes: class ids, `[B, K']` (per-example scope) or `[K']` (batch scope: one S shared by the batch).
+        log_pi: log inclusion probabilities, same shape; 0 for forced classes.
+        mask: bool, same shape; True where an entry is a dropped duplicate that must be ignored.
+    """
+
+    classes: torch.Tensor
+    log_pi: torch.Tensor
+    mask: torch.Tensor
+
+
+def inclusion_log_prob(q: torch.Tensor, num_draws: int) -> torch.Tensor:
+    """log(1 - (1 - q)^K): the log probability that a class of proposal mass q is drawn at least once in K draws."""
+    return torch.log(-torch.expm1(num_draws * torch.log1p(-q)))
+
+
+def duplicate_mask(classes: torch.Tensor) -> torch.Tensor:
+    """True for every entry of the last dimension that repeats an earlier entry (the first occurrence stays)."""
+    sorted_classes, order = classes.sort(dim=-1, stable=True)
+    repeat = torch.zeros_like(sorted_classes, dtype=torch.bool)
+    repeat[..., 1:] = sorted_classes[..., 1:] == sorted_classes[..., :-1]
+    return torch.zeros_like(repeat).scatter(-1, order, repeat)
+
+
+def with_floor(q: torch.Tensor, eps: float) -> torch.Tensor:
+    """Mix a proposal with eps of uniform mass, so that every class is reachable and 1 / pi is bounded."""
+    return (1.0 - eps) * q + eps / q.shape[-1]
+
+
+def draw_from_proposal(
+    q: torch.Tensor, num_draws: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw K classes with replacement from q (`[B, C]` rows or one `[C]`); return the ids and their log pi."""
+    classes = torch.multinomial(q, num_draws, replacement=True, generator=generator)
+    return classes, inclusion_log_prob(q.gather(-1, classes), num_draws)
+
+
+class ClassSampler:
+    """Base class: subclasses implement `_draw` (the K drawn classes and their log pi, shaped by the scope).
+
+    Args:
+        num_classes: C.
+        num_sampled: K, the number of draws (the sampled set has K' = K + forced entries).
+        scope: ``"per_example"`` (each example has its own S) or ``"batch"`` (one S for the whole batch, drawn
+            from the batch-averaged proposal, plus the union of every example's forced classes).
+        force_label: always include the ground-truth label (pi = 1).
+        force_teacher_topk: always include the teacher's top-m classes (pi = 1); 0 turns it off.
+        eps: mass of the uniform floor mixed into the proposal.
+        seed: seed of the sampler's own generator, used when `sample` is given none.
+    """
+
+    name: ClassVar[str]
+    #: optimizer steps between full-distillation probes that feed `update`; None for samplers that do not adapt.
+    refit_every: int | None = None
+
+    def __init__(
+        self,
+        num_classes: int,
+        num_sampled: int,
+        *,
+        scope: Scope = "per_example",
+        force_label: bool = True,
+        force_teacher_topk: int = 1,
+        eps: float = 1e-3,
+        seed: int = 0,
+    ) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+        check_num_sampled(num_sampled, num_classes)
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {list(SCOPES)}, got {scope!r}.")
+        if not 0 <= force_teacher_topk <= num_classes:
+            raise ValueError(f"force_teacher_topk must be in [0, {num_classes}], got {force_teacher_topk}.")
+        if not 0 <= eps < 1:
+            raise ValueError(f"eps must be in [0, 1), got {eps}.")
+        self.num_classes = num_classes
+        self.num_sampled = num_sampled
+        self.scope = scope
+        self.force_label = force_label
+        self.force_teacher_topk = force_teacher_topk
+        self.eps = eps
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+        self._pending_rng: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(num_classes={self.num_classes}, num_sampled={self.num_sampled}, "
+            f"scope={self.scope!r}, force_label={self.force_label}, force_teacher_topk={self.force_teacher_topk}, "
+            f"eps={self.eps})"
+        )
+
+    # --- sampling -------------------------------------------------------------------------------------------------
+
+    def sample(
+        self,
+        teacher_logits: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> SampledClasses:
+        """Sample S for a batch.
+
+        Args:
+            teacher_logits: `[B, C]` teacher logits (they rank the classes and shape the proposal).
+            labels: `[B]` ground-truth ids, forced into S when `force_label`; None for label-free distillation.
+            generator: draws come from it; defaults to the sampler's own seeded generator (part of `state_dict`).
+        """
+        teacher_logits = teacher_logits.detach()
+        self._check_inputs(teacher_logits, labels)
+        generator = generator if generator is not None else self._own_generator(teacher_logits.device)
+        forced = self._forced_classes(teacher_logits, labels)
+        drawn, drawn_log_pi = self._draw(teacher_logits, generator)
+        if self.scope == "batch":
+            forced = forced.flatten()
+        classes = torch.cat([forced, drawn], dim=-1)
+        log_pi = torch.cat([torch.zeros(forced.shape, device=drawn_log_pi.device), drawn_log_pi.float()], dim=-1)
+        return SampledClasses(classes=classes, log_pi=log_pi, mask=duplicate_mask(classes))
+
+    def _draw(self, teacher_logits: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The K drawn classes and their log pi: `[B, K]` per example, `[K]` for the batch scope."""
+        raise NotImplementedError
+
+    def _forced_classes(self, teacher_logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        parts = []
+        if self.force_label and labels is not None:
+            parts.append(labels.to(teacher_logits.device, torch.long).unsqueeze(-1))
+        if self.force_teacher_topk > 0:
+            parts.append(teacher_logits.topk(self.force_teacher_topk, dim=-1).indices)
+        if not parts:
+            return teacher_logits.new_empty((teacher_logits.shape[0], 0), dtype=torch.long)
+        return torch.cat(parts, dim=-1)
+
+    def _check_inputs(self, teacher_logits: torch.Tensor, labels: torch.Tensor | None) -> None:
+        check_logits(teacher_logits, "teacher_logits", self.num_classes)
+        if labels is not None:
+            check_labels(labels, teacher_logits.shape[0], self.num_classes)
+
+    # --- adaptation -----------------------------------------------------------------------------------------------
+
+    def update(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> None:
+        """Learn from a full-distillation step (full `[B, C]` logits of both models). Static samplers ignore it."""
+
+    # --- state ----------------------------------------------------------------------------------------------------
+
+    def _own_generator(self, device: torch.device) -> torch.Generator:
+        if self._generator is None:
+            self._generator = torch.Generator(device=device)
+            self._generator.manual_seed(self.seed)
+            if self._pending_rng is not None:
+                _restore_rng(self._generator, self._pending_rng)
+                self._pending_rng = None
+        if self._generator.device.type != device.type:
+            raise ValueError(
+                f"this sampler's generator lives on {self._generator.device}, but the logits are on {device}; "
+                "pass generator= for that device or build a new sampler."
+            )
+        return self._generator
+
+    def _check_state_name(self, state: dict[str, Any]) -> None:
+        if state.get("name") != self.name:
+            raise ValueError(f"state is for sampler {state.get('name')!r}, not {self.name!r}.")
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state: the generator state (and, in adaptive samplers, what they learned)."""
+        if self._generator is not None:
+            rng = {"device": self._generator.device.type, "state": self._generator.get_state().tolist()}
+        else:
+            rng = self._pending_rng
+        return {"name": self.name, "rng": rng}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._check_state_name(state)
+        rng = state.get("rng")
+        if rng is None or self._generator is None:
+            # Nothing drawn yet on either side, or not yet on this side: the generator is (re)made on first use.
+            self._generator, self._pending_rng = None, rng
+        else:
+            _restore_rng(self._generator, rng)
+
+
+def _restore_rng(generator: torch.Generator, rng: dict[str, Any]) -> None:
+    if rng["device"] != generator.device.type:
+        raise ValueError(
+            f"the saved generator state is for {rng['device']!r}, but this sampler draws on {generator.device.type!r}."
+        )
+    generator.set_state(torch.tensor(rng["state"], dtype=torch.uint8))

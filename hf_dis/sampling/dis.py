@@ -1,0 +1,232 @@
+"""`dis`: dynamic importance sampling (arXiv 1812.00914, as reconstructed in the project's spec).
+
+Classes are drawn by teacher **rank**: a Laplace mixture over ranks (component 0, the prior, at rank 0) is refitted
+from full-distillation probes, where the per-rank interaction g(r) = mean over examples of |p_s,(r) - p_t,(r)| (the
+per-rank KD gradient magnitude) is recorded as an exponential moving average on log-spaced rank bins. Early in
+training the student disagrees with the teacher everywhere and q spreads out; later it concentrates.
+
+Sampling happens in rank space: only the top R ranks need the teacher's exact order (one top-R selection, no full
+sort); ranks >= R form a tail whose total mass is spread uniformly over the remaining classes of each example.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from hf_dis._checks import check_same_classes, check_temperature
+from hf_dis.sampling.base import ClassSampler, inclusion_log_prob
+from hf_dis.sampling.laplace import LaplaceMixture, fit_laplace_mixture
+from hf_dis.sampling.registry import register_sampler
+
+SPEC_INITIAL_MIXTURE = {"weights": (0.6, 0.2, 0.2), "locs": (0.0, 10.0, 100.0), "scales": (2.0, 20.0, 500.0)}
+
+
+def log_rank_bins(num_ranks: int, num_bins: int) -> torch.Tensor:
+    """`[n + 1]` bin edges over ranks 0..C-1: at most `num_bins` bins, one per rank when C <= num_bins, else unit
+    bins at the top ranks and log-spaced ones further down."""
+    if num_ranks <= num_bins:
+        return torch.arange(num_ranks + 1)
+    grid = torch.logspace(0, torch.log10(torch.tensor(num_ranks + 1.0, dtype=torch.float64)), num_bins + 1, dtype=torch.float64)
+    edges = torch.unique(torch.floor(grid).long() - 1)
+    edges[-1] = num_ranks
+    return edges
+
+
+def interaction_by_rank(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """`[C]` g(r) = mean over the batch of |p_s - p_t| at the teacher's rank r (rank 0: the teacher's argmax)."""
+    check_temperature(temperature)
+    check_same_classes(student_logits, teacher_logits)
+    p_t = torch.softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    p_s = torch.softmax(student_logits.detach().float() / temperature, dim=-1)
+    order = teacher_logits.detach().argsort(dim=-1, descending=True)
+    return (p_s - p_t).abs().gather(-1, order).mean(0)
+
+
+def bin_means(values: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """`[n]` mean of `values [C]` over each rank bin."""
+    widths = edges[1:] - edges[:-1]
+    bin_of_rank = torch.repeat_interleave(torch.arange(widths.numel(), device=values.device), widths.to(values.device))
+    sums = torch.zeros(widths.numel(), dtype=torch.float64, device=values.device).index_add_(0, bin_of_rank, values.double())
+    return (sums / widths.to(values.device)).cpu()
+
+
+@register_sampler
+class DISSampler(ClassSampler):
+    """Dynamic importance sampling over teacher ranks.
+
+    Args (besides the base sampler's):
+        num_components: M, Laplace components including the prior (default 3).
+        prior_min_weight: lower bound on the prior component's weight (default 0.5).
+        refit_every: optimizer steps between full-distillation probes (default 50; the trainer also probes step 0).
+        stat_decay: EMA decay of g per refit (default 0.7).
+        rank_limit: R, ranks with an exact order; default min(C, max(4K, 1024)).
+        num_bins: log-spaced rank bins of the statistic (default 128).
+        em_iterations: EM iterations per refit (default 30, warm-started).
+        initial_mixture: dict with `weights`, `locs`, `scales` (length M); default the spec's start
+            (0.6, 0.2, 0.2), (0, 10, 100), (2, 20, 500) for M = 3.
+    """
+
+    name = "dis"
+
+    def __init__(
+        self,
+        num_classes: int,
+        num_sampled: int,
+        *,
+        num_components: int = 3,
+        prior_min_weight: float = 0.5,
+        refit_every: int = 50,
+        stat_decay: float = 0.7,
+        rank_limit: int | None = None,
+        num_bins: int = 128,
+        em_iterations: int = 30,
+        initial_mixture: dict[str, Any] | None = None,
+        **options,
+    ) -> None:
+        super().__init__(num_classes, num_sampled, **options)
+        if not 0 <= prior_min_weight < 1:
+            raise ValueError(f"prior_min_weight must be in [0, 1), got {prior_min_weight}.")
+        if refit_every < 1:
+            raise ValueError(f"refit_every must be >= 1, got {refit_every}.")
+        if not 0 <= stat_decay < 1:
+            raise ValueError(f"stat_decay must be in [0, 1), got {stat_decay}.")
+        if num_bins < 1 or em_iterations < 1:
+            raise ValueError(f"num_bins and em_iterations must be >= 1, got {num_bins} and {em_iterations}.")
+        rank_limit = rank_limit if rank_limit is not None else min(num_classes, max(4 * num_sampled, 1024))
+        if not 1 <= rank_limit <= num_classes:
+            raise ValueError(f"rank_limit must be in [1, {num_classes}], got {rank_limit}.")
+        self.prior_min_weight = prior_min_weight
+        self.refit_every = refit_every
+        self.stat_decay = stat_decay
+        self.rank_limit = rank_limit
+        self.em_iterations = em_iterations
+        self.edges = log_rank_bins(num_classes, num_bins)
+        self.mixture = _initial_mixture(num_components, initial_mixture)
+        #: EMA of g per rank bin (mean per rank within the bin); None before the first probe.
+        self.interaction: torch.Tensor | None = None
+        self.num_updates = 0
+        self._rank_probs_cache: dict[torch.device, torch.Tensor] = {}
+
+    # --- the proposal over ranks ----------------------------------------------------------------------------------
+
+    def rank_probs(self) -> torch.Tensor:
+        """`[C]` float64 proposal over teacher ranks: the mixture with the eps floor."""
+        mixture_probs = self.mixture.bin_probs(torch.arange(self.num_classes + 1), self.num_classes)
+        return (1 - self.eps) * mixture_probs + self.eps / self.num_classes
+
+    def _rank_and_tail_probs(self, device: torch.device) -> torch.Tensor:
+        """`[R + 1]`: q of ranks 0..R-1, then the tail's total mass (ranks >= R), cached until the next refit."""
+        if device not in self._rank_probs_cache:
+            probs = self.rank_probs()
+            head = probs[: self.rank_limit]
+            tail = (1 - head.sum()).clamp_min(0.0).reshape(1)
+            self._rank_probs_cache[device] = torch.cat([head, tail]).float().to(device)
+        return self._rank_probs_cache[device]
+
+    def _draw(self, teacher_logits: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        batch_size, num_classes, num_ranks = teacher_logits.shape[0], self.num_classes, self.rank_limit
+        top = teacher_logits.topk(num_ranks, dim=-1, sorted=True).indices  # [B, R]: class id at each rank
+        probs = self._rank_and_tail_probs(teacher_logits.device)
+        tail_q = probs[num_ranks] / max(num_classes - num_ranks, 1)  # per-class proposal of each tail class
+        if self.scope == "batch":
+            return self._draw_batch(top, probs, tail_q, generator)
+        ranks = torch.multinomial(probs, batch_size * self.num_sampled, replacement=True, generator=generator)
+        ranks = ranks.view(batch_size, self.num_sampled)
+        in_head = ranks < num_ranks
+        head_ranks = ranks.clamp(max=num_ranks - 1)
+        classes = top.gather(1, head_ranks)
+        q = probs[head_ranks]
+        if num_ranks < num_classes:
+            tail_classes = _uniform_outside(top, num_classes, self.num_sampled, generator)
+            classes = torch.where(in_head, classes, tail_classes)
+            q = torch.where(in_head, q, tail_q)
+        return classes, inclusion_log_prob(q, self.num_sampled)
+
+    def _draw_batch(self, top: torch.Tensor, probs: torch.Tensor, tail_q: torch.Tensor, generator: torch.Generator):
+        """Draw from Q(j) = mean_b q_b(j), built sparsely: every class gets tail_q, plus each example's head ranks."""
+        batch_size, num_ranks = top.shape
+        base = float(tail_q) if num_ranks < self.num_classes else 0.0
+        batch_q = torch.full((self.num_classes,), base, device=top.device)
+        batch_q.index_add_(0, top.flatten(), (probs[:num_ranks] - base).repeat(batch_size) / batch_size)
+        classes = torch.multinomial(batch_q, self.num_sampled, replacement=True, generator=generator)
+        return classes, inclusion_log_prob(batch_q[classes], self.num_sampled)
+
+    # --- adaptation -----------------------------------------------------------------------------------------------
+
+    def update(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> None:
+        """A full-distillation probe: record g(r) on rank bins, then refit the mixture."""
+        self.observe(bin_means(interaction_by_rank(teacher_logits, student_logits, temperature), self.edges))
+
+    def observe(self, interaction_bins: torch.Tensor) -> None:
+        """Fold a binned g (`[n]`, e.g. averaged over processes) into the EMA and refit the mixture from it."""
+        interaction_bins = interaction_bins.detach().double().cpu()
+        if self.interaction is None:
+            self.interaction = interaction_bins
+        else:
+            self.interaction = self.stat_decay * self.interaction + (1 - self.stat_decay) * interaction_bins
+        self.num_updates += 1
+        masses = self.interaction * (self.edges[1:] - self.edges[:-1])
+        if float(masses.sum()) > 0:  # a student identical to its teacher gives no signal: keep the last fit
+            self.mixture = fit_laplace_mixture(
+                self.edges, masses, self.num_classes, self.mixture,
+                prior_min_weight=self.prior_min_weight, iterations=self.em_iterations,
+            )
+            self._rank_probs_cache.clear()
+
+    # --- state ----------------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["mixture"] = self.mixture.to_lists()
+        state["interaction"] = None if self.interaction is None else self.interaction.tolist()
+        state["num_updates"] = self.num_updates
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._check_state_name(state)  # before reading DIS fields, so that a foreign state gets the clear message
+        mixture = LaplaceMixture.from_lists(**state["mixture"])
+        if mixture.weights.numel() != self.mixture.weights.numel():
+            raise ValueError(
+                f"saved mixture has {mixture.weights.numel()} components, this sampler {self.mixture.weights.numel()}."
+            )
+        interaction = state["interaction"]
+        if interaction is not None and len(interaction) != self.edges.numel() - 1:
+            raise ValueError(f"saved statistic has {len(interaction)} rank bins, this sampler {self.edges.numel() - 1}.")
+        super().load_state_dict(state)
+        self.mixture = mixture
+        self.interaction = None if interaction is None else torch.tensor(interaction, dtype=torch.float64)
+        self.num_updates = int(state["num_updates"])
+        self._rank_probs_cache.clear()
+
+
+def _initial_mixture(num_components: int, initial: dict[str, Any] | None) -> LaplaceMixture:
+    if initial is not None:
+        mixture = LaplaceMixture.from_lists(initial["weights"], initial["locs"], initial["scales"])
+        if mixture.weights.numel() != num_components:
+            raise ValueError(f"initial_mixture has {mixture.weights.numel()} components, num_components={num_components}.")
+        return mixture
+    if num_components == 3:
+        return LaplaceMixture.from_lists(**SPEC_INITIAL_MIXTURE)
+    if num_components < 1:
+        raise ValueError(f"num_components must be >= 1, got {num_components}.")
+    # The spec's start generalised: the prior holds 0.6, the others share the rest at ranks 10, 100, 1000, ...
+    others = num_components - 1
+    weights = [0.6 if others else 1.0] + [0.4 / others] * others
+    locs = [0.0] + [10.0**m for m in range(1, num_components)]
+    scales = [2.0] + [2.0 * 10.0**m for m in range(1, num_components)]
+    return LaplaceMixture.from_lists(weights, locs, scales)
+
+
+def _uniform_outside(top: torch.Tensor, num_classes: int, num_draws: int, generator: torch.Generator) -> torch.Tensor:
+    """`[B, K]` classes drawn uniformly among those NOT in each row of `top [B, R]`.
+
+    The u-th class of the complement is u + #{i : s_i - i <= u} for the sorted excluded ids s (s_i - i counts the
+    complement's classes below s_i), so one searchsorted maps uniform indices to class ids.
+    """
+    batch_size, num_excluded = top.shape
+    excluded = top.sort(dim=-1).values
+    below = excluded - torch.arange(num_excluded, device=top.device)
+    u = torch.randint(num_classes - num_excluded, (batch_size, num_draws), generator=generator, device=top.device)
+    return u + torch.searchsorted(below, u, right=True)

@@ -1,0 +1,35 @@
+"""`ftis`: fixed teacher importance sampling. q = teacher softmax at a proposal temperature, with the eps floor.
+
+"Fixed" because q depends on the teacher alone and never adapts to the student: the baseline the DIS paper beats.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hf_dis.sampling.base import ClassSampler, draw_from_proposal, with_floor
+from hf_dis.sampling.registry import register_sampler
+
+
+@register_sampler
+class FTISSampler(ClassSampler):
+    """Args (besides the base sampler's):
+    proposal_temperature: T_q of the proposal softmax. The spec's default is the KD temperature T, which the
+        sampler does not know: the trainer passes it; built alone, the default is 1.
+    """
+
+    name = "ftis"
+
+    def __init__(self, num_classes: int, num_sampled: int, *, proposal_temperature: float = 1.0, **options) -> None:
+        super().__init__(num_classes, num_sampled, **options)
+        if not proposal_temperature > 0:
+            raise ValueError(f"proposal_temperature must be > 0, got {proposal_temperature}.")
+        self.proposal_temperature = proposal_temperature
+
+    def proposal(self, teacher_logits: torch.Tensor) -> torch.Tensor:
+        """`[B, C]` per-example proposal q_b (float32)."""
+        return with_floor(torch.softmax(teacher_logits.float() / self.proposal_temperature, dim=-1), self.eps)
+
+    def _draw(self, teacher_logits: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self.proposal(teacher_logits)
+        return draw_from_proposal(q if self.scope == "per_example" else q.mean(0), self.num_sampled, generator)

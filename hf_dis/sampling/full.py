@@ -1,0 +1,33 @@
+"""`full`: S is every class. The reference: with it the sampled estimators equal classic Hinton KD exactly."""
+
+from __future__ import annotations
+
+import torch
+
+from hf_dis.sampling.base import ClassSampler, SampledClasses
+from hf_dis.sampling.registry import register_sampler
+
+
+@register_sampler
+class FullSampler(ClassSampler):
+    name = "full"
+
+    def __init__(self, num_classes: int, num_sampled: int | None = None, **options) -> None:
+        if num_sampled is not None and num_sampled != num_classes:
+            raise ValueError(
+                f"the full sampler uses all {num_classes} classes; got num_sampled={num_sampled} (pass None)."
+            )
+        super().__init__(num_classes, num_classes, **options)
+
+    def sample(
+        self,
+        teacher_logits: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> SampledClasses:
+        self._check_inputs(teacher_logits, labels)
+        classes = torch.arange(self.num_classes, device=teacher_logits.device)
+        if self.scope == "per_example":
+            classes = classes.expand(teacher_logits.shape[0], -1)
+        zeros = torch.zeros(classes.shape, device=classes.device)
+        return SampledClasses(classes=classes, log_pi=zeros, mask=torch.zeros_like(classes, dtype=torch.bool))

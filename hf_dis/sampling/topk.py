@@ -1,0 +1,34 @@
+"""`topk`: the teacher's K highest classes, deterministically, with no correction (pi = 1).
+
+Common practice and known to be biased: classes outside the teacher's top-K never get a gradient, so the student's
+full-softmax accuracy can collapse. Kept as the biased baseline.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hf_dis.sampling.base import ClassSampler
+from hf_dis.sampling.registry import register_sampler
+
+
+@register_sampler
+class TopKSampler(ClassSampler):
+    """Per example: the teacher's top-K logits. Batch scope: the top-K of the batch-averaged teacher softmax at
+    `proposal_temperature`. `eps` has no effect (nothing is drawn)."""
+
+    name = "topk"
+
+    def __init__(self, num_classes: int, num_sampled: int, *, proposal_temperature: float = 1.0, **options) -> None:
+        super().__init__(num_classes, num_sampled, **options)
+        if not proposal_temperature > 0:
+            raise ValueError(f"proposal_temperature must be > 0, got {proposal_temperature}.")
+        self.proposal_temperature = proposal_temperature
+
+    def _draw(self, teacher_logits: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.scope == "per_example":
+            classes = teacher_logits.topk(self.num_sampled, dim=-1).indices
+        else:
+            batch_q = torch.softmax(teacher_logits.float() / self.proposal_temperature, dim=-1).mean(0)
+            classes = batch_q.topk(self.num_sampled).indices
+        return classes, torch.zeros(classes.shape, device=classes.device)

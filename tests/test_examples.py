@@ -1,0 +1,23 @@
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("sampler,scope", [("dis", "batch"), ("ftis", "per_example"), ("full", "batch")])
+def test_sampled_kd_step_example_runs(sampler, scope):
+    result = subprocess.run(
+        [sys.executable, "examples/sampled_kd_step.py", "--steps", "3", "--num-classes", "200",
+         "--sampler", sampler, "--scope", scope],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    losses = [float(line.split("loss ")[1].split()[0]) for line in result.stdout.splitlines() if line.startswith("step")]
+    assert len(losses) == 3 and all(math.isfinite(v) and v > 0 for v in losses)
+    if sampler == "dis":
+        assert "(full-KD probe)" in result.stdout and "'num_updates': 2" in result.stdout

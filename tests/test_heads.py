@@ -1,0 +1,115 @@
+import pytest
+import timm
+import torch
+import transformers
+from torch import nn
+
+import hf_dis
+from hf_dis.heads import HF_FAMILIES
+
+NUM_CLASSES = 13
+
+
+def tiny_hf(model_type: str, num_labels: int = NUM_CLASSES):
+    """Tiny transformers classifiers from configs (random weights, no download)."""
+    configs = {
+        "resnet": lambda: transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]),
+        "regnet": lambda: transformers.RegNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], groups_width=8),
+        "convnext": lambda: transformers.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2),
+        "convnextv2": lambda: transformers.ConvNextV2Config(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2),
+        "swin": lambda: transformers.SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4),
+        "swinv2": lambda: transformers.Swinv2Config(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4),
+        "mobilenet_v2": lambda: transformers.MobileNetV2Config(image_size=32, depth_multiplier=0.35, classifier_dropout_prob=0.5),
+        "efficientnet": lambda: transformers.EfficientNetConfig(
+            image_size=32, width_coefficient=0.1, depth_coefficient=0.1, hidden_dim=128, dropout_rate=0.5
+        ),
+        "vit": lambda: transformers.ViTConfig(
+            image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24
+        ),
+        "deit": lambda: transformers.DeiTConfig(
+            image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24
+        ),
+    }
+    config = configs[model_type]()
+    config.num_labels = num_labels
+    torch.manual_seed(0)
+    if model_type == "deit":  # the Auto class maps DeiT to its two-headed variant
+        return transformers.DeiTForImageClassification(config).eval()
+    return transformers.AutoModelForImageClassification.from_config(config).eval()
+
+
+def tiny_timm(name: str, **kwargs):
+    torch.manual_seed(0)
+    return timm.create_model(name, pretrained=False, num_classes=NUM_CLASSES, **kwargs).eval()
+
+
+def timm_wrapper():
+    config = transformers.TimmWrapperConfig(architecture="resnet18", num_labels=NUM_CLASSES)
+    torch.manual_seed(0)
+    return transformers.TimmWrapperForImageClassification(config).eval()
+
+
+MODELS = {
+    **{f"hf-{t}": (lambda t=t: tiny_hf(t)) for t in HF_FAMILIES},
+    "timm-resnet18": lambda: tiny_timm("resnet18"),
+    "timm-vit": lambda: tiny_timm("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1),
+    "timm-convnext": lambda: tiny_timm("convnext_atto"),
+    "timm-mobilenetv3": lambda: tiny_timm("mobilenetv3_small_050"),
+    "timm-wrapper": timm_wrapper,
+}
+
+
+def full_logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    out = model(pixel_values)
+    return out.logits if hasattr(out, "logits") else out
+
+
+@pytest.mark.parametrize("family", sorted(MODELS))
+def test_subset_logits_equal_full_logits_at_those_classes(family):
+    model = MODELS[family]()
+    split = hf_dis.split_classifier(model)
+    assert split.model is model and split.num_classes == NUM_CLASSES
+    g = torch.Generator().manual_seed(1)
+    pixel_values = torch.randn(3, 3, 32, 32, generator=g)
+    per_example = torch.randint(NUM_CLASSES, (3, 5), generator=g)
+    shared = torch.randperm(NUM_CLASSES, generator=g)[:6]
+    with torch.no_grad():
+        expected = full_logits(model, pixel_values)
+        features, logits_all = split(pixel_values)
+        torch.testing.assert_close(logits_all, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(split.logits(features, per_example), expected.gather(1, per_example), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(split.logits(features, shared), expected[:, shared], atol=1e-5, rtol=1e-5)
+
+
+def test_subset_logits_gradient_reaches_only_the_selected_rows():
+    head = nn.Linear(4, 10)
+    features = torch.randn(2, 4)
+    hf_dis.subset_logits(features, head, torch.tensor([1, 7])).sum().backward()
+    touched = head.weight.grad.abs().sum(-1) > 0
+    assert touched.nonzero().flatten().tolist() == [1, 7]
+
+
+def test_split_is_idempotent_and_keeps_the_state_dict():
+    model = tiny_hf("resnet")
+    split = hf_dis.split_classifier(model)
+    assert hf_dis.split_classifier(split) is split
+    assert set(split.state_dict()) == {f"model.{k}" for k in model.state_dict()}
+
+
+def test_two_headed_models_are_refused_by_name():
+    config = transformers.DeiTConfig(
+        image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24,
+        num_labels=NUM_CLASSES,
+    )
+    with pytest.raises(ValueError, match="does not support DeiTForImageClassificationWithTeacher.*TimmWrapper"):
+        hf_dis.split_classifier(transformers.DeiTForImageClassificationWithTeacher(config))
+    distilled = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, num_classes=NUM_CLASSES, img_size=32, depth=1)
+    with pytest.raises(ValueError, match="VisionTransformerDistilled's is several heads"):
+        hf_dis.split_classifier(distilled)
+
+
+def test_models_without_a_linear_head_are_refused():
+    with pytest.raises(ValueError, match="not nn.Linear"):
+        hf_dis.split_classifier(tiny_hf("vit", num_labels=0))
+    with pytest.raises(ValueError, match="does not support Sequential"):
+        hf_dis.split_classifier(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))

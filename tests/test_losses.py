@@ -1,0 +1,147 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import hf_dis
+from hf_dis.losses import ESTIMATORS
+
+
+def hinton_kd_reference(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(p_t || p_s), batch mean, written from the definition with explicit sums, in float64."""
+    total = 0.0
+    for s_row, t_row in zip(student.double(), teacher.double()):
+        p_t = [math.exp(v / temperature) for v in t_row.tolist()]
+        p_s = [math.exp(v / temperature) for v in s_row.tolist()]
+        z_t, z_s = sum(p_t), sum(p_s)
+        total += sum((a / z_t) * math.log((a / z_t) / (b / z_s)) for a, b in zip(p_t, p_s))
+    return torch.tensor(total / student.shape[0] * temperature**2, dtype=torch.float64)
+
+
+def logits(seed: int, batch: int = 6, classes: int = 37, scale: float = 3.0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, classes, generator=g) * scale, torch.randn(batch, classes, generator=g) * scale
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 4.0])
+def test_kd_loss_matches_hinton_formula(temperature):
+    student, teacher = logits(0)
+    expected = hinton_kd_reference(student, teacher, temperature)
+    torch.testing.assert_close(hf_dis.kd_loss(student, teacher, temperature).double(), expected, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+@pytest.mark.parametrize("scope", ["per_example", "batch"])
+@pytest.mark.parametrize("log_q_correction", [True, False])
+def test_sampled_kd_with_all_classes_equals_full_kd(estimator, scope, log_q_correction):
+    student, teacher = logits(1)
+    temperature = 2.0
+    drawn = hf_dis.build_sampler("full", 37, None, scope=scope).sample(teacher)
+    classes = drawn.classes.expand(student.shape[0], -1)
+    student_full = student.clone().requires_grad_(True)
+    student_sampled = student.clone().requires_grad_(True)
+    full = hf_dis.kd_loss(student_full, teacher, temperature)
+    sampled = hf_dis.sampled_kd_loss(
+        student_sampled.gather(1, classes), teacher.gather(1, classes), drawn.log_pi, temperature, drawn.mask,
+        estimator=estimator, log_q_correction=log_q_correction,
+        teacher_log_partition=torch.logsumexp(teacher / temperature, dim=-1),
+    )
+    torch.testing.assert_close(sampled, full, atol=1e-6, rtol=1e-6)
+    full.backward()
+    sampled.backward()
+    torch.testing.assert_close(student_sampled.grad, student_full.grad, atol=1e-6, rtol=1e-6)
+
+
+def test_masked_duplicates_are_ignored():
+    student, teacher = logits(2, batch=2, classes=8)
+    classes = torch.tensor([[0, 3, 5, 3], [1, 2, 2, 7]])
+    log_pi = torch.tensor([[0.0, -0.5, -1.0, -0.5], [0.0, -0.2, -0.2, -2.0]])
+    mask = torch.tensor([[False, False, False, True], [False, False, True, False]])
+    kept = torch.tensor([[0, 3, 5], [1, 2, 7]])
+    kept_log_pi = torch.tensor([[0.0, -0.5, -1.0], [0.0, -0.2, -2.0]])
+    for estimator in ESTIMATORS:
+        partition = torch.logsumexp(teacher / 2.0, dim=-1)
+        with_dup = hf_dis.sampled_kd_loss(
+            student.gather(1, classes), teacher.gather(1, classes), log_pi, 2.0, mask,
+            estimator=estimator, teacher_log_partition=partition,
+        )
+        without = hf_dis.sampled_kd_loss(
+            student.gather(1, kept), teacher.gather(1, kept), kept_log_pi, 2.0,
+            estimator=estimator, teacher_log_partition=partition,
+        )
+        torch.testing.assert_close(with_dup, without)
+    ce_dup = hf_dis.sampled_cross_entropy(student.gather(1, classes), classes, torch.tensor([3, 2]), log_pi, mask)
+    ce = hf_dis.sampled_cross_entropy(student.gather(1, kept), kept, torch.tensor([3, 2]), kept_log_pi)
+    torch.testing.assert_close(ce_dup, ce)
+
+
+def test_self_normalized_is_zero_when_student_matches_teacher_on_S():
+    _, teacher = logits(3)
+    drawn = hf_dis.build_sampler("ftis", 37, 8, seed=3).sample(teacher, torch.zeros(6, dtype=torch.long))
+    teacher_S = teacher.gather(1, drawn.classes)
+    loss = hf_dis.sampled_kd_loss(teacher_S + 5.0, teacher_S, drawn.log_pi, 3.0, drawn.mask)  # shift-invariant
+    assert abs(loss.item()) < 1e-6
+
+
+@pytest.mark.parametrize("scope", ["per_example", "batch"])
+def test_sampled_cross_entropy_with_all_classes_equals_cross_entropy(scope):
+    student, _ = logits(4)
+    labels = torch.tensor([0, 5, 36, 12, 12, 3])
+    drawn = hf_dis.build_sampler("full", 37, None, scope=scope).sample(student, labels)
+    classes = drawn.classes.expand(6, -1)
+    loss = hf_dis.sampled_cross_entropy(student.gather(1, classes), drawn.classes, labels, drawn.log_pi, drawn.mask)
+    torch.testing.assert_close(loss, F.cross_entropy(student, labels))
+
+
+def test_sampled_cross_entropy_applies_log_q_correction_to_non_labels():
+    student = torch.tensor([[2.0, 1.0, 0.5]])
+    classes = torch.tensor([[0, 1, 2]])
+    log_pi = torch.tensor([[0.0, math.log(0.5), math.log(0.25)]])
+    expected = -(2.0 - math.log(math.exp(2.0) + math.exp(1.0) / 0.5 + math.exp(0.5) / 0.25))
+    loss = hf_dis.sampled_cross_entropy(student, classes, torch.tensor([0]), log_pi)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    uncorrected = hf_dis.sampled_cross_entropy(student, classes, torch.tensor([0]), log_pi, log_q_correction=False)
+    assert uncorrected.item() == pytest.approx(F.cross_entropy(student, torch.tensor([0])).item(), rel=1e-6)
+
+
+def test_sampled_cross_entropy_needs_the_label_in_S():
+    student = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="label 9 is not in the sampled classes"):
+        hf_dis.sampled_cross_entropy(student, torch.tensor([0, 1, 2]), torch.tensor([1, 9]), torch.zeros(3))
+
+
+def test_bf16_autocast_is_stable_and_float32():
+    student, teacher = logits(5, scale=300.0)  # large logits: naive exp overflows in bf16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = hf_dis.kd_loss(student.bfloat16(), teacher.bfloat16(), 1.0)
+        drawn = hf_dis.build_sampler("uniform", 37, 10, seed=0).sample(teacher.bfloat16(), torch.zeros(6, dtype=torch.long))
+        sampled = hf_dis.sampled_kd_loss(
+            student.bfloat16().gather(1, drawn.classes), teacher.bfloat16().gather(1, drawn.classes),
+            drawn.log_pi, 1.0, drawn.mask,
+        )
+    assert loss.dtype == sampled.dtype == torch.float32
+    assert torch.isfinite(loss) and torch.isfinite(sampled)
+    reference = hf_dis.kd_loss(student.bfloat16().float(), teacher.bfloat16().float(), 1.0)
+    torch.testing.assert_close(loss, reference)
+
+
+def test_loss_errors_name_the_offending_value():
+    student, teacher = logits(6)
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
+        hf_dis.kd_loss(student, teacher, 0)
+    with pytest.raises(ValueError, match="temperature must be > 0, got -1.0"):
+        hf_dis.sampled_kd_loss(student, teacher, torch.zeros(37), -1.0)
+    with pytest.raises(ValueError, match="got 37 and 36"):
+        hf_dis.kd_loss(student, teacher[:, :36], 1.0)
+    bad = teacher.clone()
+    bad[2, 4] = float("nan")
+    with pytest.raises(ValueError, match="nan"):
+        hf_dis.kd_loss(student, bad, 1.0)
+    bad[2, 4] = float("inf")
+    with pytest.raises(ValueError, match="inf"):
+        hf_dis.kd_loss(student, bad, 1.0)
+    with pytest.raises(ValueError, match="'horvitz_thompson' needs teacher_log_partition"):
+        hf_dis.sampled_kd_loss(student, teacher, torch.zeros(37), 1.0, estimator="horvitz_thompson")
+    with pytest.raises(ValueError, match="Unknown estimator 'ht'"):
+        hf_dis.sampled_kd_loss(student, teacher, torch.zeros(37), 1.0, estimator="ht")

@@ -1,0 +1,260 @@
+import json
+import math
+
+import pytest
+import torch
+
+import hf_dis
+from hf_dis.diagnostics import sampled_gradient_error
+from hf_dis.sampling import LaplaceMixture
+from hf_dis.sampling.dis import log_rank_bins
+
+DRAWING = ["uniform", "ftis", "dis"]
+ALL = ["full", "uniform", "topk", "ftis", "dis"]
+
+
+def make_batch(seed: int, batch: int = 4, classes: int = 50, scale: float = 4.0):
+    g = torch.Generator().manual_seed(seed)
+    teacher = torch.randn(batch, classes, generator=g) * scale
+    student = torch.randn(batch, classes, generator=g) * scale / 2
+    labels = torch.randint(classes, (batch,), generator=g)
+    return teacher, student, labels
+
+
+def build(name: str, num_classes: int = 50, num_sampled: int = 10, **options):
+    return hf_dis.build_sampler(name, num_classes, None if name == "full" else num_sampled, **options)
+
+
+# --- unbiasedness --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("estimator", ["self_normalized", "horvitz_thompson"])
+@pytest.mark.parametrize("name", DRAWING)
+def test_mean_sampled_gradient_approaches_full_gradient_as_K_grows(name, estimator):
+    teacher, student, _ = make_batch(0)
+    repeats = 3000
+    errors = []
+    for k in (5, 20, 40):
+        sampler = build(name, num_sampled=k, force_label=False, seed=k, **({"proposal_temperature": 3.0} if name == "ftis" else {}))
+        errors.append(sampled_gradient_error(sampler, teacher, student, 3.0, num_repeats=repeats, estimator=estimator))
+    rel = [e.relative_error for e in errors]
+    # Monte Carlo noise of a mean over `repeats` draws, in the same relative units.
+    noise = [3 * e.relative_std / math.sqrt(repeats) for e in errors]
+    assert rel[1] < rel[0] and rel[2] < rel[1], rel
+    assert rel[2] < 0.12 + noise[2], (rel, noise)
+
+
+def test_batch_scope_gradient_is_consistent():
+    teacher, student, _ = make_batch(1)
+    errors = [
+        sampled_gradient_error(build("dis", num_sampled=k, scope="batch", force_label=False, seed=k), teacher, student, 3.0, num_repeats=400)
+        for k in (5, 40)
+    ]
+    assert errors[1].relative_error < 0.5 * errors[0].relative_error
+
+
+def test_topk_is_biased():
+    teacher, student, _ = make_batch(0)
+    topk = sampled_gradient_error(build("topk", num_sampled=20, force_label=False), teacher, student, 3.0, num_repeats=50)
+    dis = sampled_gradient_error(build("dis", num_sampled=20, force_label=False), teacher, student, 3.0, num_repeats=3000)
+    assert topk.relative_std == 0.0  # deterministic: more draws cannot reduce its error
+    assert topk.relative_error > 0.5
+    assert topk.relative_error > 4 * dis.relative_error
+
+
+# --- inclusion probabilities ----------------------------------------------------------------------------------------
+
+
+def _inclusion_table(draws: list[hf_dis.SampledClasses], rows: int, num_classes: int):
+    counts = torch.zeros(rows, num_classes)
+    pi = torch.full((rows, num_classes), float("nan"))
+    for drawn in draws:
+        classes = drawn.classes if drawn.classes.dim() == 2 else drawn.classes.expand(rows, -1)
+        log_pi = drawn.log_pi.expand_as(classes)
+        keep = ~drawn.mask.expand_as(classes)
+        for row in range(rows):
+            counts[row, classes[row][keep[row]]] += 1
+            pi[row, classes[row][keep[row]]] = log_pi[row][keep[row]].exp()
+    return counts / len(draws), pi
+
+
+@pytest.mark.parametrize("scope", ["per_example", "batch"])
+@pytest.mark.parametrize("name", DRAWING)
+def test_empirical_inclusion_matches_pi(name, scope):
+    num_classes, batch = 30, 3
+    teacher, _, labels = make_batch(2, batch=batch, classes=num_classes, scale=2.0)
+    sampler = build(name, num_classes=num_classes, num_sampled=6, scope=scope, seed=5)
+    repeats = 3000 if scope == "per_example" else 1500
+    if scope == "per_example":  # one call, every row an independent draw
+        tiled = sampler.sample(teacher.repeat(repeats, 1), labels.repeat(repeats))
+        draws = [
+            hf_dis.SampledClasses(c, lp, m)
+            for c, lp, m in zip(tiled.classes.split(batch), tiled.log_pi.split(batch), tiled.mask.split(batch))
+        ]
+    else:
+        draws = [sampler.sample(teacher, labels) for _ in range(repeats)]
+    frequency, pi = _inclusion_table(draws, batch, num_classes)
+    seen = ~torch.isnan(pi)
+    # pi is a function of the class (and example) only: every draw that includes it reports the same value.
+    tolerance = 5 * torch.sqrt(pi[seen] * (1 - pi[seen]) / repeats) + 1.0 / repeats
+    assert bool(((frequency[seen] - pi[seen]).abs() <= tolerance).all())
+    assert bool((frequency[~seen] == 0).all())
+
+
+@pytest.mark.parametrize("scope", ["per_example", "batch"])
+@pytest.mark.parametrize("name", ALL)
+def test_forced_classes_present_and_no_duplicates(name, scope):
+    teacher, _, labels = make_batch(3)
+    sampler = build(name, scope=scope, force_teacher_topk=2, seed=1)
+    top2 = teacher.topk(2, dim=-1).indices
+    for _ in range(20):
+        drawn = sampler.sample(teacher, labels)
+        rows = drawn.classes if drawn.classes.dim() == 2 else drawn.classes.expand(4, -1)
+        keep = ~drawn.mask.expand_as(rows)
+        for row in range(4):
+            kept = rows[row][keep[row]].tolist()
+            assert len(kept) == len(set(kept))
+            assert labels[row].item() in kept and set(top2[row].tolist()) <= set(kept)
+            forced_pi = drawn.log_pi.expand_as(rows)[row][(rows[row] == labels[row]) & keep[row]]
+            assert forced_pi.item() == 0.0
+
+
+def test_switching_the_prior_off_forces_nothing():
+    teacher, _, labels = make_batch(4, classes=1000)
+    drawn = build("uniform", num_classes=1000, num_sampled=3, force_label=False, force_teacher_topk=0).sample(teacher, labels)
+    assert drawn.classes.shape == (4, 3)
+    assert bool((drawn.log_pi < 0).all())
+
+
+def test_dis_tail_draws_cover_classes_outside_the_top_ranks():
+    teacher, _, labels = make_batch(5, batch=2, classes=200)
+    sampler = build("dis", num_classes=200, num_sampled=64, rank_limit=16, eps=0.5, seed=0)
+    drawn = sampler.sample(teacher, labels)
+    top16 = teacher.topk(16, dim=-1).indices
+    outside = [set(drawn.classes[r].tolist()) - set(top16[r].tolist()) for r in range(2)]
+    assert all(len(o) > 10 for o in outside)
+    assert int(drawn.classes.max()) < 200
+
+
+# --- DIS refit ------------------------------------------------------------------------------------------------------
+
+
+def test_dis_refit_recovers_a_planted_mixture():
+    num_classes = 5000
+    sampler = build("dis", num_classes=num_classes, num_sampled=50, prior_min_weight=0.1, em_iterations=100)
+    planted = LaplaceMixture.from_lists([0.5, 0.3, 0.2], [0, 40, 400], [3, 8, 60])
+    edges = sampler.edges
+    g = planted.bin_probs(edges, num_classes) / (edges[1:] - edges[:-1])  # mean per rank in each bin
+    sampler.observe(g)
+    fit = sampler.mixture
+    torch.testing.assert_close(fit.weights, planted.weights, atol=0.01, rtol=0)
+    assert fit.locs[0] == 0
+    torch.testing.assert_close(fit.locs[1:], planted.locs[1:], atol=1.0, rtol=0.03)
+    # Scales come from the mean absolute deviation of rank-cell centres: the prior's (a one-sided, discretised
+    # Laplace) reads about half a rank low; the others within 2 %.
+    torch.testing.assert_close(fit.scales[1:], planted.scales[1:], atol=0, rtol=0.02)
+    assert 2.3 < float(fit.scales[0]) <= 3.0
+
+
+def test_dis_prior_component_keeps_its_constraints():
+    num_classes = 2000
+    sampler = build("dis", num_classes=num_classes, num_sampled=20, prior_min_weight=0.5)
+    planted = LaplaceMixture.from_lists([0.1, 0.45, 0.45], [0, 30, 300], [2, 5, 40])
+    g = planted.bin_probs(sampler.edges, num_classes) / (sampler.edges[1:] - sampler.edges[:-1])
+    for _ in range(3):
+        sampler.observe(g)
+    assert float(sampler.mixture.locs[0]) == 0.0
+    assert float(sampler.mixture.weights[0]) == pytest.approx(0.5)
+    assert float(sampler.mixture.weights.sum()) == pytest.approx(1.0)
+
+
+def test_dis_update_from_full_distillation_moves_the_proposal():
+    teacher, student, _ = make_batch(6, batch=16, classes=500)
+    sampler = build("dis", num_classes=500, num_sampled=20)
+    before = sampler.rank_probs().clone()
+    sampler.update(teacher, student, 2.0)
+    assert sampler.num_updates == 1 and sampler.interaction is not None
+    assert not torch.allclose(before, sampler.rank_probs())
+    assert float(sampler.rank_probs().sum()) == pytest.approx(1.0)
+    assert float(sampler.rank_probs().min()) >= sampler.eps / 500 * (1 - 1e-9)
+
+
+def test_log_rank_bins_cover_every_rank_once():
+    edges = log_rank_bins(10**6, 128)
+    assert edges[0] == 0 and edges[-1] == 10**6
+    assert bool((edges[1:] > edges[:-1]).all()) and len(edges) <= 129
+    assert torch.equal(log_rank_bins(50, 128), torch.arange(51))
+
+
+# --- state and reproducibility --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scope", ["per_example", "batch"])
+@pytest.mark.parametrize("name", ALL)
+def test_state_dict_round_trip_reproduces_draws(name, scope):
+    teacher, student, labels = make_batch(7)
+    sampler = build(name, scope=scope, seed=11)
+    sampler.sample(teacher, labels)
+    sampler.update(teacher, student, 2.0)
+    state = json.loads(json.dumps(sampler.state_dict()))  # must survive JSON (trainer_state.json)
+    expected = [sampler.sample(teacher, labels) for _ in range(3)]
+    restored = build(name, scope=scope, seed=999)
+    restored.load_state_dict(state)
+    for want in expected:
+        got = restored.sample(teacher, labels)
+        assert torch.equal(got.classes, want.classes) and torch.equal(got.log_pi, want.log_pi)
+        assert torch.equal(got.mask, want.mask)
+
+
+def test_same_seed_same_draws_and_explicit_generator_wins():
+    teacher, _, labels = make_batch(8)
+    a, b, c = (build("dis", seed=s) for s in (3, 3, 4))
+    draws_a, draws_b, draws_c = (s.sample(teacher, labels).classes for s in (a, b, c))
+    assert torch.equal(draws_a, draws_b) and not torch.equal(draws_a, draws_c)
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    assert torch.equal(a.sample(teacher, labels, generator=g1).classes, c.sample(teacher, labels, generator=g2).classes)
+
+
+def test_loading_state_of_another_sampler_is_an_error():
+    with pytest.raises(ValueError, match="state is for sampler 'uniform', not 'dis'"):
+        build("dis").load_state_dict(build("uniform").state_dict())
+
+
+# --- validation -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [0, -3, 51])
+def test_bad_num_sampled(k):
+    with pytest.raises(ValueError, match=f"num_sampled must be in \\[1, num_classes=50\\], got {k}"):
+        hf_dis.build_sampler("uniform", 50, k)
+
+
+def test_fractional_num_sampled():
+    assert hf_dis.build_sampler("dis", 1000, 0.05).num_sampled == 50
+    with pytest.raises(ValueError, match="got 1.5"):
+        hf_dis.build_sampler("dis", 1000, 1.5)
+
+
+def test_sampler_input_errors_name_the_value():
+    teacher, _, labels = make_batch(9)
+    sampler = build("ftis")
+    with pytest.raises(ValueError, match="found 50"):
+        sampler.sample(teacher, torch.tensor([0, 1, 50, 2]))
+    with pytest.raises(ValueError, match="found -1"):
+        sampler.sample(teacher, torch.tensor([0, -1, 5, 2]))
+    with pytest.raises(ValueError, match="has 49 classes, expected 50"):
+        sampler.sample(teacher[:, :49], labels)
+    bad = teacher.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="nan"):
+        sampler.sample(bad, labels)
+    with pytest.raises(ValueError, match="Unknown sampler 'gumbel'; choose one of \\['dis', 'ftis', 'full', 'topk', 'uniform'\\]"):
+        hf_dis.build_sampler("gumbel", 50, 5)
+    with pytest.raises(ValueError, match="scope must be one of"):
+        build("dis", scope="global")
+    with pytest.raises(ValueError, match="prior_min_weight must be in \\[0, 1\\), got 1.2"):
+        build("dis", prior_min_weight=1.2)
+    with pytest.raises(ValueError, match="pass None"):
+        hf_dis.build_sampler("full", 50, 10)
+    with pytest.raises(TypeError):
+        build("uniform", proposal_temprature=2.0)  # typos are not swallowed
