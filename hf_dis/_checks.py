@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def check_temperature(temperature: float) -> None:
+def check_temperature(temperature: float, name: str = "temperature") -> None:
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}.")
+        raise ValueError(f"{name} must be > 0, got {temperature}.")
 
 
 def check_num_sampled(num_sampled: int, num_classes: int) -> None:

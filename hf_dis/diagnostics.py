@@ -56,8 +56,14 @@ def sampled_gradient_error(
         drawn = sampler.sample(teacher, labels_, generator=generator)
         classes = drawn.classes if drawn.classes.dim() == 2 else drawn.classes.expand(teacher.shape[0], -1)
         return sampled_kd_loss(
-            student.gather(1, classes), teacher.gather(1, classes), drawn.log_pi, temperature, drawn.mask,
-            estimator=estimator, teacher_log_partition=partition, log_q_correction=log_q_correction,
+            student.gather(1, classes),
+            teacher.gather(1, classes),
+            drawn.log_pi,
+            temperature,
+            drawn.mask,
+            estimator=estimator,
+            teacher_log_partition=partition,
+            log_q_correction=log_q_correction,
         )
 
     if sampler.scope == "per_example":
@@ -67,10 +73,12 @@ def sampled_gradient_error(
         # The tiled loss averages over num_repeats * B rows: rescale each row's gradient to a B-row batch mean.
         grads = grads.view(num_repeats, batch_size, -1) * num_repeats
     else:
-        grads = torch.stack([
-            _logit_gradient(lambda s: sampled_loss(s, teacher_logits, labels, log_partition), student_logits)
-            for _ in range(num_repeats)
-        ])
+        grads = torch.stack(
+            [
+                _logit_gradient(lambda s: sampled_loss(s, teacher_logits, labels, log_partition), student_logits)
+                for _ in range(num_repeats)
+            ]
+        )
     scale = full.norm()
     return GradientError(
         relative_error=float((grads.mean(0) - full).norm() / scale),

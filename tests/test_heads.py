@@ -14,20 +14,38 @@ def tiny_hf(model_type: str, num_labels: int = NUM_CLASSES):
     """Tiny transformers classifiers from configs (random weights, no download)."""
     configs = {
         "resnet": lambda: transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]),
-        "regnet": lambda: transformers.RegNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], groups_width=8),
+        "regnet": lambda: transformers.RegNetConfig(
+            embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], groups_width=8
+        ),
         "convnext": lambda: transformers.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2),
         "convnextv2": lambda: transformers.ConvNextV2Config(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2),
-        "swin": lambda: transformers.SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4),
-        "swinv2": lambda: transformers.Swinv2Config(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4),
-        "mobilenet_v2": lambda: transformers.MobileNetV2Config(image_size=32, depth_multiplier=0.35, classifier_dropout_prob=0.5),
+        "swin": lambda: transformers.SwinConfig(
+            image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4
+        ),
+        "swinv2": lambda: transformers.Swinv2Config(
+            image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4
+        ),
+        "mobilenet_v2": lambda: transformers.MobileNetV2Config(
+            image_size=32, depth_multiplier=0.35, classifier_dropout_prob=0.5
+        ),
         "efficientnet": lambda: transformers.EfficientNetConfig(
             image_size=32, width_coefficient=0.1, depth_coefficient=0.1, hidden_dim=128, dropout_rate=0.5
         ),
         "vit": lambda: transformers.ViTConfig(
-            image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24
+            image_size=32,
+            patch_size=8,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=24,
         ),
         "deit": lambda: transformers.DeiTConfig(
-            image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24
+            image_size=32,
+            patch_size=8,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=24,
         ),
     }
     config = configs[model_type]()
@@ -77,7 +95,9 @@ def test_subset_logits_equal_full_logits_at_those_classes(family):
         expected = full_logits(model, pixel_values)
         features, logits_all = split(pixel_values)
         torch.testing.assert_close(logits_all, expected, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(split.logits(features, per_example), expected.gather(1, per_example), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            split.logits(features, per_example), expected.gather(1, per_example), atol=1e-5, rtol=1e-5
+        )
         torch.testing.assert_close(split.logits(features, shared), expected[:, shared], atol=1e-5, rtol=1e-5)
 
 
@@ -98,12 +118,19 @@ def test_split_is_idempotent_and_keeps_the_state_dict():
 
 def test_two_headed_models_are_refused_by_name():
     config = transformers.DeiTConfig(
-        image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24,
+        image_size=32,
+        patch_size=8,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=24,
         num_labels=NUM_CLASSES,
     )
     with pytest.raises(ValueError, match="does not support DeiTForImageClassificationWithTeacher.*TimmWrapper"):
         hf_dis.split_classifier(transformers.DeiTForImageClassificationWithTeacher(config))
-    distilled = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, num_classes=NUM_CLASSES, img_size=32, depth=1)
+    distilled = timm.create_model(
+        "deit_tiny_distilled_patch16_224", pretrained=False, num_classes=NUM_CLASSES, img_size=32, depth=1
+    )
     with pytest.raises(ValueError, match="VisionTransformerDistilled's is several heads"):
         hf_dis.split_classifier(distilled)
 

@@ -11,11 +11,11 @@ from hf_dis.losses import ESTIMATORS
 def hinton_kd_reference(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """T^2 * KL(p_t || p_s), batch mean, written from the definition with explicit sums, in float64."""
     total = 0.0
-    for s_row, t_row in zip(student.double(), teacher.double()):
+    for s_row, t_row in zip(student.double(), teacher.double(), strict=True):
         p_t = [math.exp(v / temperature) for v in t_row.tolist()]
         p_s = [math.exp(v / temperature) for v in s_row.tolist()]
         z_t, z_s = sum(p_t), sum(p_s)
-        total += sum((a / z_t) * math.log((a / z_t) / (b / z_s)) for a, b in zip(p_t, p_s))
+        total += sum((a / z_t) * math.log((a / z_t) / (b / z_s)) for a, b in zip(p_t, p_s, strict=True))
     return torch.tensor(total / student.shape[0] * temperature**2, dtype=torch.float64)
 
 
@@ -43,8 +43,13 @@ def test_sampled_kd_with_all_classes_equals_full_kd(estimator, scope, log_q_corr
     student_sampled = student.clone().requires_grad_(True)
     full = hf_dis.kd_loss(student_full, teacher, temperature)
     sampled = hf_dis.sampled_kd_loss(
-        student_sampled.gather(1, classes), teacher.gather(1, classes), drawn.log_pi, temperature, drawn.mask,
-        estimator=estimator, log_q_correction=log_q_correction,
+        student_sampled.gather(1, classes),
+        teacher.gather(1, classes),
+        drawn.log_pi,
+        temperature,
+        drawn.mask,
+        estimator=estimator,
+        log_q_correction=log_q_correction,
         teacher_log_partition=torch.logsumexp(teacher / temperature, dim=-1),
     )
     torch.testing.assert_close(sampled, full, atol=1e-6, rtol=1e-6)
@@ -63,12 +68,21 @@ def test_masked_duplicates_are_ignored():
     for estimator in ESTIMATORS:
         partition = torch.logsumexp(teacher / 2.0, dim=-1)
         with_dup = hf_dis.sampled_kd_loss(
-            student.gather(1, classes), teacher.gather(1, classes), log_pi, 2.0, mask,
-            estimator=estimator, teacher_log_partition=partition,
+            student.gather(1, classes),
+            teacher.gather(1, classes),
+            log_pi,
+            2.0,
+            mask,
+            estimator=estimator,
+            teacher_log_partition=partition,
         )
         without = hf_dis.sampled_kd_loss(
-            student.gather(1, kept), teacher.gather(1, kept), kept_log_pi, 2.0,
-            estimator=estimator, teacher_log_partition=partition,
+            student.gather(1, kept),
+            teacher.gather(1, kept),
+            kept_log_pi,
+            2.0,
+            estimator=estimator,
+            teacher_log_partition=partition,
         )
         torch.testing.assert_close(with_dup, without)
     ce_dup = hf_dis.sampled_cross_entropy(student.gather(1, classes), classes, torch.tensor([3, 2]), log_pi, mask)
@@ -115,10 +129,15 @@ def test_bf16_autocast_is_stable_and_float32():
     student, teacher = logits(5, scale=300.0)  # large logits: naive exp overflows in bf16
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = hf_dis.kd_loss(student.bfloat16(), teacher.bfloat16(), 1.0)
-        drawn = hf_dis.build_sampler("uniform", 37, 10, seed=0).sample(teacher.bfloat16(), torch.zeros(6, dtype=torch.long))
+        drawn = hf_dis.build_sampler("uniform", 37, 10, seed=0).sample(
+            teacher.bfloat16(), torch.zeros(6, dtype=torch.long)
+        )
         sampled = hf_dis.sampled_kd_loss(
-            student.bfloat16().gather(1, drawn.classes), teacher.bfloat16().gather(1, drawn.classes),
-            drawn.log_pi, 1.0, drawn.mask,
+            student.bfloat16().gather(1, drawn.classes),
+            teacher.bfloat16().gather(1, drawn.classes),
+            drawn.log_pi,
+            1.0,
+            drawn.mask,
         )
     assert loss.dtype == sampled.dtype == torch.float32
     assert torch.isfinite(loss) and torch.isfinite(sampled)

@@ -35,7 +35,9 @@ def test_mean_sampled_gradient_approaches_full_gradient_as_K_grows(name, estimat
     repeats = 3000
     errors = []
     for k in (5, 20, 40):
-        sampler = build(name, num_sampled=k, force_label=False, seed=k, **({"proposal_temperature": 3.0} if name == "ftis" else {}))
+        sampler = build(
+            name, num_sampled=k, force_label=False, seed=k, **({"proposal_temperature": 3.0} if name == "ftis" else {})
+        )
         errors.append(sampled_gradient_error(sampler, teacher, student, 3.0, num_repeats=repeats, estimator=estimator))
     rel = [e.relative_error for e in errors]
     # Monte Carlo noise of a mean over `repeats` draws, in the same relative units.
@@ -47,7 +49,13 @@ def test_mean_sampled_gradient_approaches_full_gradient_as_K_grows(name, estimat
 def test_batch_scope_gradient_is_consistent():
     teacher, student, _ = make_batch(1)
     errors = [
-        sampled_gradient_error(build("dis", num_sampled=k, scope="batch", force_label=False, seed=k), teacher, student, 3.0, num_repeats=400)
+        sampled_gradient_error(
+            build("dis", num_sampled=k, scope="batch", force_label=False, seed=k),
+            teacher,
+            student,
+            3.0,
+            num_repeats=400,
+        )
         for k in (5, 40)
     ]
     assert errors[1].relative_error < 0.5 * errors[0].relative_error
@@ -55,8 +63,12 @@ def test_batch_scope_gradient_is_consistent():
 
 def test_topk_is_biased():
     teacher, student, _ = make_batch(0)
-    topk = sampled_gradient_error(build("topk", num_sampled=20, force_label=False), teacher, student, 3.0, num_repeats=50)
-    dis = sampled_gradient_error(build("dis", num_sampled=20, force_label=False), teacher, student, 3.0, num_repeats=3000)
+    topk = sampled_gradient_error(
+        build("topk", num_sampled=20, force_label=False), teacher, student, 3.0, num_repeats=50
+    )
+    dis = sampled_gradient_error(
+        build("dis", num_sampled=20, force_label=False), teacher, student, 3.0, num_repeats=3000
+    )
     assert topk.relative_std == 0.0  # deterministic: more draws cannot reduce its error
     assert topk.relative_error > 0.5
     assert topk.relative_error > 4 * dis.relative_error
@@ -89,7 +101,9 @@ def test_empirical_inclusion_matches_pi(name, scope):
         tiled = sampler.sample(teacher.repeat(repeats, 1), labels.repeat(repeats))
         draws = [
             hf_dis.SampledClasses(c, lp, m)
-            for c, lp, m in zip(tiled.classes.split(batch), tiled.log_pi.split(batch), tiled.mask.split(batch))
+            for c, lp, m in zip(
+                tiled.classes.split(batch), tiled.log_pi.split(batch), tiled.mask.split(batch), strict=True
+            )
         ]
     else:
         draws = [sampler.sample(teacher, labels) for _ in range(repeats)]
@@ -121,7 +135,9 @@ def test_forced_classes_present_and_no_duplicates(name, scope):
 
 def test_switching_the_prior_off_forces_nothing():
     teacher, _, labels = make_batch(4, classes=1000)
-    drawn = build("uniform", num_classes=1000, num_sampled=3, force_label=False, force_teacher_topk=0).sample(teacher, labels)
+    drawn = build("uniform", num_classes=1000, num_sampled=3, force_label=False, force_teacher_topk=0).sample(
+        teacher, labels
+    )
     assert drawn.classes.shape == (4, 3)
     assert bool((drawn.log_pi < 0).all())
 
@@ -248,7 +264,9 @@ def test_sampler_input_errors_name_the_value():
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match="nan"):
         sampler.sample(bad, labels)
-    with pytest.raises(ValueError, match="Unknown sampler 'gumbel'; choose one of \\['dis', 'ftis', 'full', 'topk', 'uniform'\\]"):
+    with pytest.raises(
+        ValueError, match="Unknown sampler 'gumbel'; choose one of \\['dis', 'ftis', 'full', 'topk', 'uniform'\\]"
+    ):
         hf_dis.build_sampler("gumbel", 50, 5)
     with pytest.raises(ValueError, match="scope must be one of"):
         build("dis", scope="global")

@@ -134,7 +134,9 @@ def split_classifier(model: nn.Module) -> SplitClassifier:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type in HF_FAMILIES and name.endswith("ForImageClassification"):
         return SplitClassifier(model, HF_FAMILIES[model_type].head_path, model_type)
-    raise ValueError(f"split_classifier does not support {name} (model_type={model_type!r}); it supports {_supported()}.")
+    raise ValueError(
+        f"split_classifier does not support {name} (model_type={model_type!r}); it supports {_supported()}."
+    )
 
 
 def _timm_head_path(model: nn.Module, name: str) -> str:

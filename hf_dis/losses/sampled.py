@@ -92,7 +92,9 @@ def sampled_kd_loss(
         per_example = (q_t * (log_q_t - log_q_s)).sum(-1)
     else:
         if teacher_log_partition is None:
-            raise ValueError("estimator='horvitz_thompson' needs teacher_log_partition = logsumexp(z_t / T) over all C.")
+            raise ValueError(
+                "estimator='horvitz_thompson' needs teacher_log_partition = logsumexp(z_t / T) over all C."
+            )
         log_p_t = teacher_logits_S.float() / temperature - teacher_log_partition.detach().float().unsqueeze(-1)
         weights = torch.exp(log_p_t - log_pi)
         a_s = _corrected_logits(student_logits_S, log_pi, temperature, log_q_correction)

@@ -1,9 +1,10 @@
 """Class samplers: which classes the sampled KD loss looks at, with exact inclusion probabilities.
 
+Importing this package registers the five built-in samplers.
+
 `build_sampler(name, num_classes, num_sampled, **options)` with name one of full, uniform, topk, ftis, dis.
 """
 
-from hf_dis.sampling import dis, ftis, full, topk, uniform  # noqa: F401  (register the samplers)
 from hf_dis.sampling.base import SCOPES, ClassSampler, SampledClasses
 from hf_dis.sampling.dis import DISSampler
 from hf_dis.sampling.ftis import FTISSampler

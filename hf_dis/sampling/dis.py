@@ -28,7 +28,9 @@ def log_rank_bins(num_ranks: int, num_bins: int) -> torch.Tensor:
     bins at the top ranks and log-spaced ones further down."""
     if num_ranks <= num_bins:
         return torch.arange(num_ranks + 1)
-    grid = torch.logspace(0, torch.log10(torch.tensor(num_ranks + 1.0, dtype=torch.float64)), num_bins + 1, dtype=torch.float64)
+    grid = torch.logspace(
+        0, torch.log10(torch.tensor(num_ranks + 1.0, dtype=torch.float64)), num_bins + 1, dtype=torch.float64
+    )
     edges = torch.unique(torch.floor(grid).long() - 1)
     edges[-1] = num_ranks
     return edges
@@ -48,7 +50,9 @@ def bin_means(values: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     """`[n]` mean of `values [C]` over each rank bin."""
     widths = edges[1:] - edges[:-1]
     bin_of_rank = torch.repeat_interleave(torch.arange(widths.numel(), device=values.device), widths.to(values.device))
-    sums = torch.zeros(widths.numel(), dtype=torch.float64, device=values.device).index_add_(0, bin_of_rank, values.double())
+    sums = torch.zeros(widths.numel(), dtype=torch.float64, device=values.device).index_add_(
+        0, bin_of_rank, values.double()
+    )
     return (sums / widths.to(values.device)).cpu()
 
 
@@ -170,8 +174,12 @@ class DISSampler(ClassSampler):
         masses = self.interaction * (self.edges[1:] - self.edges[:-1])
         if float(masses.sum()) > 0:  # a student identical to its teacher gives no signal: keep the last fit
             self.mixture = fit_laplace_mixture(
-                self.edges, masses, self.num_classes, self.mixture,
-                prior_min_weight=self.prior_min_weight, iterations=self.em_iterations,
+                self.edges,
+                masses,
+                self.num_classes,
+                self.mixture,
+                prior_min_weight=self.prior_min_weight,
+                iterations=self.em_iterations,
             )
             self._rank_probs_cache.clear()
 
@@ -193,7 +201,9 @@ class DISSampler(ClassSampler):
             )
         interaction = state["interaction"]
         if interaction is not None and len(interaction) != self.edges.numel() - 1:
-            raise ValueError(f"saved statistic has {len(interaction)} rank bins, this sampler {self.edges.numel() - 1}.")
+            raise ValueError(
+                f"saved statistic has {len(interaction)} rank bins, this sampler {self.edges.numel() - 1}."
+            )
         super().load_state_dict(state)
         self.mixture = mixture
         self.interaction = None if interaction is None else torch.tensor(interaction, dtype=torch.float64)
@@ -205,7 +215,9 @@ def _initial_mixture(num_components: int, initial: dict[str, Any] | None) -> Lap
     if initial is not None:
         mixture = LaplaceMixture.from_lists(initial["weights"], initial["locs"], initial["scales"])
         if mixture.weights.numel() != num_components:
-            raise ValueError(f"initial_mixture has {mixture.weights.numel()} components, num_components={num_components}.")
+            raise ValueError(
+                f"initial_mixture has {mixture.weights.numel()} components, num_components={num_components}."
+            )
         return mixture
     if num_components == 3:
         return LaplaceMixture.from_lists(**SPEC_INITIAL_MIXTURE)

@@ -31,7 +31,9 @@ class LaplaceMixture:
 
     @classmethod
     def from_lists(cls, weights, locs, scales) -> LaplaceMixture:
-        as64 = lambda values: torch.as_tensor(values, dtype=torch.float64).clone()  # noqa: E731
+        def as64(values) -> torch.Tensor:
+            return torch.as_tensor(values, dtype=torch.float64).clone()
+
         mixture = cls(as64(weights), as64(locs), as64(scales))
         mixture.validate()
         return mixture
@@ -56,7 +58,9 @@ class LaplaceMixture:
         lo, hi = edges[:-1].unsqueeze(0), edges[1:].unsqueeze(0)
         locs, scales = self.locs.unsqueeze(1), self.scales.unsqueeze(1)
         masses = _interval_mass(lo, hi, locs, scales)
-        total = _interval_mass(torch.tensor(-0.5, dtype=torch.float64), torch.tensor(num_ranks - 0.5, dtype=torch.float64), locs, scales)
+        total = _interval_mass(
+            torch.tensor(-0.5, dtype=torch.float64), torch.tensor(num_ranks - 0.5, dtype=torch.float64), locs, scales
+        )
         return masses / total.clamp_min(torch.finfo(torch.float64).tiny)
 
     def bin_probs(self, edges: torch.Tensor, num_ranks: int) -> torch.Tensor:
@@ -128,5 +132,9 @@ def _constrain_prior(weights: torch.Tensor, prior_min_weight: float) -> torch.Te
         return weights
     others = weights[1:]
     others_total = float(others.sum())
-    scaled = others * ((1 - prior_min_weight) / others_total) if others_total > 0 else torch.full_like(others, (1 - prior_min_weight) / others.numel())
+    scaled = (
+        others * ((1 - prior_min_weight) / others_total)
+        if others_total > 0
+        else torch.full_like(others, (1 - prior_min_weight) / others.numel())
+    )
     return torch.cat([weights.new_tensor([prior_min_weight]), scaled])

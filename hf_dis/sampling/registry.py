@@ -14,7 +14,9 @@ _SAMPLERS: dict[str, type[ClassSampler]] = {}
 def register_sampler(cls: type[ClassSampler]) -> type[ClassSampler]:
     """Class decorator: make `cls` buildable by its `name`."""
     if cls.name in _SAMPLERS:
-        warnings.warn(f"Overwriting sampler {cls.name!r} ({_SAMPLERS[cls.name].__name__}) with {cls.__name__}.")
+        warnings.warn(
+            f"Overwriting sampler {cls.name!r} ({_SAMPLERS[cls.name].__name__}) with {cls.__name__}.", stacklevel=2
+        )
     _SAMPLERS[cls.name] = cls
     return cls
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from hf_dis._checks import check_temperature
 from hf_dis.sampling.base import ClassSampler
 from hf_dis.sampling.registry import register_sampler
 
@@ -21,8 +22,7 @@ class TopKSampler(ClassSampler):
 
     def __init__(self, num_classes: int, num_sampled: int, *, proposal_temperature: float = 1.0, **options) -> None:
         super().__init__(num_classes, num_sampled, **options)
-        if not proposal_temperature > 0:
-            raise ValueError(f"proposal_temperature must be > 0, got {proposal_temperature}.")
+        check_temperature(proposal_temperature, "proposal_temperature")
         self.proposal_temperature = proposal_temperature
 
     def _draw(self, teacher_logits: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
