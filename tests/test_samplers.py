@@ -222,6 +222,14 @@ def test_state_dict_round_trip_reproduces_draws(name, scope):
         assert torch.equal(got.mask, want.mask)
 
 
+def test_state_of_a_sampler_that_never_drew_restores_its_seed():
+    teacher, _, labels = make_batch(7)
+    fresh = build("uniform", seed=21)
+    restored = build("uniform", seed=5)
+    restored.load_state_dict(fresh.state_dict())
+    assert torch.equal(restored.sample(teacher, labels).classes, fresh.sample(teacher, labels).classes)
+
+
 def test_same_seed_same_draws_and_explicit_generator_wins():
     teacher, _, labels = make_batch(8)
     a, b, c = (build("dis", seed=s) for s in (3, 3, 4))
@@ -276,3 +284,5 @@ def test_sampler_input_errors_name_the_value():
         hf_dis.build_sampler("full", 50, 10)
     with pytest.raises(TypeError):
         build("uniform", proposal_temprature=2.0)  # typos are not swallowed
+    with pytest.raises(ValueError, match="interaction_bins must have shape \\(50,\\)"):
+        build("dis").observe(torch.ones(7))

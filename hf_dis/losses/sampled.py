@@ -84,9 +84,10 @@ def sampled_kd_loss(
         raise ValueError("teacher_logits_S must be finite, found NaN/inf.")
     mask = _broadcast_mask(mask, student_logits_S)
     log_pi = log_pi.float().expand_as(student_logits_S)
-    log_q_s = _masked_log_softmax(_corrected_logits(student_logits_S, log_pi, temperature, log_q_correction), mask)
+    a_s = _corrected_logits(student_logits_S, log_pi, temperature, log_q_correction)
 
     if estimator == "self_normalized":
+        log_q_s = _masked_log_softmax(a_s, mask)
         log_q_t = _masked_log_softmax(_corrected_logits(teacher_logits_S, log_pi, temperature, log_q_correction), mask)
         q_t = log_q_t.exp() if mask is None else log_q_t.exp().masked_fill(mask, 0.0)
         per_example = (q_t * (log_q_t - log_q_s)).sum(-1)
@@ -97,7 +98,6 @@ def sampled_kd_loss(
             )
         log_p_t = teacher_logits_S.float() / temperature - teacher_log_partition.detach().float().unsqueeze(-1)
         weights = torch.exp(log_p_t - log_pi)
-        a_s = _corrected_logits(student_logits_S, log_pi, temperature, log_q_correction)
         target_term = weights * (log_p_t - student_logits_S.float() / temperature)
         if mask is not None:
             target_term = target_term.masked_fill(mask, 0.0)

@@ -192,10 +192,11 @@ class ClassSampler:
             rng = {"device": self._generator.device.type, "state": self._generator.get_state().tolist()}
         else:
             rng = self._pending_rng
-        return {"name": self.name, "rng": rng}
+        return {"name": self.name, "seed": self.seed, "rng": rng}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._check_state_name(state)
+        self.seed = int(state["seed"])
         rng = state.get("rng")
         if rng is None or self._generator is None:
             # Nothing drawn yet on either side, or not yet on this side: the generator is (re)made on first use.

@@ -166,6 +166,11 @@ class DISSampler(ClassSampler):
     def observe(self, interaction_bins: torch.Tensor) -> None:
         """Fold a binned g (`[n]`, e.g. averaged over processes) into the EMA and refit the mixture from it."""
         interaction_bins = interaction_bins.detach().double().cpu()
+        if interaction_bins.shape != (self.edges.numel() - 1,):
+            raise ValueError(
+                f"interaction_bins must have shape ({self.edges.numel() - 1},) (one value per rank bin of "
+                f"sampler.edges), got {tuple(interaction_bins.shape)}."
+            )
         if self.interaction is None:
             self.interaction = interaction_bins
         else:
