@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import TimmWrapperForImageClassification
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def split_classifier(model: nn.Module) -> SplitClassifier:
     if isinstance(model, SplitClassifier):
         return model
     name = type(model).__name__
-    if name == "TimmWrapperForImageClassification":
+    if isinstance(model, TimmWrapperForImageClassification):
         return SplitClassifier(model, "timm_model." + _timm_head_path(model.timm_model, name), "timm_wrapper")
     if hasattr(model, "forward_head") and hasattr(model, "get_classifier"):
         return SplitClassifier(model, _timm_head_path(model, name), "timm")
