@@ -9,21 +9,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("sampler,scope", [("dis", "batch"), ("ftis", "per_example"), ("full", "batch")])
-def test_sampled_kd_step_example_runs(sampler, scope):
+def run_script(*args: str) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [
-            sys.executable,
-            "examples/sampled_kd_step.py",
-            "--steps",
-            "3",
-            "--num-classes",
-            "200",
-            "--sampler",
-            sampler,
-            "--scope",
-            scope,
-        ],
+        [sys.executable, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -31,6 +19,14 @@ def test_sampled_kd_step_example_runs(sampler, scope):
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.mark.parametrize("sampler,scope", [("dis", "batch"), ("ftis", "per_example"), ("full", "batch")])
+def test_sampled_kd_step_example_runs(sampler, scope):
+    result = run_script(
+        "examples/sampled_kd_step.py", "--steps", "3", "--num-classes", "200", "--sampler", sampler, "--scope", scope
+    )
     losses = [
         float(line.split("loss ")[1].split()[0]) for line in result.stdout.splitlines() if line.startswith("step")
     ]
@@ -42,15 +38,7 @@ def test_sampled_kd_step_example_runs(sampler, scope):
 def test_estimator_bias_benchmark_smoke(tmp_path):
     import json
 
-    result = subprocess.run(
-        [sys.executable, "benchmarks/estimator_bias.py", "--cases", "small", "--repeats", "20", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert result.returncode == 0, result.stderr
+    run_script("benchmarks/estimator_bias.py", "--cases", "small", "--repeats", "20", "--out", str(tmp_path))
     lines = (tmp_path / "estimator_bias.jsonl").read_text().splitlines()
     assert "meta" in json.loads(lines[0])
     rows = [json.loads(line) for line in lines[1:]]

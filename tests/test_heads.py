@@ -8,6 +8,9 @@ import hf_dis
 from hf_dis.heads import HF_FAMILIES
 
 NUM_CLASSES = 13
+TINY_VIT = dict(
+    image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24
+)
 
 
 def tiny_hf(model_type: str, num_labels: int = NUM_CLASSES):
@@ -31,22 +34,8 @@ def tiny_hf(model_type: str, num_labels: int = NUM_CLASSES):
         "efficientnet": lambda: transformers.EfficientNetConfig(
             image_size=32, width_coefficient=0.1, depth_coefficient=0.1, hidden_dim=128, dropout_rate=0.5
         ),
-        "vit": lambda: transformers.ViTConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=24,
-        ),
-        "deit": lambda: transformers.DeiTConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=24,
-        ),
+        "vit": lambda: transformers.ViTConfig(**TINY_VIT),
+        "deit": lambda: transformers.DeiTConfig(**TINY_VIT),
     }
     config = configs[model_type]()
     config.num_labels = num_labels
@@ -117,15 +106,7 @@ def test_split_is_idempotent_and_keeps_the_state_dict():
 
 
 def test_two_headed_models_are_refused_by_name():
-    config = transformers.DeiTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=24,
-        num_labels=NUM_CLASSES,
-    )
+    config = transformers.DeiTConfig(**TINY_VIT, num_labels=NUM_CLASSES)
     with pytest.raises(ValueError, match="does not support DeiTForImageClassificationWithTeacher.*TimmWrapper"):
         hf_dis.split_classifier(transformers.DeiTForImageClassificationWithTeacher(config))
     distilled = timm.create_model(
