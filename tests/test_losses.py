@@ -160,6 +160,8 @@ def test_loss_errors_name_the_offending_value():
     bad[2, 4] = float("inf")
     with pytest.raises(ValueError, match="inf"):
         hf_dis.kd_loss(student, bad, 1.0)
+    with pytest.raises(ValueError, match="teacher_logits_S must be finite, found inf"):
+        hf_dis.sampled_kd_loss(student, bad, torch.zeros(37), 1.0)
     with pytest.raises(ValueError, match="'horvitz_thompson' needs teacher_log_partition"):
         hf_dis.sampled_kd_loss(student, teacher, torch.zeros(37), 1.0, estimator="horvitz_thompson")
     with pytest.raises(ValueError, match="Unknown estimator 'ht'"):

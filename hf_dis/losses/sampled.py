@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from hf_dis._checks import check_same_classes, check_temperature
+from hf_dis._checks import check_logits, check_same_classes, check_temperature
 
 Estimator = Literal["self_normalized", "horvitz_thompson"]
 ESTIMATORS: tuple[str, ...] = ("self_normalized", "horvitz_thompson")
@@ -80,8 +80,7 @@ def sampled_kd_loss(
     if estimator not in ESTIMATORS:
         raise ValueError(f"Unknown estimator {estimator!r}; choose one of {list(ESTIMATORS)}.")
     teacher_logits_S = teacher_logits_S.detach()
-    if not bool(torch.isfinite(teacher_logits_S).all()):
-        raise ValueError("teacher_logits_S must be finite, found NaN/inf.")
+    check_logits(teacher_logits_S, "teacher_logits_S")
     mask = _broadcast_mask(mask, student_logits_S)
     log_pi = log_pi.float().expand_as(student_logits_S)
     a_s = _corrected_logits(student_logits_S, log_pi, temperature, log_q_correction)
