@@ -26,15 +26,12 @@ def distillation_step(student, teacher, sampler, pixel_values, labels, step, tem
     if probe:  # full distillation: the B x C student logits are formed on this step only
         student_logits = split.logits(features)
         sampler.update(teacher_logits, student_logits, temperature)
-        kd = hf_dis.kd_loss(student_logits, teacher_logits, temperature)
-        ce = torch.nn.functional.cross_entropy(student_logits, labels)
+        parts = hf_dis.distillation_loss(student_logits, teacher_logits, labels, temperature, alpha)
     else:
         drawn = sampler.sample(teacher_logits, labels)
         student_S = split.logits(features, drawn.classes)  # never B x C
-        teacher_S = teacher_logits.gather(-1, drawn.classes.expand(len(labels), -1))
-        kd = hf_dis.sampled_kd_loss(student_S, teacher_S, drawn.log_pi, temperature, drawn.mask)
-        ce = hf_dis.sampled_cross_entropy(student_S, drawn.classes, labels, drawn.log_pi, drawn.mask)
-    return alpha * ce + (1 - alpha) * kd, probe
+        parts = hf_dis.sampled_distillation_loss(student_S, teacher_logits, drawn, labels, temperature, alpha)
+    return parts.loss, probe
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
-"""Monte Carlo diagnostics of the sampled KD estimators: how far the mean sampled gradient is from the full one.
+"""Diagnostics of the sampled KD estimators: how far the mean sampled gradient is from the full one (Monte Carlo),
+and what one sampled set covers (teacher mass, effective sample size), which the trainer logs.
 
-Used by the test suite and by `benchmarks/estimator_bias.py`; useful to pick K for a new task (run it on a batch of
-real teacher and student logits).
+`sampled_gradient_error` is used by the test suite and by `benchmarks/estimator_bias.py`; it helps pick K for a new
+task (run it on a batch of real teacher and student logits).
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from hf_dis.losses import kd_loss, sampled_kd_loss
-from hf_dis.sampling import ClassSampler
+from hf_dis.losses import kd_loss, logits_at, sampled_distillation_loss
+from hf_dis.sampling import ClassSampler, SampledClasses
 
 
 @dataclass(frozen=True)
@@ -50,32 +51,24 @@ def sampled_gradient_error(
     """
     batch_size = teacher_logits.shape[0]
     full = _logit_gradient(lambda s: kd_loss(s, teacher_logits, temperature), student_logits)
-    log_partition = torch.logsumexp(teacher_logits.float() / temperature, dim=-1)
 
-    def sampled_loss(student: torch.Tensor, teacher: torch.Tensor, labels_, partition) -> torch.Tensor:
+    def sampled_loss(student: torch.Tensor, teacher: torch.Tensor, labels_: torch.Tensor | None) -> torch.Tensor:
         drawn = sampler.sample(teacher, labels_, generator=generator)
-        classes = drawn.classes if drawn.classes.dim() == 2 else drawn.classes.expand(teacher.shape[0], -1)
-        return sampled_kd_loss(
-            student.gather(1, classes),
-            teacher.gather(1, classes),
-            drawn.log_pi,
-            temperature,
-            drawn.mask,
-            estimator=estimator,
-            teacher_log_partition=partition,
-            log_q_correction=log_q_correction,
-        )
+        student_S = logits_at(student, drawn.classes)
+        return sampled_distillation_loss(
+            student_S, teacher, drawn, None, temperature, 0.0, estimator=estimator, log_q_correction=log_q_correction
+        ).kd_loss
 
     if sampler.scope == "per_example":
         tile = lambda x: None if x is None else x.repeat(num_repeats, *([1] * (x.dim() - 1)))  # noqa: E731
-        teacher, partition, labels_ = tile(teacher_logits), tile(log_partition), tile(labels)
-        grads = _logit_gradient(lambda s: sampled_loss(s, teacher, labels_, partition), tile(student_logits))
+        teacher, labels_ = tile(teacher_logits), tile(labels)
+        grads = _logit_gradient(lambda s: sampled_loss(s, teacher, labels_), tile(student_logits))
         # The tiled loss averages over num_repeats * B rows: rescale each row's gradient to a B-row batch mean.
         grads = grads.view(num_repeats, batch_size, -1) * num_repeats
     else:
         grads = torch.stack(
             [
-                _logit_gradient(lambda s: sampled_loss(s, teacher_logits, labels, log_partition), student_logits)
+                _logit_gradient(lambda s: sampled_loss(s, teacher_logits, labels), student_logits)
                 for _ in range(num_repeats)
             ]
         )
@@ -85,3 +78,29 @@ def sampled_gradient_error(
         relative_std=float(grads.std(0).norm() / scale),
         num_repeats=num_repeats,
     )
+
+
+def sampled_set_stats(
+    teacher_logits: torch.Tensor, drawn: SampledClasses, temperature: float, *, log_q_correction: bool = True
+) -> dict[str, torch.Tensor]:
+    """What a sampled set holds, averaged over the batch (0-dim tensors, so that no device sync happens here).
+
+    - ``teacher_mass``: sum of the teacher's probabilities softmax(z_t / T) over the distinct classes of S (1 when S
+      covers everything the teacher believes).
+    - ``ess``: effective sample size 1 / sum_j w_j^2 of the self-normalised target weights w = softmax_S(a_t), with
+      a_t = z_t / T - log pi when `log_q_correction` (between 1 and K'; low values mean a few classes carry it all).
+    - ``num_classes``: distinct classes in S per example.
+    """
+    teacher_logits = teacher_logits.detach().float()
+    keep = ~drawn.mask.expand(teacher_logits.shape[0], -1)
+    p_t = torch.softmax(teacher_logits / temperature, dim=-1)
+    teacher_mass = (logits_at(p_t, drawn.classes) * keep).sum(-1)
+    a_t = logits_at(teacher_logits, drawn.classes) / temperature
+    if log_q_correction:
+        a_t = a_t - drawn.log_pi.float()
+    weights = torch.softmax(a_t.masked_fill(~keep, float("-inf")), dim=-1)
+    return {
+        "teacher_mass": teacher_mass.mean(),
+        "ess": (1.0 / weights.square().sum(-1)).mean(),
+        "num_classes": keep.sum(-1).float().mean(),
+    }

@@ -45,3 +45,47 @@ def test_estimator_bias_benchmark_smoke(tmp_path):
     assert len(rows) == 2 * 5 * 4 and all(r["relative_error"] >= 0 for r in rows)
     assert (tmp_path / "estimator_bias.png").stat().st_size > 0
     assert "| self_normalized | dis |" in (tmp_path / "estimator_bias.md").read_text()
+
+
+def test_distil_timm_example_on_a_local_image_folder(tmp_path):
+    """The README's script: two timm models (the teacher saved to a local folder) and a `datasets` image folder."""
+    import numpy as np
+    import transformers
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 4), ("test", 2)):
+        for label in ("cat", "dog", "fox"):
+            folder = tmp_path / "images" / split / label
+            folder.mkdir(parents=True)
+            for index in range(count):
+                Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / f"{index}.png")
+    config = transformers.TimmWrapperConfig(architecture="test_resnet", num_labels=3)
+    transformers.TimmWrapperForImageClassification(config).save_pretrained(tmp_path / "teacher")
+
+    result = run_script(
+        "examples/distil_timm.py",
+        "--dataset",
+        str(tmp_path / "images"),
+        "--student",
+        "test_convnext",
+        "--image_size",
+        "32",
+        "--teacher_model",
+        str(tmp_path / "teacher"),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--max_steps",
+        "3",
+        "--per_device_train_batch_size",
+        "4",
+        "--dis_refit_every",
+        "2",
+        "--use_cpu",
+        "--report_to",
+        "none",
+        "--logging_steps",
+        "1",
+    )
+    assert "'eval_accuracy'" in result.stdout and "'teacher_mass'" in result.stdout
+    assert (tmp_path / "out" / "model.safetensors").is_file()

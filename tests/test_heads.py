@@ -2,47 +2,13 @@ import pytest
 import timm
 import torch
 import transformers
+from tiny_models import TINY_VIT, tiny_hf
 from torch import nn
 
 import hf_dis
 from hf_dis.heads import HF_FAMILIES
 
 NUM_CLASSES = 13
-TINY_VIT = dict(
-    image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24
-)
-
-
-def tiny_hf(model_type: str, num_labels: int = NUM_CLASSES):
-    """Tiny transformers classifiers from configs (random weights, no download)."""
-    configs = {
-        "resnet": lambda: transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]),
-        "regnet": lambda: transformers.RegNetConfig(
-            embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], groups_width=8
-        ),
-        "convnext": lambda: transformers.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2),
-        "convnextv2": lambda: transformers.ConvNextV2Config(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2),
-        "swin": lambda: transformers.SwinConfig(
-            image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4
-        ),
-        "swinv2": lambda: transformers.Swinv2Config(
-            image_size=32, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4
-        ),
-        "mobilenet_v2": lambda: transformers.MobileNetV2Config(
-            image_size=32, depth_multiplier=0.35, classifier_dropout_prob=0.5
-        ),
-        "efficientnet": lambda: transformers.EfficientNetConfig(
-            image_size=32, width_coefficient=0.1, depth_coefficient=0.1, hidden_dim=128, dropout_rate=0.5
-        ),
-        "vit": lambda: transformers.ViTConfig(**TINY_VIT),
-        "deit": lambda: transformers.DeiTConfig(**TINY_VIT),
-    }
-    config = configs[model_type]()
-    config.num_labels = num_labels
-    torch.manual_seed(0)
-    if model_type == "deit":  # the Auto class maps DeiT to its two-headed variant
-        return transformers.DeiTForImageClassification(config).eval()
-    return transformers.AutoModelForImageClassification.from_config(config).eval()
 
 
 def tiny_timm(name: str, **kwargs):
@@ -57,7 +23,7 @@ def timm_wrapper():
 
 
 MODELS = {
-    **{f"hf-{t}": (lambda t=t: tiny_hf(t)) for t in HF_FAMILIES},
+    **{f"hf-{t}": (lambda t=t: tiny_hf(t, NUM_CLASSES)) for t in HF_FAMILIES},
     "timm-resnet18": lambda: tiny_timm("resnet18"),
     "timm-vit": lambda: tiny_timm("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1),
     "timm-convnext": lambda: tiny_timm("convnext_atto"),
@@ -121,3 +87,24 @@ def test_models_without_a_linear_head_are_refused():
         hf_dis.split_classifier(tiny_hf("vit", num_labels=0))
     with pytest.raises(ValueError, match="does not support Sequential"):
         hf_dis.split_classifier(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
+
+
+@pytest.mark.parametrize("family", ["timm-resnet18", "hf-vit", "hf-resnet", "timm-wrapper"])
+def test_sampled_head_restricts_the_models_own_forward(family):
+    model = MODELS[family]()
+    keys = set(model.state_dict())
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        full = full_logits(model, x)
+    head = hf_dis.heads.install_sampled_head(model)
+    assert set(model.state_dict()) == keys and hf_dis.heads.install_sampled_head(model) is head
+    assert isinstance(head, nn.Linear) and hf_dis.split_classifier(model).head is head
+    with torch.no_grad():
+        torch.testing.assert_close(full_logits(model, x), full)  # unrestricted: exactly the old head
+    for classes in (torch.tensor([4, 0, 7]), torch.tensor([[1, 2], [3, 4], [5, 12]])):
+        with head.restricted_to(classes), torch.no_grad():
+            sampled = full_logits(model, x)
+        torch.testing.assert_close(sampled, full.gather(1, classes.expand(3, -1)), rtol=1e-4, atol=1e-5)
+    with head.restricted_to(torch.tensor([1])), pytest.raises(RuntimeError, match="already restricted"):
+        with head.restricted_to(torch.tensor([2])):
+            pass

@@ -193,6 +193,20 @@ def test_dis_update_from_full_distillation_moves_the_proposal():
     assert not torch.allclose(before, sampler.rank_probs())
     assert float(sampler.rank_probs().sum()) == pytest.approx(1.0)
     assert float(sampler.rank_probs().min()) >= sampler.eps / 500 * (1 - 1e-9)
+    summary = sampler.summary()  # what the trainer logs at each refit
+    assert summary["weight_0"] >= 0.5 and summary["loc_0"] == 0.0
+    assert sorted(summary) == sorted(f"{p}_{i}" for p in ("weight", "loc", "scale") for i in range(3))
+    assert build("uniform", num_classes=500, num_sampled=20).summary() == {}
+
+
+def test_probe_statistic_then_observe_is_update():
+    teacher, student, _ = make_batch(7, batch=8, classes=300)
+    by_parts, at_once = build("dis", num_classes=300, num_sampled=10), build("dis", num_classes=300, num_sampled=10)
+    by_parts.observe(by_parts.probe_statistic(teacher, student, 2.0))
+    at_once.update(teacher, student, 2.0)
+    assert by_parts.state_dict() == at_once.state_dict()
+    with pytest.raises(NotImplementedError, match="does not adapt"):
+        build("ftis", num_classes=300, num_sampled=10).probe_statistic(teacher, student, 2.0)
 
 
 def test_log_rank_bins_cover_every_rank_once():

@@ -165,6 +165,23 @@ class ClassSampler:
 
     def update(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> None:
         """Learn from a full-distillation step (full `[B, C]` logits of both models). Static samplers ignore it."""
+        if self.refit_every is not None:
+            self.observe(self.probe_statistic(teacher_logits, student_logits, temperature))
+
+    def probe_statistic(
+        self, teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float
+    ) -> torch.Tensor:
+        """What an adaptive sampler learns from one probe batch, as a tensor that can be averaged over micro-batches
+        and processes before `observe`. Only adaptive samplers (`refit_every` not None) have one."""
+        raise NotImplementedError(f"sampler {self.name!r} does not adapt: it has no probe statistic.")
+
+    def observe(self, statistic: torch.Tensor) -> None:
+        """Adapt to a (possibly averaged) probe statistic. Only adaptive samplers have one."""
+        raise NotImplementedError(f"sampler {self.name!r} does not adapt: it observes nothing.")
+
+    def summary(self) -> dict[str, float]:
+        """What the sampler has learned, as flat numbers for a training log (empty for static samplers)."""
+        return {}
 
     # --- state ----------------------------------------------------------------------------------------------------
 

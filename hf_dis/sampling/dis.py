@@ -159,12 +159,14 @@ class DISSampler(ClassSampler):
 
     # --- adaptation -----------------------------------------------------------------------------------------------
 
-    def update(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> None:
-        """A full-distillation probe: record g(r) on rank bins, then refit the mixture."""
-        self.observe(bin_means(interaction_by_rank(teacher_logits, student_logits, temperature), self.edges))
+    def probe_statistic(
+        self, teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float
+    ) -> torch.Tensor:
+        """`[n]` float64: g(r), averaged within each rank bin of `edges`, from a full-distillation probe batch."""
+        return bin_means(interaction_by_rank(teacher_logits, student_logits, temperature), self.edges)
 
     def observe(self, interaction_bins: torch.Tensor) -> None:
-        """Fold a binned g (`[n]`, e.g. averaged over processes) into the EMA and refit the mixture from it."""
+        """Fold a binned g (`[n]`, from `probe_statistic`, e.g. averaged over processes) into the EMA and refit."""
         interaction_bins = interaction_bins.detach().double().cpu()
         if interaction_bins.shape != (self.edges.numel() - 1,):
             raise ValueError(
@@ -187,6 +189,15 @@ class DISSampler(ClassSampler):
                 iterations=self.em_iterations,
             )
             self._rank_probs_cache.clear()
+
+    def summary(self) -> dict[str, float]:
+        """The mixture: weight_i, loc_i, scale_i for each component i (component 0 is the prior)."""
+        lists = self.mixture.to_lists()
+        return {
+            f"{name[:-1]}_{index}": float(value)
+            for name in ("weights", "locs", "scales")
+            for index, value in enumerate(lists[name])
+        }
 
     # --- state ----------------------------------------------------------------------------------------------------
 

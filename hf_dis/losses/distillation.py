@@ -1,0 +1,102 @@
+"""The training objective: L = alpha * CE(z_s, y) + (1 - alpha) * L_kd, over all classes or over a sampled set.
+
+Both functions return the parts (batch means) so that callers can log them; `DistillationTrainer` uses them as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from hf_dis.losses.kd import kd_loss
+from hf_dis.losses.sampled import Estimator, sampled_cross_entropy, sampled_kd_loss
+from hf_dis.sampling.base import SampledClasses
+
+
+@dataclass(frozen=True)
+class DistillationLoss:
+    """`loss = alpha * ce_loss + (1 - alpha) * kd_loss`, each a float32 scalar averaged over the batch. `ce_loss` is
+    None when there are no labels (alpha must then be 0), and in the sampled objective when alpha = 0 (the label
+    need not be in S then)."""
+
+    loss: torch.Tensor
+    kd_loss: torch.Tensor
+    ce_loss: torch.Tensor | None
+
+
+def logits_at(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """`[B, K']` entries of `logits [B, C]` at `classes`, given as `[B, K']` or `[K']` (one set for the batch)."""
+    return logits.gather(-1, classes.expand(logits.shape[0], -1))
+
+
+def _combine(kd: torch.Tensor, ce: torch.Tensor | None, alpha: float) -> DistillationLoss:
+    if ce is None:
+        if alpha > 0:
+            raise ValueError(f"the batch has no labels, so alpha must be 0 (label-free distillation), got {alpha}.")
+        return DistillationLoss(loss=kd, kd_loss=kd, ce_loss=None)
+    return DistillationLoss(loss=alpha * ce + (1 - alpha) * kd, kd_loss=kd, ce_loss=ce)
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor | None,
+    temperature: float,
+    alpha: float,
+) -> DistillationLoss:
+    """Full objective: Hinton KD over all C classes plus the hard-label cross-entropy.
+
+    Args:
+        student_logits: `[B, C]`.
+        teacher_logits: `[B, C]`, a constant target.
+        labels: `[B]` class ids, or None for label-free distillation (alpha = 0).
+        temperature: T of the KD term (the cross-entropy is at T = 1).
+        alpha: weight of the cross-entropy in [0, 1].
+    """
+    kd = kd_loss(student_logits, teacher_logits, temperature)
+    ce = None if labels is None else F.cross_entropy(student_logits.float(), labels)
+    return _combine(kd, ce, alpha)
+
+
+def sampled_distillation_loss(
+    student_logits_S: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    drawn: SampledClasses,
+    labels: torch.Tensor | None,
+    temperature: float,
+    alpha: float,
+    *,
+    estimator: Estimator = "self_normalized",
+    log_q_correction: bool = True,
+) -> DistillationLoss:
+    """Sampled objective: `sampled_kd_loss` and `sampled_cross_entropy` over the sampled set `drawn`.
+
+    Args:
+        student_logits_S: `[B, K']` student logits at `drawn.classes` only.
+        teacher_logits: `[B, C]` full teacher logits (the estimators need the teacher's values on S, and the
+            Horvitz-Thompson one its log-partition over all C).
+        drawn: the sampled set from a `ClassSampler` (labels forced in when alpha > 0).
+        labels, temperature, alpha: as in `distillation_loss`.
+        estimator, log_q_correction: as in `sampled_kd_loss`.
+    """
+    log_partition = None
+    if estimator == "horvitz_thompson":
+        log_partition = torch.logsumexp(teacher_logits.float() / temperature, dim=-1)
+    kd = sampled_kd_loss(
+        student_logits_S,
+        logits_at(teacher_logits, drawn.classes),
+        drawn.log_pi,
+        temperature,
+        drawn.mask,
+        estimator=estimator,
+        teacher_log_partition=log_partition,
+        log_q_correction=log_q_correction,
+    )
+    ce = None
+    if labels is not None and alpha > 0:
+        ce = sampled_cross_entropy(
+            student_logits_S, drawn.classes, labels, drawn.log_pi, drawn.mask, log_q_correction=log_q_correction
+        )
+    return _combine(kd, ce, alpha)

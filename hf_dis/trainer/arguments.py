@@ -1,0 +1,271 @@
+"""`DistillationArguments`: `TrainingArguments` plus the distillation, sampling and teacher options.
+
+`HfArgumentParser(DistillationArguments)` reads them from the command line, a YAML file or a JSON file. Options that
+belong to one sampler default to None ("that sampler's default") so that setting one for another sampler is caught.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainingArguments
+
+from hf_dis.losses.sampled import ESTIMATORS
+from hf_dis.sampling import SCOPES, list_samplers
+
+#: num_sampled when unset: this fraction of the classes, at most DEFAULT_MAX_SAMPLED.
+DEFAULT_SAMPLED_FRACTION = 0.1
+DEFAULT_MAX_SAMPLED = 4096
+
+_OWNED_OPTIONS = {
+    "proposal_temperature": ("ftis", "topk"),
+    "dis_num_components": ("dis",),
+    "dis_refit_every": ("dis",),
+    "dis_prior_min_weight": ("dis",),
+    "dis_stat_decay": ("dis",),
+}
+
+
+@dataclass
+class DistillationArguments(TrainingArguments):
+    """Arguments of `DistillationTrainer`: all of `TrainingArguments`, and these.
+
+    Args:
+        > Distillation
+
+        teacher_model: The teacher, when DistillationTrainer gets no teacher=: a local directory saved with
+            save_pretrained, a Hub id (owner/name), or a timm model name (built with its pretrained weights).
+        temperature: Distillation temperature T; the KD term is T^2 KL(softmax(z_t/T) || softmax(z_s/T)). Keep it low
+            (1 or 2) with thousands of classes: a high T flattens the teacher's target.
+        alpha: Weight of the hard-label cross-entropy; the KD term gets 1 - alpha. 0 distils without labels.
+
+        > Class sampling
+
+        sampler: Which classes the KD loss looks at: dis (dynamic importance sampling), ftis (fixed teacher
+            importance sampling), uniform, topk (biased baseline) or full (all classes: classic KD).
+        num_sampled: Number K of classes drawn per step (with replacement): an integer, or a fraction of the
+            classes in (0, 1). Unset: a tenth of the classes, at most 4096. Must stay unset with sampler=full.
+        sample_scope: batch (one sampled set for the whole batch: one dense matrix product, the fast mode) or
+            per_example (each example draws its own set).
+        kd_estimator: Sampled KD estimator: self_normalized or horvitz_thompson.
+        log_q_correction: Subtract log(inclusion probability) from the logits on the sampled set (sampled softmax).
+        force_label: Always include the ground-truth label in the sampled set (required by the hard-label term).
+        force_teacher_topk: Always include the teacher's top-m classes (the proposal prior); 0 turns it off.
+        sampler_eps: Mass of the uniform floor mixed into the proposal (keeps every class reachable).
+        proposal_temperature: Temperature of the teacher softmax that ftis draws from (and topk ranks by, in the
+            batch scope). Unset: the distillation temperature.
+
+        > Dynamic importance sampling
+
+        dis_num_components: Laplace components of the rank proposal, the prior included. Unset: 3.
+        dis_refit_every: Optimizer steps between full-distillation probe steps that refit the proposal (step 0
+            included). Unset: 50.
+        dis_prior_min_weight: Lower bound on the weight of the prior component (at the teacher's top rank). Unset: 0.5.
+        dis_stat_decay: Decay of the moving average of the teacher-student interaction per refit. Unset: 0.7.
+
+        > Teacher input
+
+        teacher_image_size: Resize the batch to this square size for the teacher (bilinear, antialiased); unset
+            keeps the student's resolution.
+
+        > Parameters whose default differs from TrainingArguments
+
+        remove_unused_columns: Image datasets with set_transform need their raw columns; False by default here.
+        label_names: The batch key holding the labels; ["labels"] by default, so timm students (whose forward takes
+            no labels) still get evaluated.
+    """
+
+    # Distillation
+    teacher_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "The teacher, when DistillationTrainer gets no teacher=: a local directory saved with "
+            "save_pretrained, a Hub id (owner/name), or a timm model name (built with its pretrained weights)."
+        },
+    )
+    temperature: float = field(
+        default=2.0,
+        metadata={
+            "help": "Distillation temperature T; the KD term is T^2 KL(softmax(z_t/T) || softmax(z_s/T)). Keep it low "
+            "(1 or 2) with thousands of classes: a high T flattens the teacher's target."
+        },
+    )
+    alpha: float = field(
+        default=0.1,
+        metadata={
+            "help": "Weight of the hard-label cross-entropy; the KD term gets 1 - alpha. 0 distils without labels."
+        },
+    )
+
+    # Class sampling
+    sampler: str = field(
+        default="dis",
+        metadata={
+            "help": "Which classes the KD loss looks at: dis (dynamic importance sampling), ftis (fixed teacher "
+            "importance sampling), uniform, topk (biased baseline) or full (all classes: classic KD)."
+        },
+    )
+    num_sampled: float | None = field(
+        default=None,
+        metadata={
+            "help": "Number K of classes drawn per step (with replacement): an integer, or a fraction of the classes "
+            "in (0, 1). Unset: a tenth of the classes, at most 4096. Must stay unset with sampler=full."
+        },
+    )
+    sample_scope: str = field(
+        default="batch",
+        metadata={
+            "help": "batch (one sampled set for the whole batch: one dense matrix product, the fast mode) or "
+            "per_example (each example draws its own set)."
+        },
+    )
+    kd_estimator: str = field(
+        default="self_normalized",
+        metadata={"help": "Sampled KD estimator: self_normalized or horvitz_thompson."},
+    )
+    log_q_correction: bool = field(
+        default=True,
+        metadata={"help": "Subtract log(inclusion probability) from the logits on the sampled set (sampled softmax)."},
+    )
+    force_label: bool = field(
+        default=True,
+        metadata={
+            "help": "Always include the ground-truth label in the sampled set (required by the hard-label term)."
+        },
+    )
+    force_teacher_topk: int = field(
+        default=1,
+        metadata={"help": "Always include the teacher's top-m classes (the proposal prior); 0 turns it off."},
+    )
+    sampler_eps: float = field(
+        default=1e-3,
+        metadata={"help": "Mass of the uniform floor mixed into the proposal (keeps every class reachable)."},
+    )
+    proposal_temperature: float | None = field(
+        default=None,
+        metadata={
+            "help": "Temperature of the teacher softmax that ftis draws from (and topk ranks by, in the batch scope). "
+            "Unset: the distillation temperature."
+        },
+    )
+
+    # Dynamic importance sampling
+    dis_num_components: int | None = field(
+        default=None,
+        metadata={"help": "Laplace components of the rank proposal, the prior included. Unset: 3."},
+    )
+    dis_refit_every: int | None = field(
+        default=None,
+        metadata={
+            "help": "Optimizer steps between full-distillation probe steps that refit the proposal (step 0 "
+            "included). Unset: 50."
+        },
+    )
+    dis_prior_min_weight: float | None = field(
+        default=None,
+        metadata={"help": "Lower bound on the weight of the prior component (at the teacher's top rank). Unset: 0.5."},
+    )
+    dis_stat_decay: float | None = field(
+        default=None,
+        metadata={"help": "Decay of the moving average of the teacher-student interaction per refit. Unset: 0.7."},
+    )
+
+    # Teacher input
+    teacher_image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Resize the batch to this square size for the teacher (bilinear, antialiased); unset keeps the "
+            "student's resolution."
+        },
+    )
+
+    # Parameters whose default differs from TrainingArguments
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Image datasets with set_transform need their raw columns; False by default here."},
+    )
+    label_names: list[str] | None = field(
+        default_factory=lambda: ["labels"],
+        metadata={
+            "help": "The batch key holding the labels; ['labels'] by default, so timm students (whose forward takes "
+            "no labels) still get evaluated."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0.0, 1.0], got {self.alpha}.")
+        if self.sampler not in list_samplers():
+            raise ValueError(f"Unknown sampler {self.sampler!r}; choose one of {list_samplers()}.")
+        if self.sample_scope not in SCOPES:
+            raise ValueError(f"sample_scope must be one of {list(SCOPES)}, got {self.sample_scope!r}.")
+        if self.kd_estimator not in ESTIMATORS:
+            raise ValueError(f"kd_estimator must be one of {list(ESTIMATORS)}, got {self.kd_estimator!r}.")
+        self.num_sampled = _check_num_sampled(self.num_sampled, self.sampler)
+        if self.sampler != "full" and self.alpha > 0 and not self.force_label:
+            raise ValueError(
+                f"force_label=False contradicts alpha={self.alpha}: the sampled hard-label term needs the label in "
+                "the sampled set. Keep force_label=True, or set alpha=0."
+            )
+        if self.force_teacher_topk < 0:
+            raise ValueError(f"force_teacher_topk must be >= 0, got {self.force_teacher_topk}.")
+        if not 0.0 <= self.sampler_eps < 1.0:
+            raise ValueError(f"sampler_eps must be in [0.0, 1.0), got {self.sampler_eps}.")
+        for name, samplers in _OWNED_OPTIONS.items():
+            if getattr(self, name) is not None and self.sampler not in samplers:
+                raise ValueError(
+                    f"{name} applies to sampler {' or '.join(samplers)}, but sampler={self.sampler!r}: unset it or "
+                    "change the sampler."
+                )
+        if self.teacher_image_size is not None and self.teacher_image_size < 1:
+            raise ValueError(f"teacher_image_size must be >= 1, got {self.teacher_image_size}.")
+        if not self.label_names:
+            raise ValueError("label_names must name the batch key that holds the labels (default ['labels']).")
+
+    def num_sampled_for(self, num_classes: int) -> int | float | None:
+        """K for C classes: `num_sampled`, or the default (a tenth of the classes, at most 4096); None for full."""
+        if self.sampler == "full":
+            return None
+        if self.num_sampled is not None:
+            return self.num_sampled
+        return min(num_classes, DEFAULT_MAX_SAMPLED, max(1, round(DEFAULT_SAMPLED_FRACTION * num_classes)))
+
+    def sampler_options(self) -> dict[str, Any]:
+        """Keyword options of `build_sampler` for this sampler (unset sampler-specific options left to it)."""
+        options: dict[str, Any] = {"scope": self.sample_scope, "seed": self.seed}
+        if self.sampler != "full":
+            options.update(
+                force_label=self.force_label, force_teacher_topk=self.force_teacher_topk, eps=self.sampler_eps
+            )
+        if self.sampler in _OWNED_OPTIONS["proposal_temperature"]:
+            options["proposal_temperature"] = (
+                self.temperature if self.proposal_temperature is None else self.proposal_temperature
+            )
+        if self.sampler == "dis":
+            dis = {
+                "num_components": self.dis_num_components,
+                "refit_every": self.dis_refit_every,
+                "prior_min_weight": self.dis_prior_min_weight,
+                "stat_decay": self.dis_stat_decay,
+            }
+            options.update({key: value for key, value in dis.items() if value is not None})
+        return options
+
+
+def _check_num_sampled(num_sampled: float | None, sampler: str) -> int | float | None:
+    """An integer K >= 1 or a fraction in (0, 1), None for full; integral floats (from the command line) become int."""
+    if num_sampled is None:
+        return None
+    if sampler == "full":
+        raise ValueError(f"sampler='full' uses every class; num_sampled={num_sampled} contradicts it (leave it unset).")
+    if isinstance(num_sampled, bool) or not num_sampled > 0:
+        raise ValueError(f"num_sampled must be an integer >= 1 or a fraction in (0, 1), got {num_sampled}.")
+    if num_sampled < 1:
+        return float(num_sampled)
+    if float(num_sampled).is_integer():
+        return int(num_sampled)
+    raise ValueError(f"num_sampled must be an integer >= 1 or a fraction in (0, 1), got {num_sampled}.")

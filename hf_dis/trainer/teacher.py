@@ -1,0 +1,148 @@
+"""The teacher: loading it by name or path, freezing it, and converting the student's batch to the input it expects.
+
+A teacher is loaded from a local directory saved with `save_pretrained` (transformers models, timm models saved
+through `TimmWrapperForImageClassification` or timm's own Hub format), a Hub id, or a timm model name (built with its
+pretrained weights). Input conversion follows timm's distillation task: when both models declare their
+normalisation (timm's `pretrained_cfg`, or an image processor's `image_mean` / `image_std`) and they differ, the batch
+is de-normalised with the student's statistics and re-normalised with the teacher's; a resize to a fixed teacher
+resolution happens only when asked for (`teacher_image_size`), since a CNN teacher may have been trained at any size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import huggingface_hub
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModelForImageClassification, TimmWrapperForImageClassification
+
+logger = logging.getLogger(__name__)
+
+
+def load_teacher(name_or_path: str) -> nn.Module:
+    """Build a teacher from a local directory, a Hub id (``owner/name``) or a timm model name.
+
+    Raises:
+        OSError: it cannot be loaded; when the Hub is unreachable, the message says so and how to pass a local path.
+    """
+    try:
+        if os.path.isdir(name_or_path) or "/" in name_or_path:
+            return AutoModelForImageClassification.from_pretrained(name_or_path)
+        if timm.is_model(name_or_path):
+            return timm.create_model(name_or_path, pretrained=True)
+    except (OSError, RuntimeError, ValueError) as error:
+        raise OSError(_load_failure(name_or_path, error)) from error
+    raise OSError(
+        f"cannot load the teacher {name_or_path!r}: it is not a local directory, a Hub id (owner/name) or a timm "
+        "model name."
+    )
+
+
+def _load_failure(name_or_path: str, error: Exception) -> str:
+    message = f"cannot load the teacher {name_or_path!r} ({type(error).__name__}: {error})."
+    if os.path.isdir(name_or_path):
+        return message + " The directory should hold a model saved with save_pretrained (config.json and weights)."
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        reason = "the Hugging Face Hub is unreachable here (HF_HUB_OFFLINE is set)"
+    else:
+        reason = "if the Hugging Face Hub is unreachable from this machine"
+    return (
+        f"{message} {reason[0].upper()}{reason[1:]}: download the model where the Hub is reachable, save it with "
+        "save_pretrained, and pass that local directory as teacher_model (or pass an nn.Module as teacher=)."
+    )
+
+
+def freeze(teacher: nn.Module) -> nn.Module:
+    """Eval mode and no gradients: the teacher is a constant target (its BN statistics and dropout must not move)."""
+    return teacher.eval().requires_grad_(False)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel statistics a model's inputs were normalised with: x = (image - mean) / std."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def model_normalization(model: nn.Module, processor: Any = None) -> Normalization | None:
+    """The normalisation a model expects: from an image processor when given, else timm's `pretrained_cfg` (plain
+    timm models and TimmWrapper); None when unknown (a transformers model without its processor)."""
+    if processor is not None and getattr(processor, "image_mean", None) is not None:
+        return Normalization(tuple(processor.image_mean), tuple(processor.image_std))
+    cfg = _timm_pretrained_cfg(model)
+    if cfg is not None and "mean" in cfg and "std" in cfg:
+        return Normalization(tuple(cfg["mean"]), tuple(cfg["std"]))
+    return None
+
+
+def _timm_pretrained_cfg(model: nn.Module) -> dict | None:
+    if isinstance(model, TimmWrapperForImageClassification):
+        model = model.timm_model
+    cfg = getattr(model, "pretrained_cfg", None)
+    return cfg if isinstance(cfg, dict) else None
+
+
+def expected_image_size(model: nn.Module) -> tuple[int, int] | None:
+    """The input resolution a model declares as fixed (timm's `fixed_input_size`, or a transformers ViT-style
+    `config.image_size`), for error messages; None when the model takes any size."""
+    cfg = _timm_pretrained_cfg(model)
+    if cfg is not None:
+        return tuple(cfg["input_size"][-2:]) if cfg.get("fixed_input_size") else None
+    size = getattr(getattr(model, "config", None), "image_size", None)
+    if isinstance(size, int):
+        return (size, size)
+    return tuple(size) if isinstance(size, (tuple, list)) else None
+
+
+class TeacherInputs:
+    """Converts the student's `pixel_values` to the teacher's input: re-normalisation, then an optional resize.
+
+    Args:
+        student: how the student's batch is normalised (None: unknown).
+        teacher: how the teacher expects it (None: unknown).
+        image_size: (height, width) to resize to, bilinear with antialiasing; None keeps the student's resolution.
+    """
+
+    def __init__(
+        self, student: Normalization | None, teacher: Normalization | None, image_size: tuple[int, int] | None = None
+    ) -> None:
+        self.renormalize = student is not None and teacher is not None and student != teacher
+        if (student is None) != (teacher is None):
+            known, unknown = ("teacher", "student") if student is None else ("student", "teacher")
+            logger.warning(
+                "The %s's input normalisation is known but the %s's is not, so the teacher gets the student's batch "
+                "unchanged. Pass the image processor (processing_class= / teacher_processing_class=) if they differ.",
+                known,
+                unknown,
+            )
+        self.student, self.teacher, self.image_size = student, teacher, image_size
+
+    @property
+    def is_identity(self) -> bool:
+        return not self.renormalize and self.image_size is None
+
+    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self.renormalize:
+            student_mean, student_std = (
+                _channel_tensor(v, pixel_values) for v in (self.student.mean, self.student.std)
+            )
+            teacher_mean, teacher_std = (
+                _channel_tensor(v, pixel_values) for v in (self.teacher.mean, self.teacher.std)
+            )
+            pixel_values = (pixel_values * student_std + student_mean - teacher_mean) / teacher_std
+        if self.image_size is not None and tuple(pixel_values.shape[-2:]) != tuple(self.image_size):
+            pixel_values = F.interpolate(pixel_values, size=self.image_size, mode="bilinear", antialias=True)
+        return pixel_values
+
+
+def _channel_tensor(values: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
+    if len(values) != like.shape[1]:
+        raise ValueError(f"normalisation has {len(values)} channels, the batch {like.shape[1]}.")
+    return torch.tensor(values, device=like.device, dtype=like.dtype).view(1, -1, 1, 1)

@@ -1,0 +1,372 @@
+"""`DistillationTrainer`: a `transformers.Trainer` whose loss distils a frozen teacher into the student, over all
+classes or over a sampled set chosen by a `ClassSampler` (DIS by default).
+
+What it adds to the Trainer, and where:
+- `__init__`: loads and freezes the teacher (kept outside the student's module tree: never wrapped in DDP, never
+  optimised), swaps the student's classifier for a `SampledLinear` sharing its parameters, builds the sampler.
+- `compute_loss`: teacher logits once; student logits at the sampled classes only, through the student's own forward
+  (so DDP synchronises gradients and Accelerate applies autocast); the loss from `hf_dis.losses`. Every
+  `refit_every` optimizer steps (and step 0) an adaptive sampler gets a full-distillation probe step: its gradient
+  trains the student as usual, and its statistic, averaged over micro-batches and processes, refits the proposal.
+- Gradient accumulation: the loss is a sum over examples divided by the examples of the whole accumulated step
+  (`num_items_in_batch`), so one step of batch 2N equals two accumulated steps of batch N, ragged batches included.
+- Randomness: each micro-batch draws from a generator seeded by (seed, global step, micro-step, process), so a run
+  resumed from a checkpoint draws exactly what the uninterrupted run drew.
+- `train`: checks the data and the teacher on one example before anything is written, and restores the sampler
+  state when resuming. `log` adds the loss parts and sampled-set statistics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import random
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import datasets
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.types
+import torch
+from torch import nn
+from transformers import Trainer
+
+from hf_dis._checks import check_labels
+from hf_dis.diagnostics import sampled_set_stats
+from hf_dis.heads import install_sampled_head, split_classifier
+from hf_dis.losses import DistillationLoss, distillation_loss, sampled_distillation_loss
+from hf_dis.sampling import ClassSampler, build_sampler
+from hf_dis.trainer.arguments import DistillationArguments
+from hf_dis.trainer.sampler_state import SamplerStateCallback, load_sampler_state, resolve_checkpoint
+from hf_dis.trainer.teacher import TeacherInputs, expected_image_size, freeze, load_teacher, model_normalization
+
+
+class DistillationTrainer(Trainer):
+    """Distil `teacher` into `model` with the sampled KD objective of `args` (a `DistillationArguments`).
+
+    Args:
+        model: the student: a timm classifier, a `TimmWrapperForImageClassification`, or a transformers image
+            classifier of a family `split_classifier` supports. Its classifier is replaced in place by a
+            `SampledLinear` that shares its parameters (state dict and saved files are unchanged).
+        args: `DistillationArguments`.
+        teacher: an `nn.Module` (frozen and moved to the training device here), or a local directory / Hub id /
+            timm name; defaults to `args.teacher_model`.
+        teacher_processing_class: the teacher's image processor, when its input normalisation is not in a timm
+            `pretrained_cfg` (the student's comes from `processing_class`).
+        sampler: a `ClassSampler` to use instead of the one `args` describes.
+        **kwargs: every other `Trainer` keyword (data_collator, train_dataset, eval_dataset, processing_class,
+            compute_metrics, callbacks, optimizers, ...).
+
+    Batches must carry `pixel_values` and (unless alpha = 0) `labels`.
+    """
+
+    # compute_loss divides by the examples of the whole accumulated step (num_items_in_batch) itself.
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        args: DistillationArguments | None = None,
+        *,
+        teacher: nn.Module | str | None = None,
+        teacher_processing_class: Any = None,
+        sampler: ClassSampler | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(args, DistillationArguments):
+            raise TypeError(f"args must be a DistillationArguments, got {type(args).__name__}.")
+        if model is None or kwargs.get("model_init") is not None:
+            raise ValueError("DistillationTrainer needs the student as model= (model_init is not supported).")
+        if kwargs.get("compute_loss_func") is not None:
+            raise ValueError("DistillationTrainer computes its own loss; compute_loss_func is not supported.")
+        teacher = _build_teacher(teacher if teacher is not None else args.teacher_model)
+        if teacher is model:
+            raise ValueError("the teacher and the student are the same module; pass two models.")
+        self.student_head = install_sampled_head(model)
+        num_classes = self.student_head.out_features
+        teacher_classes = _num_classes(teacher)
+        if teacher_classes is not None and teacher_classes != num_classes:
+            raise ValueError(
+                f"the teacher predicts {teacher_classes} classes and the student {num_classes}: they must predict the "
+                "same classes, in the same order. Build the student with the teacher's number of classes."
+            )
+        super().__init__(model=model, args=args, **kwargs)
+        if not hasattr(teacher, "hf_device_map"):  # a model loaded with device_map= stays where it was placed
+            teacher = teacher.to(self.accelerator.device)
+        self.teacher = freeze(teacher)
+        self.teacher_inputs = TeacherInputs(
+            model_normalization(model, self.processing_class),
+            model_normalization(teacher, teacher_processing_class),
+            None if args.teacher_image_size is None else (args.teacher_image_size,) * 2,
+        )
+        if sampler is None:
+            sampler = build_sampler(
+                args.sampler, num_classes, args.num_sampled_for(num_classes), **args.sampler_options()
+            )
+        elif sampler.num_classes != num_classes:
+            raise ValueError(f"the sampler is for {sampler.num_classes} classes, the student has {num_classes}.")
+        self.sampler = sampler
+        # Our compute_loss consumes num_items_in_batch: this makes the Trainer count it (over the accumulated step).
+        self.model_accepts_loss_kwargs = True
+        self.add_callback(SamplerStateCallback(sampler))
+        self._metrics: dict[str, dict[str, list[torch.Tensor]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
+        self._probe_sum: torch.Tensor | None = None
+        self._probe_count = 0
+        self._micro_step = (-1, 0)  # (global step, micro-batches seen in it)
+
+    # --- the loss -------------------------------------------------------------------------------------------------
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor | Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        args = self.args
+        pixel_values, labels = inputs["pixel_values"], inputs.get(args.label_names[0])
+        teacher_logits = self.teacher_logits(pixel_values)
+        training = model.training
+        if not training or self.sampler.name == "full" or self._is_probe_step():
+            student_logits = _logits_of(model(pixel_values))
+            parts = distillation_loss(student_logits, teacher_logits, labels, args.temperature, args.alpha)
+            if training and self.sampler.refit_every is not None:
+                self._record_probe(teacher_logits, student_logits)
+        else:
+            drawn = self.sampler.sample(teacher_logits, labels, generator=self._draw_generator(teacher_logits.device))
+            with self.student_head.restricted_to(drawn.classes):
+                student_logits = _logits_of(model(pixel_values))  # [B, K']: never [B, C]
+            parts = sampled_distillation_loss(
+                student_logits,
+                teacher_logits,
+                drawn,
+                labels,
+                args.temperature,
+                args.alpha,
+                estimator=args.kd_estimator,
+                log_q_correction=args.log_q_correction,
+            )
+            for key, value in sampled_set_stats(
+                teacher_logits, drawn, args.temperature, log_q_correction=args.log_q_correction
+            ).items():
+                self._metrics["train"][key].append(value)
+        self._record_parts("train" if training else "eval", parts)
+        loss = (
+            self._scale_for_accumulation(parts.loss, pixel_values.shape[0], num_items_in_batch)
+            if training
+            else parts.loss
+        )
+        return (loss, {"logits": student_logits}) if return_outputs else loss
+
+    def teacher_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`[B, C]` float32 teacher logits on the student's batch (converted to the teacher's input), without
+        gradients, under the same mixed precision as the student."""
+        with torch.no_grad(), self.accelerator.autocast():
+            return _logits_of(self.teacher(self.teacher_inputs(pixel_values))).float()
+
+    def _scale_for_accumulation(
+        self, loss: torch.Tensor, batch_size: int, num_items_in_batch: torch.Tensor | int | None
+    ) -> torch.Tensor:
+        """Turn a batch mean into this micro-batch's share of the accumulated step's mean over examples."""
+        if num_items_in_batch is None:  # no labels to count: assume equal micro-batches
+            # (set by the training loop; outside it, e.g. a direct call, the configured number)
+            return loss / getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+        loss = loss * (batch_size / num_items_in_batch)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            # num_items_in_batch counts every process's examples, and DDP averages gradients over processes.
+            loss = loss * self.accelerator.num_processes
+        return loss
+
+    # --- sampling: seeding and DIS probes -------------------------------------------------------------------------
+
+    def _is_probe_step(self) -> bool:
+        refit_every = self.sampler.refit_every
+        return refit_every is not None and self.state.global_step % refit_every == 0
+
+    def _draw_generator(self, device: torch.device) -> torch.Generator:
+        """A generator seeded by (seed, global step, micro-step, process): draws are reproducible on resume."""
+        step, seen = self._micro_step
+        self._micro_step = (step, seen + 1) if step == self.state.global_step else (self.state.global_step, 1)
+        key = f"{self.sampler.seed}:{self._micro_step[0]}:{self._micro_step[1] - 1}:{self.args.process_index}"
+        seed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") >> 1
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed)
+        return generator
+
+    def _record_probe(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> None:
+        """Add this micro-batch's probe statistic; at the step's last micro-batch, average it over micro-batches and
+        processes (every process then refits identically) and let the sampler observe it."""
+        statistic = self.sampler.probe_statistic(teacher_logits, student_logits, self.args.temperature)
+        self._probe_sum = statistic if self._probe_sum is None else self._probe_sum + statistic
+        self._probe_count += 1
+        if not self.accelerator.sync_gradients:
+            return
+        mean = (self._probe_sum / self._probe_count).to(self.accelerator.device)
+        self.sampler.observe(self.accelerator.reduce(mean, reduction="mean"))
+        self._probe_sum, self._probe_count = None, 0
+        for name, value in self.sampler.summary().items():  # the refitted proposal, logged once per refit
+            self._metrics["train"][f"{self.sampler.name}/{name}"] = [torch.tensor(value)]
+
+    # --- logging --------------------------------------------------------------------------------------------------
+
+    def _record_parts(self, mode: str, parts: DistillationLoss) -> None:
+        self._metrics[mode]["kd_loss"].append(parts.kd_loss.detach())
+        if parts.ce_loss is not None:
+            self._metrics[mode]["ce_loss"].append(parts.ce_loss.detach())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the loss parts and sampled-set statistics gathered since the last log, averaged over processes."""
+        mode = "train" if self.model.training else "eval"
+        metrics = self._metrics[mode]
+        if metrics:
+            names = sorted(metrics)
+            means = torch.stack([torch.stack(metrics[name]).float().mean().to(self.args.device) for name in names])
+            means = self.accelerator.reduce(means, reduction="mean")
+            prefix = "eval_" if mode == "eval" else ""
+            # In place, so that evaluate() also returns them (it returns the dict it logs).
+            logs.update({prefix + name: round(float(value), 6) for name, value in zip(names, means, strict=True)})
+            metrics.clear()
+        super().log(logs, start_time)
+
+    # --- prediction without labels --------------------------------------------------------------------------------
+
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor | Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        if inputs.get(self.args.label_names[0]) is not None:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        # No labels: the Trainer would call model(**inputs), which timm models (forward(x)) do not accept.
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            logits = _logits_of(model(inputs["pixel_values"]))
+        return None, None if prediction_loss_only else logits.detach(), None
+
+    # --- training entry point -------------------------------------------------------------------------------------
+
+    def train(
+        self,
+        resume_from_checkpoint: str | bool | None = None,
+        trial: Any = None,
+        ignore_keys_for_eval: list[str] | None = None,
+        **kwargs: Any,
+    ):
+        """`Trainer.train`, after checking the data and the teacher on one example, and restoring the sampler state
+        from the checkpoint when resuming."""
+        self._check_training_data()
+        checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        if checkpoint is not None:
+            load_sampler_state(checkpoint, self.sampler)
+        self._micro_step = (-1, 0)
+        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
+        for callback in self.callback_handler.callbacks:  # rebuilt from a checkpoint without our sampler: bind it
+            if isinstance(callback, SamplerStateCallback) and callback.sampler is None:
+                callback.sampler = self.sampler
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def _check_training_data(self) -> None:
+        """Clear errors before anything is written: label range (whole column when the dataset is a `datasets`
+        table), then one collated example: its keys, and a teacher forward on it (input size, number of classes)."""
+        dataset, args = self.train_dataset, self.args
+        if dataset is None:
+            return  # Trainer.train says so
+        num_classes = self.student_head.out_features
+        if isinstance(dataset, datasets.Dataset):
+            _check_label_column(dataset, args.label_names[0], num_classes)
+        if isinstance(dataset, (torch.utils.data.IterableDataset, datasets.IterableDataset)):
+            return
+        with _preserved_rng():  # a random augmentation on this example must not shift the run's random streams
+            batch = self.data_collator([dataset[0]])
+        if "pixel_values" not in batch:
+            raise ValueError(
+                f"the training batches have no 'pixel_values' (keys: {sorted(batch)}); make the dataset's transform or "
+                "the data collator emit pixel_values (and keep remove_unused_columns=False)."
+            )
+        labels = batch.get(args.label_names[0])
+        if labels is None and args.alpha > 0:
+            raise ValueError(
+                f"the training batches have no {args.label_names[0]!r} (keys: {sorted(batch)}), but alpha={args.alpha} "
+                "needs labels. Emit labels from the transform or collator, or set alpha=0 to distil without labels."
+            )
+        if labels is not None:
+            check_labels(torch.as_tensor(labels).reshape(-1), 1, num_classes)
+        pixel_values = batch["pixel_values"].to(self.accelerator.device)
+        try:
+            teacher_logits = self.teacher_logits(pixel_values)
+        except Exception as error:  # any failure here is a mismatch between the batch and the teacher
+            size = expected_image_size(self.teacher)
+            hint = f" The teacher expects {size[0]}x{size[1]} images: set teacher_image_size={size[0]}." if size else ""
+            raise ValueError(
+                f"the teacher cannot run on the student's batch (pixel_values {tuple(pixel_values.shape)}): "
+                f"{type(error).__name__}: {error}.{hint}"
+            ) from error
+        if teacher_logits.dim() != 2 or teacher_logits.shape[1] != num_classes:
+            raise ValueError(
+                f"the teacher returns logits of shape {tuple(teacher_logits.shape)}; the student predicts "
+                f"{num_classes} classes. They must predict the same classes, in the same order."
+            )
+
+
+def _build_teacher(teacher: nn.Module | str | None) -> nn.Module:
+    if teacher is None:
+        raise ValueError("no teacher: pass teacher= (an nn.Module, a directory or a Hub id) or set args.teacher_model.")
+    if isinstance(teacher, str):
+        teacher = load_teacher(teacher)
+    if not isinstance(teacher, nn.Module):
+        raise TypeError(f"teacher must be an nn.Module or a name/path, got {type(teacher).__name__}.")
+    return teacher
+
+
+def _num_classes(model: nn.Module) -> int | None:
+    """C from the model's linear classifier, or None for a teacher split_classifier does not know (checked on data)."""
+    try:
+        return split_classifier(model).num_classes
+    except ValueError:
+        return None
+
+
+def _logits_of(outputs: Any) -> torch.Tensor:
+    """The logits from a timm model's tensor, a transformers ModelOutput, or a tuple."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    if isinstance(outputs, dict):
+        return outputs["logits"]
+    return outputs[0]
+
+
+def _check_label_column(dataset: datasets.Dataset, label_name: str, num_classes: int) -> None:
+    """Check the whole label column at once (before a transform renames it, it is usually `label`)."""
+    column = next((name for name in (label_name, "label") if name in dataset.column_names), None)
+    if column is None or len(dataset) == 0:
+        return
+    values = dataset.with_format("arrow")[column]
+    if not pyarrow.types.is_integer(values.type):
+        return
+    low, high = pc.min_max(values).values()
+    if low.as_py() < 0 or high.as_py() >= num_classes:
+        bad = low.as_py() if low.as_py() < 0 else high.as_py()
+        raise ValueError(
+            f"the training dataset's {column!r} column has label {bad}, outside [0, {num_classes}) (the student and "
+            "the teacher predict that many classes)."
+        )
+
+
+@contextlib.contextmanager
+def _preserved_rng() -> Iterator[None]:
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)

@@ -1,0 +1,551 @@
+"""DistillationTrainer end to end on CPU: tiny timm / transformers models, 32 px images, a handful of steps."""
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+import yaml
+from tiny_models import tiny_hf
+from transformers import HfArgumentParser, TrainerCallback
+
+import hf_dis
+from hf_dis import DistillationArguments, DistillationTrainer
+from hf_dis.trainer import TeacherInputs
+from hf_dis.trainer.teacher import Normalization
+
+ROOT = Path(__file__).resolve().parents[1]
+NUM_CLASSES = 20
+SAMPLERS = ["dis", "ftis", "uniform", "topk", "full"]
+
+
+class RandomImages(torch.utils.data.Dataset):
+    """Seeded 32 px images with labels (or without, for label-free distillation)."""
+
+    def __init__(self, size: int = 16, seed: int = 0, with_labels: bool = True) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.images = torch.randn(size, 3, 32, 32, generator=generator)
+        self.labels = torch.randint(NUM_CLASSES, (size,), generator=generator)
+        self.with_labels = with_labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict:
+        item = {"pixel_values": self.images[index]}
+        if self.with_labels:
+            item["labels"] = self.labels[index]
+        return item
+
+
+def timm_model(name: str = "test_convnext", num_classes: int = NUM_CLASSES, seed: int = 0):
+    torch.manual_seed(seed)
+    return timm.create_model(name, num_classes=num_classes)
+
+
+def make_args(tmp_path, **overrides) -> DistillationArguments:
+    options = dict(
+        output_dir=str(tmp_path / "out"),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=0.1,
+        optim="sgd",
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=0,
+    )
+    options.update(overrides)
+    if options.get("sampler", "dis") == "dis" and "dis_refit_every" not in options:
+        options["dis_refit_every"] = 2  # probe at steps 0, 2, ...: short runs see both kinds of step
+    return DistillationArguments(**options)
+
+
+def head_output_shapes(trainer) -> list:
+    shapes = []
+    trainer.student_head.register_forward_hook(lambda module, inputs, output: shapes.append(tuple(output.shape)))
+    return shapes
+
+
+def parameters(model) -> dict:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+# --- every sampler, both scopes, timm and transformers students -------------------------------------------------
+
+
+@pytest.mark.parametrize("scope", ["batch", "per_example"])
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_two_steps_timm_student(tmp_path, sampler, scope):
+    student, teacher = timm_model(), timm_model("test_resnet", seed=1)
+    before = parameters(student)
+    num_sampled = None if sampler == "full" else 5
+    args = make_args(tmp_path, sampler=sampler, sample_scope=scope, num_sampled=num_sampled)
+    trainer = DistillationTrainer(model=student, args=args, teacher=teacher, train_dataset=RandomImages())
+    shapes = head_output_shapes(trainer)
+    trainer.train()
+
+    assert trainer.state.global_step == 2
+    assert any(not torch.equal(before[n], p) for n, p in student.named_parameters())
+    logs = trainer.state.log_history[:2]
+    assert all(math.isfinite(log["loss"]) and log["kd_loss"] >= 0 and log["ce_loss"] > 0 for log in logs)
+    full_shape = (4, NUM_CLASSES)
+    if sampler == "full":
+        assert shapes == [full_shape, full_shape]
+        return
+    # dis: step 0 is a full-distillation probe, step 1 is sampled; the others sample at both steps.
+    sampled_shapes = shapes[1:] if sampler == "dis" else shapes
+    assert full_shape not in sampled_shapes
+    assert all(shape[-1] <= 5 + 4 * 2 for shape in sampled_shapes)  # K drawn + (label + teacher top-1) per example
+    sampled_log = logs[1]
+    assert 0 < sampled_log["teacher_mass"] <= 1 + 1e-6
+    assert 1 - 1e-6 <= sampled_log["ess"] <= sampled_log["num_classes"] + 1e-4
+    if sampler == "dis":
+        assert trainer.sampler.num_updates == 1
+        assert "dis/weight_0" in logs[0] and logs[0]["dis/weight_0"] >= 0.5 - 1e-6
+
+
+@pytest.mark.parametrize("family", ["vit", "resnet"])
+@pytest.mark.parametrize(("sampler", "scope"), [("dis", "batch"), ("ftis", "per_example")])
+def test_two_steps_transformers_student(tmp_path, family, sampler, scope):
+    student = tiny_hf(family, NUM_CLASSES).train()
+    teacher = timm_model("test_resnet", seed=1)
+    before = parameters(student)
+    args = make_args(tmp_path, sampler=sampler, sample_scope=scope, num_sampled=5)
+    trainer = DistillationTrainer(model=student, args=args, teacher=teacher, train_dataset=RandomImages())
+    shapes = head_output_shapes(trainer)
+    trainer.train()
+    assert trainer.state.global_step == 2
+    assert any(not torch.equal(before[n], p) for n, p in student.named_parameters())
+    assert shapes[-1] != (4, NUM_CLASSES)
+    # The swapped head shares the original parameters: the saved model is a plain transformers model.
+    student.save_pretrained(tmp_path / "saved")
+    reloaded = type(student).from_pretrained(tmp_path / "saved")
+    assert type(reloaded.classifier if family == "vit" else reloaded.classifier[1]) is torch.nn.Linear
+    torch.testing.assert_close(reloaded.state_dict(), student.state_dict())
+
+
+def test_bf16_autocast_on_cpu(tmp_path):
+    student, teacher = timm_model(), timm_model("test_resnet", seed=1)
+    args = make_args(tmp_path, bf16=True, sampler="dis", num_sampled=5)
+    trainer = DistillationTrainer(model=student, args=args, teacher=teacher, train_dataset=RandomImages())
+    dtypes = {"student": [], "teacher": []}
+    trainer.student_head.register_forward_hook(lambda m, i, out: dtypes["student"].append(out.dtype))
+    teacher.get_classifier().register_forward_hook(lambda m, i, out: dtypes["teacher"].append(out.dtype))
+    trainer.train()
+    # Both models ran under bf16 autocast (the teacher's first call is the pre-training check).
+    assert set(dtypes["student"]) == {torch.bfloat16} and set(dtypes["teacher"]) == {torch.bfloat16}
+    assert all(math.isfinite(log["loss"]) for log in trainer.state.log_history[:2])
+    assert all(p.dtype == torch.float32 for p in student.parameters())  # weights stay fp32 (mixed precision)
+
+
+# --- exactness: full KD, gradient accumulation, resume ---------------------------------------------------------
+
+
+def test_full_sampler_loss_is_hinton_kd_by_hand(tmp_path):
+    student, teacher = timm_model(), timm_model("test_resnet", seed=1)
+    args = make_args(tmp_path, sampler="full", temperature=3.0, alpha=0.3)
+    trainer = DistillationTrainer(model=student, args=args, teacher=teacher, train_dataset=RandomImages())
+    data = RandomImages(8, seed=5)
+    inputs = {"pixel_values": data.images, "labels": data.labels}
+    loss = trainer.compute_loss(student.train(), inputs)
+
+    with torch.no_grad():
+        z_s, z_t = student(data.images), teacher.eval()(data.images)
+        p_t = torch.softmax(z_t / 3.0, dim=-1)
+        kl = (p_t * (torch.log(p_t) - torch.log_softmax(z_s / 3.0, dim=-1))).sum(-1).mean() * 9.0
+        expected = 0.3 * F.cross_entropy(z_s, data.labels) + 0.7 * kl
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("dataset_size", "micro_batch"), [(8, 4), (6, 4)])
+def test_gradient_accumulation_equals_the_large_batch(tmp_path, dataset_size, micro_batch):
+    """One SGD step on the whole dataset equals two accumulated micro-batches, also when the last one is smaller
+    (6 = 4 + 2): the loss is normalised by the examples of the accumulated step, not by the number of micro-batches."""
+
+    def one_step(batch_size, accumulation):
+        student = timm_model()  # LayerNorm only: batch composition does not change the per-example outputs
+        args = make_args(
+            tmp_path,
+            sampler="full",
+            max_steps=1,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            lr_scheduler_type="constant",
+        )
+        trainer = DistillationTrainer(
+            model=student,
+            args=args,
+            teacher=timm_model("test_resnet", seed=1),
+            train_dataset=RandomImages(dataset_size),
+        )
+        trainer.train()
+        return parameters(student)
+
+    start = parameters(timm_model())
+    large = one_step(dataset_size, 1)
+    accumulated = one_step(micro_batch, 2)
+    moved = sum(float((large[n] - start[n]).abs().max()) for n in start)
+    assert moved > 1e-3  # the step is large enough for a scaling error to show
+    for name in large:
+        torch.testing.assert_close(accumulated[name], large[name], rtol=1e-5, atol=1e-6)
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+@pytest.mark.parametrize("restore_callbacks", [False, True])
+def test_resume_is_bitwise_identical(tmp_path, restore_callbacks):
+    """4 steps straight == 2 steps, interrupted, then resumed for 2: same weights bitwise and same DIS state."""
+    torch.use_deterministic_algorithms(True)
+    try:
+
+        def run(output_dir, callbacks=(), resume=None):
+            args = make_args(
+                tmp_path,
+                output_dir=str(output_dir),
+                sampler="dis",
+                num_sampled=5,
+                max_steps=4,
+                save_steps=2,
+                save_strategy="steps",
+                gradient_accumulation_steps=2,
+                per_device_train_batch_size=2,
+                optim="adamw_torch",
+                learning_rate=1e-2,
+                restore_callback_states_from_checkpoint=restore_callbacks,
+            )
+            student = timm_model()
+            trainer = DistillationTrainer(
+                model=student,
+                args=args,
+                teacher=timm_model("test_resnet", seed=1),
+                train_dataset=RandomImages(24),
+                callbacks=list(callbacks),
+            )
+            trainer.train(resume_from_checkpoint=resume)
+            return student, trainer.sampler
+
+        straight, straight_sampler = run(tmp_path / "straight")
+        run(tmp_path / "interrupted", callbacks=[StopAt(2)])
+        checkpoint = tmp_path / "interrupted" / "checkpoint-2"
+        saved = json.loads((checkpoint / "trainer_state.json").read_text())["stateful_callbacks"]
+        assert saved["SamplerStateCallback"]["attributes"]["sampler_state"]["num_updates"] == 1
+        resumed, resumed_sampler = run(tmp_path / "interrupted", resume=str(checkpoint))
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+    for (name, p), q in zip(straight.named_parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(p, q), name
+    assert straight_sampler.num_updates == resumed_sampler.num_updates == 2  # probes at steps 0 and 2
+    assert straight_sampler.state_dict()["mixture"] == resumed_sampler.state_dict()["mixture"]
+    assert straight_sampler.state_dict()["interaction"] == resumed_sampler.state_dict()["interaction"]
+    final = json.loads((tmp_path / "interrupted" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert final["stateful_callbacks"]["SamplerStateCallback"]["attributes"]["sampler_state"]["num_updates"] == 2
+
+
+def test_resuming_dis_without_sampler_state_is_an_error(tmp_path):
+    args = make_args(tmp_path, sampler="dis", num_sampled=5, save_strategy="steps", save_steps=2)
+    trainer = DistillationTrainer(
+        model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1), train_dataset=RandomImages()
+    )
+    trainer.train()
+    state_file = Path(args.output_dir) / "checkpoint-2" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["stateful_callbacks"]["SamplerStateCallback"]
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="holds no sampler state"):
+        trainer.train(resume_from_checkpoint=True)
+
+
+# --- the teacher ------------------------------------------------------------------------------------------------
+
+
+def test_teacher_is_frozen_outside_the_optimizer_and_unchanged(tmp_path):
+    student, teacher = timm_model(), timm_model("test_resnet", seed=1)
+    teacher.train()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}  # BN running stats included
+    trainer = DistillationTrainer(
+        model=student, args=make_args(tmp_path), teacher=teacher, train_dataset=RandomImages()
+    )
+    trainer.train()
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    optimised = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert not optimised & {id(p) for p in teacher.parameters()}
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+
+
+def test_teacher_inputs_renormalise_and_resize():
+    student_norm = Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    teacher_norm = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    images = torch.rand(2, 3, 8, 8)
+    student_batch = (images - 0.5) / 0.5
+    converted = TeacherInputs(student_norm, teacher_norm)(student_batch)
+    mean, std = torch.tensor(teacher_norm.mean).view(1, 3, 1, 1), torch.tensor(teacher_norm.std).view(1, 3, 1, 1)
+    torch.testing.assert_close(converted, (images - mean) / std)
+    assert TeacherInputs(student_norm, student_norm).is_identity
+    assert TeacherInputs(student_norm, teacher_norm, (16, 16))(student_batch).shape == (2, 3, 16, 16)
+
+
+def test_trainer_renormalises_for_a_teacher_with_other_statistics(tmp_path):
+    student, teacher = timm_model(), timm_model("test_resnet", seed=1)  # both declare mean = std = 0.5
+    imagenet = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    teacher.pretrained_cfg = {**teacher.pretrained_cfg, "mean": imagenet.mean, "std": imagenet.std}
+    trainer = DistillationTrainer(model=student, args=make_args(tmp_path), teacher=teacher)
+    assert trainer.teacher_inputs.renormalize
+    seen = []
+    teacher.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
+    batch = torch.rand(2, 3, 32, 32)
+    trainer.teacher_logits(batch)
+    mean, std = torch.tensor(imagenet.mean).view(1, 3, 1, 1), torch.tensor(imagenet.std).view(1, 3, 1, 1)
+    torch.testing.assert_close(seen[0], (batch * 0.5 + 0.5 - mean) / std)
+
+
+def test_fixed_resolution_teacher_gets_a_clear_error_then_a_resize(tmp_path):
+    teacher = timm_model("test_vit3", seed=1)  # a ViT that only takes 160 px
+    trainer = DistillationTrainer(
+        model=timm_model(), args=make_args(tmp_path), teacher=teacher, train_dataset=RandomImages()
+    )
+    with pytest.raises(ValueError, match=r"cannot run on the student's batch.*teacher_image_size=160"):
+        trainer.train()
+    assert not os.path.exists(tmp_path / "out" / "checkpoint-2")
+    args = make_args(tmp_path, teacher_image_size=160)
+    trainer = DistillationTrainer(model=timm_model(), args=args, teacher=teacher, train_dataset=RandomImages())
+    trainer.train()
+    assert trainer.state.global_step == 2
+
+
+def test_teacher_from_a_local_directory(tmp_path):
+    import transformers
+
+    config = transformers.TimmWrapperConfig(architecture="test_resnet", num_labels=NUM_CLASSES)
+    transformers.TimmWrapperForImageClassification(config).save_pretrained(tmp_path / "teacher")
+    args = make_args(tmp_path, teacher_model=str(tmp_path / "teacher"))
+    trainer = DistillationTrainer(model=timm_model(), args=args, train_dataset=RandomImages())
+    assert not trainer.teacher.training
+    trainer.train()
+    assert trainer.state.global_step == 2
+
+
+def test_teacher_that_cannot_be_loaded_offline(tmp_path):
+    with pytest.raises(OSError, match=r"Hub is unreachable.*local directory"):
+        DistillationTrainer(model=timm_model(), args=make_args(tmp_path, teacher_model="someone/teacher-model"))
+    with pytest.raises(OSError, match="not a local directory, a Hub id"):
+        hf_dis.load_teacher("no_such_architecture")
+
+
+# --- bad input: a clear error before training, nothing written -------------------------------------------------
+
+
+def test_teacher_and_student_with_different_classes(tmp_path):
+    with pytest.raises(ValueError, match="teacher predicts 30 classes and the student 20"):
+        DistillationTrainer(model=timm_model(), args=make_args(tmp_path), teacher=timm_model("test_resnet", 30))
+
+
+def labelled_images(labels) -> datasets.Dataset:
+    """A `datasets` image table in the usual raw form (image, label), converted on the fly by set_transform."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in labels]
+    table = datasets.Dataset.from_dict({"image": images, "label": labels})
+
+    def to_tensors(batch):
+        pixels = torch.tensor(np.asarray(batch["image"]), dtype=torch.float32).permute(0, 3, 1, 2) / 255
+        return {"pixel_values": (pixels - 0.5) / 0.5, "labels": batch["label"]}
+
+    table.set_transform(to_tensors)
+    return table
+
+
+def test_labels_outside_the_classes(tmp_path):
+    dataset = labelled_images([0, 3, NUM_CLASSES + 5, 1])
+    trainer = DistillationTrainer(
+        model=timm_model(), args=make_args(tmp_path), teacher=timm_model("test_resnet", seed=1), train_dataset=dataset
+    )
+    with pytest.raises(ValueError, match=r"'label' column has label 25, outside \[0, 20\)"):
+        trainer.train()
+    assert not any((tmp_path / "out").iterdir())  # Trainer.__init__ makes the folder; nothing is written in it
+
+
+def test_dataset_without_labels(tmp_path):
+    data = RandomImages(with_labels=False)
+    trainer = DistillationTrainer(
+        model=timm_model(), args=make_args(tmp_path), teacher=timm_model("test_resnet", seed=1), train_dataset=data
+    )
+    with pytest.raises(ValueError, match="no 'labels'.*set alpha=0"):
+        trainer.train()
+    assert not any((tmp_path / "out").iterdir())  # Trainer.__init__ makes the folder; nothing is written in it
+    # alpha = 0: label-free distillation is allowed, and prediction without labels works for a timm student.
+    args = make_args(tmp_path, alpha=0.0)
+    trainer = DistillationTrainer(
+        model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1), train_dataset=data
+    )
+    trainer.train()
+    assert "ce_loss" not in trainer.state.log_history[0]
+    predictions = trainer.predict(RandomImages(6, with_labels=False)).predictions
+    assert predictions.shape == (6, NUM_CLASSES)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"sampler": "full", "num_sampled": 10}, "sampler='full' uses every class"),
+        ({"sampler": "uniform", "dis_refit_every": 5}, "dis_refit_every applies to sampler dis"),
+        ({"sampler": "dis", "proposal_temperature": 2.0}, "proposal_temperature applies to sampler ftis or topk"),
+        ({"force_label": False, "alpha": 0.5}, "force_label=False contradicts alpha=0.5"),
+        ({"num_sampled": 2.5}, "num_sampled must be an integer >= 1 or a fraction"),
+        ({"sampler": "nope"}, "Unknown sampler 'nope'"),
+        ({"sample_scope": "rows"}, "sample_scope must be one of"),
+        ({"alpha": 1.5}, r"alpha must be in \[0.0, 1.0\], got 1.5"),
+        ({"temperature": 0}, "temperature must be > 0"),
+    ],
+)
+def test_contradicting_options(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        DistillationArguments(output_dir=str(tmp_path), **options)
+
+
+def test_sampler_options_reach_the_sampler(tmp_path):
+    args = make_args(
+        tmp_path,
+        sampler="dis",
+        num_sampled=0.25,
+        dis_refit_every=7,
+        dis_prior_min_weight=0.6,
+        sample_scope="per_example",
+        force_teacher_topk=2,
+    )
+    trainer = DistillationTrainer(model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1))
+    sampler = trainer.sampler
+    assert (sampler.name, sampler.num_sampled, sampler.refit_every, sampler.prior_min_weight) == ("dis", 5, 7, 0.6)
+    assert (sampler.scope, sampler.force_teacher_topk) == ("per_example", 2)
+    ftis = DistillationTrainer(
+        model=timm_model(),
+        args=make_args(tmp_path, sampler="ftis", temperature=4.0),
+        teacher=timm_model("test_resnet", seed=1),
+    ).sampler
+    assert ftis.proposal_temperature == 4.0 and ftis.num_sampled == 2  # default K: a tenth of 20 classes
+
+
+def test_arguments_from_command_line_and_yaml(tmp_path):
+    parser = HfArgumentParser(DistillationArguments)
+    (args,) = parser.parse_args_into_dataclasses(
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--sampler",
+            "ftis",
+            "--num_sampled",
+            "64",
+            "--temperature",
+            "1.5",
+            "--sample_scope",
+            "per_example",
+            "--no_log_q_correction",
+        ]
+    )
+    assert (args.sampler, args.num_sampled, args.temperature, args.sample_scope) == ("ftis", 64, 1.5, "per_example")
+    assert isinstance(args.num_sampled, int) and args.log_q_correction is False
+    assert args.remove_unused_columns is False and args.label_names == ["labels"]
+    config = tmp_path / "distil.yaml"
+    config.write_text(yaml.safe_dump({"output_dir": str(tmp_path), "num_sampled": 0.05, "alpha": 0.0}))
+    (args,) = parser.parse_yaml_file(str(config))
+    assert (args.sampler, args.num_sampled, args.alpha) == ("dis", 0.05, 0.0)
+
+
+# --- evaluation and metrics --------------------------------------------------------------------------------------
+
+
+def test_evaluate_uses_full_logits_with_accuracy(tmp_path):
+    def accuracy(prediction):
+        return {"accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())}
+
+    trainer = DistillationTrainer(
+        model=timm_model(),
+        args=make_args(tmp_path, num_sampled=5),
+        teacher=timm_model("test_resnet", seed=1),
+        train_dataset=RandomImages(),
+        eval_dataset=RandomImages(10, seed=3),
+        compute_metrics=accuracy,
+    )
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
+    assert {"eval_loss", "eval_kd_loss", "eval_ce_loss"} <= set(metrics)
+    predictions = trainer.predict(RandomImages(10, seed=3)).predictions
+    assert predictions.shape == (10, NUM_CLASSES)  # full classifier at evaluation
+
+
+def test_probe_steps_count_optimizer_steps_not_micro_batches(tmp_path):
+    args = make_args(
+        tmp_path,
+        sampler="dis",
+        num_sampled=5,
+        max_steps=4,
+        gradient_accumulation_steps=2,
+        per_device_train_batch_size=2,
+    )
+    trainer = DistillationTrainer(
+        model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1), train_dataset=RandomImages()
+    )
+    trainer.train()
+    assert trainer.sampler.num_updates == 2  # steps 0 and 2, each averaging its two micro-batches
+
+
+# --- two processes ----------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_share_the_sampler_state(tmp_path):
+    """accelerate launch --multi_gpu --num_processes 2 runs 2 gloo ranks on CPU (--cpu would silently start one)."""
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        str(ROOT / "tests" / "scripts" / "ddp_distil.py"),
+        str(tmp_path),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
+    assert ranks[0]["global_step"] == ranks[1]["global_step"] == 4
+    assert ranks[0]["sampler"]["num_updates"] == 2
+    assert ranks[0]["sampler"]["mixture"] == ranks[1]["sampler"]["mixture"]
+    assert ranks[0]["sampler"]["interaction"] == ranks[1]["sampler"]["interaction"]
+    assert ranks[0]["parameter_checksum"] == ranks[1]["parameter_checksum"]  # DDP kept the replicas identical
+    assert ranks[0]["parameter_checksum"] != pytest.approx(ranks[0]["initial_checksum"], rel=1e-6)
