@@ -166,3 +166,16 @@ def test_loss_errors_name_the_offending_value():
         hf_dis.sampled_kd_loss(student, teacher, torch.zeros(37), 1.0, estimator="horvitz_thompson")
     with pytest.raises(ValueError, match="Unknown estimator 'ht'"):
         hf_dis.sampled_kd_loss(student, teacher, torch.zeros(37), 1.0, estimator="ht")
+
+
+def test_distillation_loss_parts_and_label_checks():
+    torch.manual_seed(0)
+    student, teacher, labels = torch.randn(4, 6), torch.randn(4, 6), torch.tensor([0, 5, 2, 1])
+    parts = hf_dis.distillation_loss(student, teacher, labels, 2.0, 0.25)
+    torch.testing.assert_close(parts.loss, 0.25 * parts.ce_loss + 0.75 * parts.kd_loss)
+    torch.testing.assert_close(parts.ce_loss, F.cross_entropy(student, labels))
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 6\), found 6"):
+        hf_dis.distillation_loss(student, teacher, torch.tensor([0, 6, 2, 1]), 2.0, 0.25)
+    with pytest.raises(ValueError, match="no labels, so alpha must be 0"):
+        hf_dis.distillation_loss(student, teacher, None, 2.0, 0.25)
+    assert hf_dis.distillation_loss(student, teacher, None, 2.0, 0.0).ce_loss is None

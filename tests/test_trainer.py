@@ -348,6 +348,8 @@ def test_teacher_from_a_local_directory(tmp_path):
 def test_teacher_that_cannot_be_loaded_offline(tmp_path):
     with pytest.raises(OSError, match=r"Hub is unreachable.*local directory"):
         DistillationTrainer(model=timm_model(), args=make_args(tmp_path, teacher_model="someone/teacher-model"))
+    with pytest.raises(OSError, match=r"teacher 'resnet18.a1_in1k'.*Hub is unreachable"):  # timm name, Hub weights
+        hf_dis.load_teacher("resnet18.a1_in1k")
     with pytest.raises(OSError, match="not a local directory, a Hub id"):
         hf_dis.load_teacher("no_such_architecture")
 
@@ -518,30 +520,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_processes_share_the_sampler_state(tmp_path):
-    """accelerate launch --multi_gpu --num_processes 2 runs 2 gloo ranks on CPU (--cpu would silently start one)."""
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(free_port()),
-        str(ROOT / "tests" / "scripts" / "ddp_distil.py"),
-        str(tmp_path),
-    ]
+def test_two_processes_share_the_sampler_state_and_match_one_process(tmp_path):
+    """accelerate launch --multi_gpu --num_processes 2 runs 2 gloo ranks on CPU (--cpu would silently start one).
+
+    DIS: both ranks end with the same proposal and the same weights. Full KD: 2 processes x batch 4 end where 1 process
+    x batch 8 ends (the loss is normalised over the global batch, and DDP's gradient average is undone)."""
+    script = str(ROOT / "tests" / "scripts" / "ddp_distil.py")
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(free_port()),
+    ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-4000:]
-    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    for command, out in (
+        (launch + [script, str(tmp_path / "ddp"), "4"], "ddp"),
+        ([sys.executable, script, str(tmp_path / "one"), "8"], "one"),
+    ):
+        (tmp_path / out).mkdir()
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0, result.stderr[-4000:]
+
+    def load(out, name):
+        return json.loads((tmp_path / out / f"{name}.json").read_text())
+
+    ranks = [load("ddp", f"dis-rank{rank}") for rank in (0, 1)]
     assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
     assert ranks[0]["global_step"] == ranks[1]["global_step"] == 4
     assert ranks[0]["sampler"]["num_updates"] == 2
@@ -549,3 +551,8 @@ def test_two_processes_share_the_sampler_state(tmp_path):
     assert ranks[0]["sampler"]["interaction"] == ranks[1]["sampler"]["interaction"]
     assert ranks[0]["parameter_checksum"] == ranks[1]["parameter_checksum"]  # DDP kept the replicas identical
     assert ranks[0]["parameter_checksum"] != pytest.approx(ranks[0]["initial_checksum"], rel=1e-6)
+
+    ddp, one = load("ddp", "full-rank0"), load("one", "full-rank0")
+    assert one["world_size"] == 1 and ddp["global_step"] == one["global_step"] == 3
+    moved = abs(one["parameter_checksum"] - one["initial_checksum"])
+    assert abs(ddp["parameter_checksum"] - one["parameter_checksum"]) < 1e-4 * moved

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from hf_dis._checks import check_labels
 from hf_dis.losses.kd import kd_loss
 from hf_dis.losses.sampled import Estimator, sampled_cross_entropy, sampled_kd_loss
 from hf_dis.sampling.base import SampledClasses
@@ -56,7 +57,10 @@ def distillation_loss(
         alpha: weight of the cross-entropy in [0, 1].
     """
     kd = kd_loss(student_logits, teacher_logits, temperature)
-    ce = None if labels is None else F.cross_entropy(student_logits.float(), labels)
+    ce = None
+    if labels is not None:
+        check_labels(labels, student_logits.shape[0], student_logits.shape[1])
+        ce = F.cross_entropy(student_logits.float(), labels)
     return _combine(kd, ce, alpha)
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import random
-from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
@@ -111,10 +110,7 @@ class DistillationTrainer(Trainer):
         # Our compute_loss consumes num_items_in_batch: this makes the Trainer count it (over the accumulated step).
         self.model_accepts_loss_kwargs = True
         self.add_callback(SamplerStateCallback(sampler))
-        self._metrics: dict[str, dict[str, list[torch.Tensor]]] = {
-            "train": defaultdict(list),
-            "eval": defaultdict(list),
-        }
+        self._metrics = {"train": _RunningMeans(), "eval": _RunningMeans()}
         self._probe_sum: torch.Tensor | None = None
         self._probe_count = 0
         self._micro_step = (-1, 0)  # (global step, micro-batches seen in it)
@@ -154,7 +150,7 @@ class DistillationTrainer(Trainer):
             for key, value in sampled_set_stats(
                 teacher_logits, drawn, args.temperature, log_q_correction=args.log_q_correction
             ).items():
-                self._metrics["train"][key].append(value)
+                self._metrics["train"].add(key, value)
         self._record_parts("train" if training else "eval", parts)
         loss = (
             self._scale_for_accumulation(parts.loss, pixel_values.shape[0], num_items_in_batch)
@@ -210,27 +206,24 @@ class DistillationTrainer(Trainer):
         self.sampler.observe(self.accelerator.reduce(mean, reduction="mean"))
         self._probe_sum, self._probe_count = None, 0
         for name, value in self.sampler.summary().items():  # the refitted proposal, logged once per refit
-            self._metrics["train"][f"{self.sampler.name}/{name}"] = [torch.tensor(value)]
+            self._metrics["train"].set(f"{self.sampler.name}/{name}", value)
 
     # --- logging --------------------------------------------------------------------------------------------------
 
     def _record_parts(self, mode: str, parts: DistillationLoss) -> None:
-        self._metrics[mode]["kd_loss"].append(parts.kd_loss.detach())
+        self._metrics[mode].add("kd_loss", parts.kd_loss)
         if parts.ce_loss is not None:
-            self._metrics[mode]["ce_loss"].append(parts.ce_loss.detach())
+            self._metrics[mode].add("ce_loss", parts.ce_loss)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the loss parts and sampled-set statistics gathered since the last log, averaged over processes."""
         mode = "train" if self.model.training else "eval"
-        metrics = self._metrics[mode]
-        if metrics:
-            names = sorted(metrics)
-            means = torch.stack([torch.stack(metrics[name]).float().mean().to(self.args.device) for name in names])
-            means = self.accelerator.reduce(means, reduction="mean")
+        names, means = self._metrics[mode].pop_means(self.args.device)
+        if names:
+            means = self.accelerator.reduce(means, reduction="mean")  # one collective for all of them
             prefix = "eval_" if mode == "eval" else ""
             # In place, so that evaluate() also returns them (it returns the dict it logs).
             logs.update({prefix + name: round(float(value), 6) for name, value in zip(names, means, strict=True)})
-            metrics.clear()
         super().log(logs, start_time)
 
     # --- prediction without labels --------------------------------------------------------------------------------
@@ -315,6 +308,31 @@ class DistillationTrainer(Trainer):
                 f"the teacher returns logits of shape {tuple(teacher_logits.shape)}; the student predicts "
                 f"{num_classes} classes. They must predict the same classes, in the same order."
             )
+
+
+class _RunningMeans:
+    """Sums and counts of logged scalars between two logs: bounded memory whatever the logging interval, and no
+    device sync until the log."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, int] = {}
+
+    def add(self, name: str, value: torch.Tensor) -> None:
+        value = value.detach().float()
+        self._sums[name] = self._sums[name] + value if name in self._sums else value
+        self._counts[name] = self._counts.get(name, 0) + 1
+
+    def set(self, name: str, value: float) -> None:
+        """Report `value` itself at the next log (for quantities that are replaced, not averaged)."""
+        self._sums[name], self._counts[name] = torch.tensor(float(value)), 1
+
+    def pop_means(self, device: torch.device) -> tuple[list[str], torch.Tensor]:
+        names = sorted(self._sums)
+        means = [(self._sums[name] / self._counts[name]).to(device) for name in names]
+        self._sums.clear()
+        self._counts.clear()
+        return names, torch.stack(means) if means else torch.empty(0, device=device)
 
 
 def _build_teacher(teacher: nn.Module | str | None) -> nn.Module:

@@ -1,5 +1,10 @@
-"""Run by tests/test_trainer.py under `accelerate launch --multi_gpu --num_processes 2`: 4 DIS steps on 2 gloo ranks,
-then each rank writes its sampler state and a parameter checksum to <out>/rank<i>.json."""
+"""Run by tests/test_trainer.py, under `accelerate launch --multi_gpu --num_processes 2` (2 gloo ranks on CPU) or as
+a single process for the reference: `python ddp_distil.py <out> <per-device batch size>`.
+
+Two runs: DIS for 4 steps (each rank then writes its sampler state and a parameter checksum to <out>/dis-rank<i>.json)
+and full KD for 3 steps (<out>/full-rank<i>.json), whose result must not depend on how the global batch is split
+over processes.
+"""
 
 import json
 import sys
@@ -29,20 +34,20 @@ def checksum(model: torch.nn.Module) -> float:
     return float(sum(p.detach().double().sum() for p in model.parameters()))
 
 
-def main(out: str) -> None:
+def run(out: str, sampler: str, batch_size: int, max_steps: int) -> None:
     torch.manual_seed(0)
     student = timm.create_model("test_convnext", num_classes=NUM_CLASSES)
     teacher = timm.create_model("test_resnet", num_classes=NUM_CLASSES)
     initial = checksum(student)
     args = DistillationArguments(
-        output_dir=f"{out}/run",
-        max_steps=4,
-        per_device_train_batch_size=4,
+        output_dir=f"{out}/{sampler}",
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
         learning_rate=0.1,
         optim="sgd",
-        sampler="dis",
-        num_sampled=5,
-        dis_refit_every=2,
+        sampler=sampler,
+        num_sampled=5 if sampler != "full" else None,
+        dis_refit_every=2 if sampler == "dis" else None,
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
@@ -58,11 +63,13 @@ def main(out: str) -> None:
         "initial_checksum": initial,
         "parameter_checksum": checksum(student),
     }
-    with open(f"{out}/rank{args.process_index}.json", "w") as handle:
+    with open(f"{out}/{sampler}-rank{args.process_index}.json", "w") as handle:
         json.dump(result, handle)
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()  # without it, about half the runs abort at exit
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    out, batch_size = sys.argv[1], int(sys.argv[2])
+    run(out, "dis", batch_size, max_steps=4)
+    run(out, "full", batch_size, max_steps=3)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # without it, about half the runs abort at exit
