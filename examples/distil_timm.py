@@ -11,6 +11,7 @@ from datasets import load_dataset
 from transformers import HfArgumentParser
 
 from hf_dis import DistillationArguments, DistillationTrainer
+from hf_dis.data import image_transform, labelled_batches
 
 
 @dataclass
@@ -25,20 +26,16 @@ class ScriptArguments:
 script, args = HfArgumentParser((ScriptArguments, DistillationArguments)).parse_args_into_dataclasses()
 data = load_dataset(script.dataset)
 student = timm.create_model(script.student, num_classes=data["train"].features[script.label_column].num_classes)
-config = timm.data.resolve_data_config(model=student)
-if script.image_size:
-    config["input_size"] = (3, script.image_size, script.image_size)
-
-
-def batch_transform(is_training: bool):
-    transform = timm.data.create_transform(**config, is_training=is_training)
-    return lambda batch: {
-        "pixel_values": [transform(image.convert("RGB")) for image in batch[script.image_column]],
-        "labels": batch[script.label_column],
-    }
-
-
-train, test = data["train"].with_transform(batch_transform(True)), data["test"].with_transform(batch_transform(False))
+train, test = (  # in the student's normalisation: the trainer converts the batch for the teacher
+    data[split].with_transform(
+        labelled_batches(
+            image_transform(student, training=split == "train", image_size=script.image_size),
+            script.image_column,
+            script.label_column,
+        )
+    )
+    for split in ("train", "test")
+)
 accuracy = lambda prediction: {"accuracy": (prediction.predictions.argmax(-1) == prediction.label_ids).mean()}  # noqa: E731
 trainer = DistillationTrainer(
     model=student, args=args, train_dataset=train, eval_dataset=test, compute_metrics=accuracy

@@ -1,5 +1,6 @@
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,14 +10,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(*args: str) -> subprocess.CompletedProcess:
+def run_script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
     )
     assert result.returncode == 0, result.stderr
     return result
@@ -89,3 +90,17 @@ def test_distil_timm_example_on_a_local_image_folder(tmp_path):
     )
     assert "'eval_accuracy'" in result.stdout and "'teacher_mass'" in result.stdout
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_quickstart_smoke(tmp_path):
+    """The README's first command, shrunk: a 30-class glyph task, a few steps per model."""
+    result = run_script(
+        "examples/quickstart.py", "--num-classes", "30", "--teacher-steps", "3", "--student-steps", "3",
+        "--batch-size", "16", "--quiet", "--output-dir", str(tmp_path / "out"),
+        env={"HF_DIS_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert "Glyph task: 30 classes" in result.stdout
+    for row in ("teacher", "student, full KD", "student, dis KD"):
+        assert re.search(rf"^{re.escape(row)} +\d+\.\d%$", result.stdout, re.M), row
+    assert re.search(r"full \d+\.\d+ ms, sampled \d+\.\d+ ms per step", result.stdout)
+    assert (tmp_path / "out" / "student-dis" / "model.safetensors").is_file()

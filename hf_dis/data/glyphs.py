@@ -1,0 +1,248 @@
+"""A real many-class image task that always runs: characters rendered in the fonts of this machine, split by font.
+
+Like Chars74K and the handwritten-Chinese benchmarks, a class is a character and its examples are its renderings in
+different fonts; a model must recognise the character in a font family it never saw. Two protocols:
+
+- ``classification``: `DatasetDict(train, test)`, columns `image` (grey PIL), `label` (`ClassLabel` whose names are
+  the characters), `font` (face name). Train and test use disjoint font **families** (every class has at least one
+  face on each side).
+- ``reid``: Market-1501's protocol on glyphs. Disjoint identity (character) sets for train and test; fonts are the
+  cameras. `DatasetDict(train, query, gallery)` with the columns of `load_market1501`: `image`, `pid` (the code
+  point), `camid` (the face), `label` (train identities relabelled 0..N-1, -1 elsewhere). Query: the first rendering
+  of each test identity in each face; gallery: the other renderings. Retrieval across cameras is what counts (the
+  protocol ignores same-camera matches).
+
+Rendering is deterministic (each image's randomness is seeded by the seed, the code point, the face and the copy),
+with light augmentation (scale, rotation, shift), and the result is cached on disk as a `datasets` dataset keyed by
+the parameters and the font files: a second call loads it instantly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import datasets
+import numpy as np
+from datasets import ClassLabel, DatasetDict, Features, Image, Value
+from PIL import Image as PILImage
+from PIL import ImageDraw, ImageFont
+from tqdm.auto import tqdm
+
+from hf_dis.data.fonts import Face, coverage_by_face, discover_faces
+from hf_dis.data.market1501 import REID_FEATURES
+
+logger = logging.getLogger(__name__)
+
+Protocol = Literal["classification", "reid"]
+CHARSETS = ("gb2312-level1", "gb2312")
+_FORMAT_VERSION = 1  # bump when rendering changes, so that old caches are not reused
+
+
+def default_cache_dir() -> Path:
+    """`$HF_DIS_CACHE`, else `~/.cache/huggingface/hf_dis` (beside the datasets cache)."""
+    return Path(os.environ.get("HF_DIS_CACHE") or Path(datasets.config.HF_CACHE_HOME) / "hf_dis")
+
+
+def charset_code_points(charset: str) -> list[int]:
+    """The characters of a named set: ``gb2312-level1`` (3,755 common hanzi) or ``gb2312`` (all 6,763 hanzi)."""
+    if charset not in CHARSETS:
+        raise ValueError(f"Unknown charset {charset!r}; choose one of {list(CHARSETS)}.")
+    last_row = 0xD7 if charset == "gb2312-level1" else 0xF7
+    code_points = []
+    for high in range(0xB0, last_row + 1):  # GB2312 rows 16-55 (level 1) and 56-87 (level 2) hold the hanzi
+        for low in range(0xA1, 0xFF):
+            try:
+                code_points.append(ord(bytes((high, low)).decode("gb2312")))
+            except UnicodeDecodeError:
+                continue
+    return code_points
+
+
+def load_glyphs(
+    num_classes: int | None = None,
+    *,
+    protocol: Protocol = "classification",
+    charset: str | None = None,
+    min_faces: int = 5,
+    test_fraction: float = 0.25,
+    image_size: int = 32,
+    copies: int = 2,
+    augment: bool = True,
+    seed: int = 0,
+    include_system_fonts: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> DatasetDict:
+    """Render a glyph task from the fonts of this machine (see the module docstring).
+
+    Args:
+        num_classes: how many characters (identities, for ``reid``); None: every character that qualifies. The
+            classes kept are those drawn by the most faces (ties: lower code point first).
+        protocol: ``classification`` or ``reid``.
+        charset: restrict the characters to a named set (``gb2312-level1``, ``gb2312``); None: any character.
+        min_faces: a character qualifies when at least this many faces really draw it.
+        test_fraction: classification: the share of font families held out for test (at least one);
+            reid: the share of identities held out for query / gallery.
+        image_size: side of the square grey images.
+        copies: renderings per (character, face); the reid protocol needs at least 2 (query and gallery).
+        augment: light random scale, rotation and shift per rendering (seeded).
+        seed: seeds the renderings and the reid identity split.
+        include_system_fonts: use the system's fonts besides matplotlib's bundled ones.
+        cache_dir: where coverage and rendered tasks are cached; default `default_cache_dir()`.
+
+    Raises:
+        ValueError: fewer qualifying characters than `num_classes` (the message says how many there are and which
+            fonts would add more), or bad arguments.
+    """
+    if protocol not in ("classification", "reid"):
+        raise ValueError(f"protocol must be 'classification' or 'reid', got {protocol!r}.")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
+    if copies < (2 if protocol == "reid" else 1):
+        raise ValueError(f"copies must be >= {2 if protocol == 'reid' else 1} for protocol {protocol!r}, got {copies}.")
+    if min_faces < 1 or image_size < 8:
+        raise ValueError(f"min_faces must be >= 1 and image_size >= 8, got {min_faces} and {image_size}.")
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    faces = discover_faces(include_system=include_system_fonts)
+    params = {
+        "num_classes": num_classes, "protocol": protocol, "charset": charset, "min_faces": min_faces,
+        "test_fraction": test_fraction, "image_size": image_size, "copies": copies, "augment": augment, "seed": seed,
+        "fonts": [face.fingerprint for face in faces], "version": _FORMAT_VERSION,
+    }  # fmt: skip
+    task_dir = cache_root / "glyphs" / hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    if (task_dir / "dataset_dict.json").is_file():
+        return datasets.load_from_disk(str(task_dir))
+
+    coverage = coverage_by_face(faces, cache_root)
+    allowed = set(charset_code_points(charset)) if charset is not None else None
+    if protocol == "classification":
+        task = _classification_task(faces, coverage, allowed, num_classes, min_faces, test_fraction, params)
+    else:
+        task = _reid_task(faces, coverage, allowed, num_classes, min_faces, test_fraction, params)
+    task.save_to_disk(str(task_dir))
+    return datasets.load_from_disk(str(task_dir))  # memory-mapped, like every later load
+
+
+def _faces_drawing(faces: Iterable[Face], coverage: dict[Face, frozenset[int]], allowed: set[int] | None):
+    counts: dict[int, int] = {}
+    for face in faces:
+        for code_point in coverage[face]:
+            if allowed is None or code_point in allowed:
+                counts[code_point] = counts.get(code_point, 0) + 1
+    return counts
+
+
+def _choose(counts: dict[int, int], eligible: set[int], num_classes: int | None, faces: list[Face]) -> list[int]:
+    ranked = sorted(eligible, key=lambda cp: (-counts[cp], cp))
+    if num_classes is not None:
+        if num_classes > len(ranked):
+            families = sorted({face.family for face in faces})
+            raise ValueError(
+                f"only {len(ranked)} characters qualify with these fonts (families: {families}); asked for "
+                f"{num_classes}. Lower min_faces, or install more fonts (e.g. Debian's fonts-arphic-gkai00mp "
+                "fonts-arphic-gbsn00lp fonts-wqy-microhei fonts-unifont fonts-smiley-sans for 6,763 hanzi)."
+            )
+        ranked = ranked[:num_classes]
+    return sorted(ranked)
+
+
+def _split_families(faces: list[Face], coverage, allowed, test_fraction: float) -> set[str]:
+    """Test families: from the families that draw any allowed character, ordered by how many such faces they have
+    (then by name), every k-th one starting from the second (k = round(1 / test_fraction)): the largest family
+    always trains."""
+    relevant: dict[str, int] = {}
+    for face in faces:
+        if any(allowed is None or cp in allowed for cp in coverage[face]):
+            relevant[face.family] = relevant.get(face.family, 0) + 1
+    ordered = sorted(relevant, key=lambda family: (-relevant[family], family))
+    if len(ordered) < 2:
+        raise ValueError(f"a font-disjoint split needs at least 2 font families; found {ordered}.")
+    step = max(2, round(1 / test_fraction))
+    return set(ordered[1::step])
+
+
+def _classification_task(faces, coverage, allowed, num_classes, min_faces, test_fraction, params) -> DatasetDict:
+    test_families = _split_families(faces, coverage, allowed, test_fraction)
+    train_faces = [face for face in faces if face.family not in test_families]
+    test_faces = [face for face in faces if face.family in test_families]
+    counts = _faces_drawing(faces, coverage, allowed)
+    on_both_sides = (
+        _faces_drawing(train_faces, coverage, allowed).keys() & _faces_drawing(test_faces, coverage, allowed).keys()
+    )
+    eligible = {cp for cp in on_both_sides if counts[cp] >= min_faces}
+    classes = _choose(counts, eligible, num_classes, faces)
+    logger.info("glyph classification: %d classes; test families %s", len(classes), sorted(test_families))
+    features = Features(
+        {"image": Image(), "label": ClassLabel(names=[chr(cp) for cp in classes]), "font": Value("string")}
+    )
+    splits = {}
+    for split, split_faces in (("train", train_faces), ("test", test_faces)):
+        rows = {"image": [], "label": [], "font": []}
+        for image, label, face, _ in _render_all(classes, split_faces, coverage, params, desc=f"glyphs {split}"):
+            rows["image"].append(image)
+            rows["label"].append(label)
+            rows["font"].append(face.name)
+        splits[split] = datasets.Dataset.from_dict(rows, features=features)
+    return DatasetDict(splits)
+
+
+def _reid_task(faces, coverage, allowed, num_classes, min_faces, test_fraction, params) -> DatasetDict:
+    counts = _faces_drawing(faces, coverage, allowed)
+    identities = _choose(counts, {cp for cp, n in counts.items() if n >= min_faces}, num_classes, faces)
+    order = np.random.default_rng(params["seed"]).permutation(len(identities))
+    num_test = max(1, round(test_fraction * len(identities)))
+    test_ids = sorted(identities[i] for i in order[:num_test])
+    train_ids = sorted(identities[i] for i in order[num_test:])
+    camera = {face: index for index, face in enumerate(faces)}
+    splits = {name: {"image": [], "pid": [], "camid": [], "label": []} for name in ("train", "query", "gallery")}
+    for image, label, face, _ in _render_all(train_ids, faces, coverage, params, desc="glyphs train"):
+        _append(splits["train"], image, train_ids[label], camera[face], label)
+    for image, label, face, copy in _render_all(test_ids, faces, coverage, params, desc="glyphs query/gallery"):
+        _append(splits["query" if copy == 0 else "gallery"], image, test_ids[label], camera[face], -1)
+    return DatasetDict(
+        {name: datasets.Dataset.from_dict(rows, features=REID_FEATURES) for name, rows in splits.items()}
+    )
+
+
+def _append(rows: dict[str, list], image, pid: int, camid: int, label: int) -> None:
+    rows["image"].append(image)
+    rows["pid"].append(pid)
+    rows["camid"].append(camid)
+    rows["label"].append(label)
+
+
+def _render_all(classes: list[int], faces: list[Face], coverage, params, desc: str):
+    """Yield (image, class index, face, copy) for every face that draws each class, `copies` times."""
+    size, copies, augment, seed = params["image_size"], params["copies"], params["augment"], params["seed"]
+    fonts = {face: face.pil_font(2 * size) for face in faces}
+    face_keys = {face: int.from_bytes(hashlib.sha1(face.fingerprint.encode()).digest()[:4], "little") for face in faces}
+    for label, code_point in enumerate(tqdm(classes, desc=desc, leave=False)):
+        for face in faces:
+            if code_point not in coverage[face]:
+                continue
+            for copy in range(copies):
+                rng = np.random.default_rng([seed, code_point, face_keys[face], copy])
+                yield render_glyph(fonts[face], chr(code_point), size, rng, augment), label, face, copy
+
+
+def render_glyph(
+    font: ImageFont.FreeTypeFont, character: str, size: int, rng: np.random.Generator, augment: bool = True
+) -> PILImage.Image:
+    """A grey `size` x `size` image of `character`, white on black, its larger side 80 percent of the image; with
+    `augment`, scaled by U(0.85, 1.05), rotated by U(-8, 8) degrees and shifted by up to 2 pixels."""
+    left, top, right, bottom = font.getbbox(character)
+    glyph = PILImage.new("L", (max(1, right - left), max(1, bottom - top)))
+    ImageDraw.Draw(glyph).text((-left, -top), character, font=font, fill=255)
+    scale = 0.8 * size / max(glyph.size) * (rng.uniform(0.85, 1.05) if augment else 1.0)
+    glyph = glyph.resize((max(1, round(glyph.width * scale)), max(1, round(glyph.height * scale))), PILImage.BILINEAR)
+    if augment:
+        glyph = glyph.rotate(rng.uniform(-8, 8), resample=PILImage.BILINEAR, expand=True)
+    shift_x, shift_y = rng.integers(-2, 3, size=2) if augment else (0, 0)
+    canvas = PILImage.new("L", (size, size))
+    canvas.paste(glyph, ((size - glyph.width) // 2 + int(shift_x), (size - glyph.height) // 2 + int(shift_y)))
+    return canvas

@@ -1,0 +1,86 @@
+"""Transforms that match a model: resolution and normalisation from the model's data config, images made RGB (grey
+glyphs become 3-channel), and `datasets` batches turned into the `pixel_values` / `labels` the trainer reads.
+
+The data config comes from timm's `pretrained_cfg` (plain timm models and `TimmWrapperForImageClassification`) or
+from a transformers image processor (`image_mean`, `image_std`, `size` / `crop_size`); timm's `create_transform`
+builds the pipeline, so its options (`hflip`, `scale`, `auto_augment`, ...) pass through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import timm.data
+from torch import nn
+from transformers import TimmWrapperForImageClassification
+
+
+def data_config(model: nn.Module | None = None, processor: Any = None, image_size: int | None = None) -> dict[str, Any]:
+    """timm-style data config (`input_size`, `mean`, `std`, `interpolation`, `crop_pct`) of `model`, or of an image
+    `processor` (which wins when given); `image_size` overrides the resolution (square)."""
+    if processor is not None:
+        config = _processor_config(processor)
+    elif model is not None:
+        inner = model.timm_model if isinstance(model, TimmWrapperForImageClassification) else model
+        if not isinstance(getattr(inner, "pretrained_cfg", None), dict):
+            raise ValueError(
+                f"{type(model).__name__} carries no data config: pass its image processor (processor=...)."
+            )
+        config = timm.data.resolve_data_config(model=inner)
+    else:
+        raise ValueError("data_config needs a model or an image processor.")
+    if image_size is not None:
+        config["input_size"] = (3, image_size, image_size)
+        config["crop_pct"] = 1.0  # at a chosen size, take the whole image
+    return config
+
+
+def _processor_config(processor: Any) -> dict[str, Any]:
+    size = getattr(processor, "crop_size", None) or getattr(processor, "size", None) or {}
+    height = size.get("height") or size.get("shortest_edge") or 224
+    width = size.get("width") or size.get("shortest_edge") or height
+    return {
+        "input_size": (3, height, width),
+        "mean": tuple(processor.image_mean),
+        "std": tuple(processor.image_std),
+        "interpolation": "bilinear",
+        "crop_pct": 1.0,
+    }
+
+
+def image_transform(
+    model: nn.Module | None = None,
+    *,
+    training: bool,
+    processor: Any = None,
+    image_size: int | None = None,
+    **timm_options: Any,
+) -> Callable:
+    """PIL image -> normalised `[3, H, W]` tensor for `model` (train: timm's augmentation; eval: resize and crop).
+
+    Args:
+        model, processor, image_size: as in `data_config`.
+        training: augmenting (random resized crop, flip, colour jitter) or not.
+        **timm_options: passed to `timm.data.create_transform`, e.g. ``hflip=0.0`` for characters (a mirrored
+            glyph is another glyph) or ``scale=(0.8, 1.0)``.
+    """
+    transform = timm.data.create_transform(
+        **data_config(model, processor, image_size), is_training=training, **timm_options
+    )
+    return lambda image: transform(image.convert("RGB"))
+
+
+def labelled_batches(
+    transform: Callable, image_column: str = "image", label_column: str | None = "label"
+) -> Callable[[dict[str, list]], dict[str, list]]:
+    """A function for `Dataset.with_transform`: a batch of rows -> `pixel_values` (and `labels` when the dataset
+    has `label_column`)."""
+
+    def apply(batch: dict[str, list]) -> dict[str, list]:
+        out = {"pixel_values": [transform(image) for image in batch[image_column]]}
+        if label_column is not None and label_column in batch:
+            out["labels"] = batch[label_column]
+        return out
+
+    return apply

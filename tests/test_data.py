@@ -1,0 +1,314 @@
+"""Loaders on fixtures written in the exact original formats, the glyph benchmark, and the transforms."""
+
+import io
+import pickle
+import struct
+import warnings
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from hf_dis.data import (
+    charset_code_points,
+    data_config,
+    image_transform,
+    labelled_batches,
+    load_cifar100,
+    load_glyphs,
+    load_market1501,
+)
+from hf_dis.data.cifar100 import FINE_NAMES
+from hf_dis.data.fonts import discover_faces, face_coverage
+
+# --- CIFAR-100 ----------------------------------------------------------------------------------------------------
+
+
+class Python2Pickler(pickle._Pickler):
+    """Writes bytes as Python 2 `str` (BINSTRING opcodes), as the authors' cPickle files do."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_py2_str(self, value: bytes) -> None:
+        if len(value) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(value)]) + value)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(value)) + value)
+        self.memoize(value)
+
+    dispatch[bytes] = save_py2_str
+
+
+def write_py2_pickle(path: Path, content: dict) -> None:
+    buffer = io.BytesIO()
+    Python2Pickler(buffer, protocol=2).dump(content)
+    path.write_bytes(buffer.getvalue())
+
+
+def cifar_rows(count: int, seed: int) -> tuple[np.ndarray, list[int], list[int]]:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+    fine = [int(v) for v in rng.integers(0, 100, count)]
+    coarse = [int(v) for v in rng.integers(0, 20, count)]
+    return images, fine, coarse
+
+
+@pytest.fixture
+def cifar_copies(tmp_path):
+    """The same tiny CIFAR-100 as the authors' `cifar-100-python` pickles and as a Hub-style parquet copy."""
+    splits = {"train": cifar_rows(5, 0), "test": cifar_rows(3, 1)}
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    fine_names = [name.encode() for name in FINE_NAMES]
+    coarse_names = [f"superclass_{i}".encode() for i in range(20)]
+    write_py2_pickle(folder / "meta", {b"fine_label_names": fine_names, b"coarse_label_names": coarse_names})
+    for split, (images, fine, coarse) in splits.items():
+        rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # R plane, G plane, B plane per row
+        write_py2_pickle(
+            folder / split,
+            {
+                b"filenames": [f"img_{i}.png".encode() for i in range(len(images))],
+                b"batch_label": f"{split} batch".encode(),
+                b"fine_labels": fine,
+                b"coarse_labels": coarse,
+                b"data": rows,
+            },
+        )
+    parquet = tmp_path / "parquet" / "cifar100"
+    parquet.mkdir(parents=True)
+    for split, (images, fine, coarse) in splits.items():
+        table = datasets.Dataset.from_dict(
+            {"img": [Image.fromarray(image) for image in images], "fine_label": fine, "coarse_label": coarse},
+            features=datasets.Features(
+                {
+                    "img": datasets.Image(),
+                    "fine_label": datasets.ClassLabel(names=list(FINE_NAMES)),
+                    "coarse_label": datasets.ClassLabel(names=[n.decode() for n in coarse_names]),
+                }
+            ),
+        )
+        table.to_parquet(str(parquet / f"{split}-00000-of-00001.parquet"))
+    return tmp_path, splits
+
+
+def test_cifar100_original_pickles_and_parquet_load_the_same_rows(cifar_copies):
+    root, splits = cifar_copies
+    from_pickles = load_cifar100(root / "cifar-100-python")
+    from_parent = load_cifar100(root)  # the folder that contains cifar-100-python
+    from_parquet = load_cifar100(root / "parquet")
+    for loaded in (from_pickles, from_parent, from_parquet):
+        assert sorted(loaded) == ["test", "train"]
+        assert loaded["train"].column_names == ["image", "label", "coarse_label"]
+        assert loaded["train"].features["label"].names == list(FINE_NAMES)
+        for split, (images, fine, coarse) in splits.items():
+            table = loaded[split]
+            assert table["label"] == fine and table["coarse_label"] == coarse
+            for index, image in enumerate(images):
+                assert np.array_equal(np.asarray(table[index]["image"].convert("RGB")), image)
+
+
+def test_cifar100_image_folder_copy(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, names in (("train", ("apple", "whale", "apple")), ("test", ("whale",))):
+        for index, name in enumerate(names):
+            folder = tmp_path / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{index}.png")
+    loaded = load_cifar100(tmp_path)
+    labels = [FINE_NAMES[label] for label in loaded["train"]["label"]]
+    assert sorted(labels) == ["apple", "apple", "whale"]
+    coarse = loaded["train"].features["coarse_label"].names
+    assert {coarse[c] for c in loaded["train"]["coarse_label"]} == {"fruit_and_vegetables", "aquatic_mammals"}
+
+
+def test_cifar100_offline_without_a_copy_names_the_three_ways(tmp_path):
+    with pytest.raises(ConnectionError, match=r"three ways.*cifar-100-python.*parquet"):
+        load_cifar100()
+    with pytest.raises(FileNotFoundError, match="no CIFAR-100 copy found"):
+        load_cifar100(tmp_path)
+
+
+# --- Market-1501 --------------------------------------------------------------------------------------------------
+
+
+def write_jpeg(path: Path, seed: int) -> None:
+    pixels = np.random.default_rng(seed).integers(0, 256, (16, 8, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format="JPEG")
+
+
+MARKET_FILES = {
+    "bounding_box_train": ["0002_c1s1_000451_03.jpg", "0002_c2s1_000301_01.jpg", "0007_c3s2_001201_02.jpg",
+                           "0010_c6s3_045021_01.jpg"],
+    "query": ["0007_c1s1_000151_01.jpg", "0010_c2s1_000201_01.jpg"],
+    "bounding_box_test": ["0007_c4s1_000601_02.jpg", "0010_c5s2_003301_01.jpg", "0000_c1s1_000002_00.jpg",
+                          "-1_c3s1_000003_00.jpg", "-1_c2s2_000004_00.jpg"],
+}  # fmt: skip
+
+
+@pytest.fixture
+def market_root(tmp_path):
+    release = tmp_path / "Market-1501-v15.09.15"
+    for folder, names in MARKET_FILES.items():
+        (release / folder).mkdir(parents=True)
+        for index, name in enumerate(names):
+            write_jpeg(release / folder / name, index)
+    (release / "bounding_box_test" / "Thumbs.db").write_bytes(b"not an image")  # as in the real release
+    return tmp_path
+
+
+def test_market1501_counts_relabelling_and_cameras(market_root):
+    with pytest.warns(UserWarning, match=r"counts .* are .*'train': \(4, 3\).*the real release has"):
+        loaded = load_market1501(market_root)  # the parent of the release folder
+    train, query, gallery = loaded["train"], loaded["query"], loaded["gallery"]
+    assert train["pid"] == [2, 2, 7, 10] and train["label"] == [0, 0, 1, 2] and train["camid"] == [0, 1, 2, 5]
+    assert query["pid"] == [7, 10] and query["label"] == [-1, -1] and query["camid"] == [0, 1]
+    assert sorted(gallery["pid"]) == [0, 7, 10]  # distractor kept, junk (-1) dropped, Thumbs.db ignored
+    assert train[0]["image"].size == (8, 16)
+    with pytest.warns(UserWarning):
+        assert load_market1501(market_root / "Market-1501-v15.09.15")["train"]["pid"] == train["pid"]
+
+
+def test_market1501_malformed_names_and_unreadable_images(market_root):
+    folder = market_root / "Market-1501-v15.09.15" / "bounding_box_train"
+    write_jpeg(folder / "0002_c9s1_000451_03.jpg", 0)  # camera 9 does not exist
+    write_jpeg(folder / "person_12.jpg", 1)
+    (folder / "0011_c1s1_000001_01.jpg").write_bytes(b"truncated garbage")
+    with pytest.raises(ValueError, match=r"2 malformed file names \(first: \['0002_c9s1_000451_03.jpg', 'person_12"):
+        load_market1501(market_root)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_market1501(market_root, skip_bad_files=True)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "2 malformed file names" in messages and "1 unreadable images" in messages and "skipped" in messages
+    assert loaded["train"]["pid"] == [2, 2, 7, 10]
+
+
+def test_market1501_missing_folders(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no Market-1501 release"):
+        load_market1501(tmp_path)
+
+
+# --- glyphs -------------------------------------------------------------------------------------------------------
+
+GLYPHS = dict(num_classes=40, include_system_fonts=False, image_size=16)
+
+
+def test_glyph_classification_is_deterministic_and_font_disjoint(tmp_path):
+    first = load_glyphs(**GLYPHS, cache_dir=tmp_path / "a")
+    second = load_glyphs(**GLYPHS, cache_dir=tmp_path / "b")  # rendered again from scratch
+    assert first["train"].features["label"].num_classes == 40
+    for split in ("train", "test"):
+        assert len(first[split]) == len(second[split]) > 0
+        for index in range(0, len(first[split]), 97):
+            assert first[split][index]["image"].tobytes() == second[split][index]["image"].tobytes()
+    faces = {face.name: face.family for face in discover_faces(include_system=False)}
+    train_families = {faces[name] for name in first["train"]["font"]}
+    test_families = {faces[name] for name in first["test"]["font"]}
+    assert train_families and test_families and not train_families & test_families
+    assert set(first["train"]["label"]) == set(first["test"]["label"]) == set(range(40))
+    assert all(len(name) == 1 for name in first["train"].features["label"].names)
+    image = np.asarray(first["train"][0]["image"])
+    assert image.shape == (16, 16) and image.max() > 0
+
+
+def test_other_seed_renders_other_pixels(tmp_path):
+    base = load_glyphs(**GLYPHS, cache_dir=tmp_path)
+    other = load_glyphs(**GLYPHS, seed=1, cache_dir=tmp_path)
+    assert base["train"]["label"] == other["train"]["label"]
+    assert any(base["train"][i]["image"].tobytes() != other["train"][i]["image"].tobytes() for i in range(20))
+
+
+def test_second_load_comes_from_the_cache(tmp_path, monkeypatch):
+    first = load_glyphs(**GLYPHS, cache_dir=tmp_path)
+
+    def no_rendering(*args, **kwargs):
+        raise AssertionError("rendered again")
+
+    monkeypatch.setattr("hf_dis.data.glyphs.render_glyph", no_rendering)
+    second = load_glyphs(**GLYPHS, cache_dir=tmp_path)
+    assert second["test"]["label"] == first["test"]["label"]
+
+
+def test_glyph_reid_protocol_has_disjoint_identities(tmp_path):
+    task = load_glyphs(**{**GLYPHS, "num_classes": 60}, protocol="reid", cache_dir=tmp_path)
+    assert sorted(task) == ["gallery", "query", "train"]
+    assert task["train"].column_names == ["image", "pid", "camid", "label"]  # as load_market1501
+    train_ids, query_ids = set(task["train"]["pid"]), set(task["query"]["pid"])
+    assert len(train_ids) == 45 and len(query_ids) == 15 and not train_ids & query_ids
+    assert set(task["gallery"]["pid"]) == query_ids
+    assert sorted(set(task["train"]["label"])) == list(range(45)) and set(task["query"]["label"]) == {-1}
+    # every query identity can be found in the gallery from another camera (font)
+    gallery = set(zip(task["gallery"]["pid"], task["gallery"]["camid"], strict=True))
+    for pid, camid in zip(task["query"]["pid"], task["query"]["camid"], strict=True):
+        assert any(g_pid == pid and g_cam != camid for g_pid, g_cam in gallery)
+
+
+def test_coverage_rejects_boxes_and_unmapped_code_points(tmp_path):
+    faces = discover_faces(include_system=False)
+    names = [face.name for face in faces]
+    assert not any(name.startswith(("LastResort", "cm", "STIXNonUnicode")) for name in names)
+    dejavu = next(face for face in faces if face.name == "DejaVu Sans")
+    covered = face_coverage(dejavu, tmp_path)
+    assert ord("A") in covered and ord("ж") in covered
+    assert 0x4E00 not in covered and 0xE000 not in covered and ord(" ") not in covered  # CJK, private use, space
+    assert face_coverage(dejavu, tmp_path) == covered  # from the cache file
+    assert list((tmp_path / "coverage").glob("*.json"))
+
+
+def test_asking_for_more_classes_than_the_fonts_draw(tmp_path):
+    with pytest.raises(ValueError, match=r"only \d+ characters qualify"):
+        load_glyphs(num_classes=10**6, include_system_fonts=False, cache_dir=tmp_path)
+
+
+def test_gb2312_character_sets():
+    level1, full = charset_code_points("gb2312-level1"), charset_code_points("gb2312")
+    assert (len(level1), len(full)) == (3755, 6763) and level1 == full[:3755]
+    assert chr(level1[0]) == "啊" and chr(full[-1]) == "齄"
+
+
+CJK_FONTS = ("gkai00mp", "gbsn00lp", "wqy-microhei", "unifont", "SmileySans")
+
+
+def cjk_fonts_installed() -> bool:
+    paths = " ".join(face.path for face in discover_faces())
+    return all(name in paths for name in CJK_FONTS)
+
+
+@pytest.mark.skipif(not cjk_fonts_installed(), reason="the 5 CJK font packages are not installed (CI installs them)")
+@pytest.mark.parametrize(("charset", "count"), [("gb2312-level1", 3755), ("gb2312", 6763)])
+def test_gb2312_tasks_with_the_cjk_fonts(tmp_path, charset, count):
+    task = load_glyphs(charset=charset, copies=1, image_size=16, augment=False, cache_dir=tmp_path)
+    assert task["train"].features["label"].num_classes == count
+    assert len(set(task["test"]["label"])) == count
+
+
+# --- transforms ---------------------------------------------------------------------------------------------------
+
+
+def test_transforms_follow_the_model_and_make_grey_images_rgb():
+    model = timm.create_model("test_resnet", num_classes=3)
+    model.pretrained_cfg = {**model.pretrained_cfg, "mean": (0.2, 0.3, 0.4), "std": (0.5, 0.5, 0.5)}
+    transform = image_transform(model, training=False, image_size=24)
+    grey = Image.fromarray(np.full((40, 40), 255, dtype=np.uint8), mode="L")
+    pixels = transform(grey)
+    assert pixels.shape == (3, 24, 24)
+    torch.testing.assert_close(pixels[:, 12, 12], (1 - torch.tensor([0.2, 0.3, 0.4])) / 0.5)
+    batch = labelled_batches(transform)({"image": [grey, grey], "label": [2, 0]})
+    assert batch["labels"] == [2, 0] and len(batch["pixel_values"]) == 2
+    assert "labels" not in labelled_batches(transform)({"image": [grey]})
+    train = image_transform(model, training=True, image_size=24, hflip=0.0)
+    assert train(grey).shape == (3, 24, 24)
+
+
+def test_data_config_from_a_transformers_processor():
+    from transformers import ViTImageProcessor
+
+    processor = ViTImageProcessor(size={"height": 48, "width": 48}, image_mean=[0.5] * 3, image_std=[0.25] * 3)
+    config = data_config(processor=processor)
+    assert config["input_size"] == (3, 48, 48) and config["mean"] == (0.5, 0.5, 0.5)
+    with pytest.raises(ValueError, match="carries no data config"):
+        data_config(torch.nn.Linear(2, 2))
