@@ -9,6 +9,7 @@ from hf_dis.losses import (
     sampled_distillation_loss,
     sampled_kd_loss,
 )
+from hf_dis.models import timm_classifier
 from hf_dis.sampling import ClassSampler, SampledClasses, build_sampler, list_samplers
 from hf_dis.trainer import DistillationArguments, DistillationTrainer, load_teacher
 
@@ -30,4 +31,5 @@ __all__ = [
     "sampled_kd_loss",
     "split_classifier",
     "subset_logits",
+    "timm_classifier",
 ]

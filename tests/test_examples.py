@@ -102,5 +102,5 @@ def test_quickstart_smoke(tmp_path):
     assert "Glyph task: 30 classes" in result.stdout
     for row in ("teacher", "student, full KD", "student, dis KD"):
         assert re.search(rf"^{re.escape(row)} +\d+\.\d%$", result.stdout, re.M), row
-    assert re.search(r"full \d+\.\d+ ms, sampled \d+\.\d+ ms per step", result.stdout)
+    assert re.search(r"full \d+\.\d+ ms, DIS \d+\.\d+ ms per step", result.stdout)
     assert (tmp_path / "out" / "student-dis" / "model.safetensors").is_file()

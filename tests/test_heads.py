@@ -108,3 +108,16 @@ def test_sampled_head_restricts_the_models_own_forward(family):
     with head.restricted_to(torch.tensor([1])), pytest.raises(RuntimeError, match="already restricted"):
         with head.restricted_to(torch.tensor([2])):
             pass
+
+
+def test_timm_classifier_keeps_timms_initialisation():
+    wrapped = hf_dis.timm_classifier("resnet18", NUM_CLASSES, seed=3)
+    torch.manual_seed(3)
+    reference = timm.create_model("resnet18", num_classes=NUM_CLASSES)
+    for (name, value), expected in zip(
+        wrapped.timm_model.state_dict().items(), reference.state_dict().values(), strict=True
+    ):
+        assert torch.equal(value, expected), name
+    # timm zero-initialises the last BN of each residual block; the wrapper alone would set it to 1
+    assert float(wrapped.timm_model.layer1[0].bn2.weight.detach().abs().sum()) == 0.0
+    assert hf_dis.split_classifier(wrapped).num_classes == NUM_CLASSES

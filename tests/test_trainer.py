@@ -431,13 +431,13 @@ def test_sampler_options_reach_the_sampler(tmp_path):
         num_sampled=0.25,
         dis_refit_every=7,
         dis_prior_min_weight=0.6,
-        sample_scope="per_example",
+        sample_scope="batch",
         force_teacher_topk=2,
     )
     trainer = DistillationTrainer(model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1))
     sampler = trainer.sampler
     assert (sampler.name, sampler.num_sampled, sampler.refit_every, sampler.prior_min_weight) == ("dis", 5, 7, 0.6)
-    assert (sampler.scope, sampler.force_teacher_topk) == ("per_example", 2)
+    assert (sampler.scope, sampler.force_teacher_topk) == ("batch", 2)
     ftis = DistillationTrainer(
         model=timm_model(),
         args=make_args(tmp_path, sampler="ftis", temperature=4.0),
@@ -459,17 +459,17 @@ def test_arguments_from_command_line_and_yaml(tmp_path):
             "--temperature",
             "1.5",
             "--sample_scope",
-            "per_example",
+            "batch",
             "--no_log_q_correction",
         ]
     )
-    assert (args.sampler, args.num_sampled, args.temperature, args.sample_scope) == ("ftis", 64, 1.5, "per_example")
+    assert (args.sampler, args.num_sampled, args.temperature, args.sample_scope) == ("ftis", 64, 1.5, "batch")
     assert isinstance(args.num_sampled, int) and args.log_q_correction is False
     assert args.remove_unused_columns is False and args.label_names == ["labels"]
     config = tmp_path / "distil.yaml"
     config.write_text(yaml.safe_dump({"output_dir": str(tmp_path), "num_sampled": 0.05, "alpha": 0.0}))
     (args,) = parser.parse_yaml_file(str(config))
-    assert (args.sampler, args.num_sampled, args.alpha) == ("dis", 0.05, 0.0)
+    assert (args.sampler, args.num_sampled, args.alpha, args.sample_scope) == ("dis", 0.05, 0.0, "per_example")
 
 
 # --- evaluation and metrics --------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def subset_logits(features: torch.Tensor, head: nn.Linear, classes: torch.Tensor
     if classes.dim() == 1:
         return F.linear(features, weight, bias)
     logits = torch.bmm(weight, features.unsqueeze(-1)).squeeze(-1)  # [B, K', d] @ [B, d, 1]
-    return logits + bias if bias is not None else logits
+    return logits + bias.to(logits.dtype) if bias is not None else logits  # bf16 under autocast, like F.linear
 
 
 class SplitClassifier(nn.Module):

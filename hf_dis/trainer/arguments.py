@@ -46,8 +46,9 @@ class DistillationArguments(TrainingArguments):
             importance sampling), uniform, topk (biased baseline) or full (all classes: classic KD).
         num_sampled: Number K of classes drawn per step (with replacement): an integer, or a fraction of the
             classes in (0, 1). Unset: a tenth of the classes, at most 4096. Must stay unset with sampler=full.
-        sample_scope: batch (one sampled set for the whole batch: one dense matrix product, the fast mode) or
-            per_example (each example draws its own set).
+        sample_scope: per_example (each example draws its own set: the faithful mode, and far more accurate in
+            short runs) or batch (one set for the whole batch, drawn from the batch-averaged proposal: one dense
+            matrix product, the memory-light mode for very many classes).
         kd_estimator: Sampled KD estimator: self_normalized or horvitz_thompson.
         log_q_correction: Subtract log(inclusion probability) from the logits on the sampled set (sampled softmax).
         force_label: Always include the ground-truth label in the sampled set (required by the hard-label term).
@@ -114,10 +115,11 @@ class DistillationArguments(TrainingArguments):
         },
     )
     sample_scope: str = field(
-        default="batch",
+        default="per_example",
         metadata={
-            "help": "batch (one sampled set for the whole batch: one dense matrix product, the fast mode) or "
-            "per_example (each example draws its own set)."
+            "help": "per_example (each example draws its own set: the faithful mode, and far more accurate in short "
+            "runs) or batch (one set for the whole batch, drawn from the batch-averaged proposal: one dense matrix "
+            "product, the memory-light mode for very many classes)."
         },
     )
     kd_estimator: str = field(
