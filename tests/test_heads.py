@@ -121,3 +121,27 @@ def test_timm_classifier_keeps_timms_initialisation():
     # timm zero-initialises the last BN of each residual block; the wrapper alone would set it to 1
     assert float(wrapped.timm_model.layer1[0].bn2.weight.detach().abs().sum()) == 0.0
     assert hf_dis.split_classifier(wrapped).num_classes == NUM_CLASSES
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_per_example_union_and_gather_paths_agree(monkeypatch, bias):
+    """Both ways of computing per-example subset logits give the same values and the same gradients."""
+    import hf_dis.heads.split as split_module
+
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(6, 8, generator=g)
+    classes = torch.randint(40, (6, 5), generator=g)
+    results = []
+    for factor in (0, 10**9):  # 0: always gather rows; huge: always the union GEMM
+        monkeypatch.setattr(split_module, "UNION_COST_FACTOR", factor)
+        torch.manual_seed(1)
+        head = nn.Linear(8, 40, bias=bias)
+        inputs = features.clone().requires_grad_(True)
+        logits = hf_dis.subset_logits(inputs, head, classes)
+        (logits * torch.arange(5.0)).sum().backward()
+        results.append((logits.detach(), inputs.grad, head.weight.grad))
+    expected = head(features).gather(1, classes).detach()
+    for logits, *_ in results:
+        torch.testing.assert_close(logits, expected)
+    for first, second in zip(results[0], results[1], strict=True):
+        torch.testing.assert_close(first, second)

@@ -141,7 +141,9 @@ def face_coverage(face: Face, cache_dir: Path | None = None) -> frozenset[int]:
             covered.append(code_point)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        cache_file.write_text(json.dumps(covered))
+        partial = cache_file.with_suffix(f".partial-{os.getpid()}")
+        partial.write_text(json.dumps(covered))
+        os.replace(partial, cache_file)  # atomic: a reader never sees half a file
     return frozenset(covered)
 
 

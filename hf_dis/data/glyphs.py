@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -124,7 +125,14 @@ def load_glyphs(
         task = _classification_task(faces, coverage, allowed, num_classes, min_faces, test_fraction, params)
     else:
         task = _reid_task(faces, coverage, allowed, num_classes, min_faces, test_fraction, params)
-    task.save_to_disk(str(task_dir))
+    # Written beside, then renamed: an interrupted run never leaves a half-written task that a later call would load.
+    partial = task_dir.with_name(f"{task_dir.name}.partial-{os.getpid()}")
+    task.save_to_disk(str(partial))
+    if (task_dir / "dataset_dict.json").is_file():  # another process finished first: keep its copy
+        shutil.rmtree(partial)
+    else:
+        shutil.rmtree(task_dir, ignore_errors=True)
+        os.replace(partial, task_dir)
     return datasets.load_from_disk(str(task_dir))  # memory-mapped, like every later load
 
 
