@@ -2,10 +2,11 @@
 
 A teacher is loaded from a local directory saved with `save_pretrained` (transformers models, timm models inside
 `TimmWrapperForImageClassification`), a Hub id (transformers repos, and timm's own `timm/...` repos, which
-transformers reads through the same wrapper), or a timm model name (built with its pretrained weights). Input conversion follows timm's distillation task: when both models declare their
-normalisation (timm's `pretrained_cfg`, or an image processor's `image_mean` / `image_std`) and they differ, the batch
-is de-normalised with the student's statistics and re-normalised with the teacher's; a resize to a fixed teacher
-resolution happens only when asked for (`teacher_image_size`), since a CNN teacher may have been trained at any size.
+transformers reads through the same wrapper), or a timm model name (built with its pretrained weights). Input
+conversion follows timm's distillation task: when both models declare their normalisation (timm's
+`pretrained_cfg`, or an image processor's `image_mean` / `image_std`) and they differ, the batch is de-normalised
+with the student's statistics and re-normalised with the teacher's; a resize to a fixed teacher resolution happens
+only when asked for (`teacher_image_size`), since a CNN teacher may have been trained at any size.
 """
 
 from __future__ import annotations
