@@ -1,4 +1,4 @@
-"""The main job on an embedded task, offline, with nothing but a pip install (about 4 minutes on 2 CPU cores).
+"""The main job on an embedded task, offline, with nothing but a pip install (214 s measured on 2 CPU cores).
 
 Renders a glyph classification task from the fonts matplotlib ships (every character drawn by enough of its faces;
 train and test fonts are disjoint families), trains a small teacher briefly, distils a smaller student with full KD
@@ -133,8 +133,8 @@ def main() -> None:
     )
     print(
         f"Student head + KD loss, forward and backward, batch {args.batch_size}, width {width}: full {full_ms:.2f} ms, "
-        f"DIS {sampled_ms:.2f} ms per step, drawing included (at {num_classes} classes the backbone dominates; the "
-        "head's share grows with the number of classes)."
+        f"DIS {sampled_ms:.2f} ms per step, drawing included (at {num_classes} classes the head is a small share of "
+        "the step, and drawing can cost more than the smaller head saves: see docs/method.md)."
     )
     print(f"Total time: {time.time() - started:.0f} s. Models saved in {args.output_dir}/.")
 

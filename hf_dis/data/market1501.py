@@ -9,7 +9,6 @@ stay in the gallery, as the evaluation protocol expects. Other files (the releas
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import warnings
@@ -21,8 +20,6 @@ from datasets import DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 from tqdm.auto import tqdm
-
-logger = logging.getLogger(__name__)
 
 RELEASE_FOLDER = "Market-1501-v15.09.15"
 SPLIT_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
