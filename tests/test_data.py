@@ -125,6 +125,18 @@ def test_cifar100_image_folder_copy(tmp_path):
     assert {coarse[c] for c in loaded["train"]["coarse_label"]} == {"fruit_and_vegetables", "aquatic_mammals"}
 
 
+def test_cifar100_unreachable_hub_fails_before_any_retry(monkeypatch):
+    """Not in offline mode but no route to the Hub: a connection probe fails at once (datasets would retry ~25 s)."""
+    import huggingface_hub
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: refused
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("load_dataset must not be reached"))
+    with pytest.raises(ConnectionError, match=r"127.0.0.1:9\) is unreachable.*three ways"):
+        load_cifar100()
+
+
 def test_cifar100_offline_without_a_copy_names_the_three_ways(tmp_path):
     with pytest.raises(ConnectionError, match=r"three ways.*cifar-100-python.*parquet"):
         load_cifar100()
