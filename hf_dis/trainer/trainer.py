@@ -259,6 +259,7 @@ class DistillationTrainer(Trainer):
         if checkpoint is not None:
             load_sampler_state(checkpoint, self.sampler)
         self._micro_step = (-1, 0)
+        self._probe_sum, self._probe_count = None, 0  # nothing half-accumulated from an interrupted call
         return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
