@@ -25,16 +25,13 @@ from transformers import Trainer, TrainingArguments
 
 import hf_dis
 from hf_dis.data import image_transform, labelled_batches, load_glyphs
+from hf_dis.metrics import classification_metrics
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = (
     "full:per_example", "dis:per_example", "dis:batch", "ftis:per_example", "ftis:batch", "uniform:per_example",
     "uniform:batch",
 )  # fmt: skip
-
-
-def accuracy(prediction) -> dict[str, float]:
-    return {"accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())}
 
 
 def main() -> None:
@@ -69,7 +66,7 @@ def main() -> None:
     train, evaluation = views(teacher)
     teacher_trainer = Trainer(
         model=teacher, args=TrainingArguments(**options(args.teacher_steps, "teacher"), remove_unused_columns=False),
-        train_dataset=train, eval_dataset=evaluation, compute_metrics=accuracy,
+        train_dataset=train, eval_dataset=evaluation, compute_metrics=classification_metrics,
     )  # fmt: skip
     teacher_trainer.train()
     teacher_accuracy = teacher_trainer.evaluate()["eval_accuracy"]
@@ -92,7 +89,7 @@ def main() -> None:
         )  # fmt: skip
         trainer = hf_dis.DistillationTrainer(
             model=student, args=distillation, teacher=teacher, train_dataset=train, eval_dataset=evaluation,
-            compute_metrics=accuracy,
+            compute_metrics=classification_metrics,
         )  # fmt: skip
         started = time.perf_counter()
         trainer.train()

@@ -12,6 +12,7 @@ from transformers import HfArgumentParser
 
 from hf_dis import DistillationArguments, DistillationTrainer
 from hf_dis.data import image_transform, labelled_batches
+from hf_dis.metrics import classification_metrics
 
 
 @dataclass
@@ -36,9 +37,8 @@ train, test = (  # in the student's normalisation: the trainer converts the batc
     )
     for split in ("train", "test")
 )
-accuracy = lambda prediction: {"accuracy": (prediction.predictions.argmax(-1) == prediction.label_ids).mean()}  # noqa: E731
 trainer = DistillationTrainer(
-    model=student, args=args, train_dataset=train, eval_dataset=test, compute_metrics=accuracy
+    model=student, args=args, train_dataset=train, eval_dataset=test, compute_metrics=classification_metrics
 )
 trainer.train()
 print(trainer.evaluate())

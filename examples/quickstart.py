@@ -21,10 +21,7 @@ from transformers import Trainer, TrainingArguments
 
 import hf_dis
 from hf_dis.data import image_transform, labelled_batches, load_glyphs
-
-
-def accuracy(prediction) -> dict[str, float]:
-    return {"accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())}
+from hf_dis.metrics import classification_metrics
 
 
 def training_options(args: argparse.Namespace, steps: int, name: str) -> dict:
@@ -94,7 +91,7 @@ def main() -> None:
         args=TrainingArguments(**training_options(args, args.teacher_steps, "teacher"), remove_unused_columns=False),
         train_dataset=train,
         eval_dataset=test,
-        compute_metrics=accuracy,
+        compute_metrics=classification_metrics,
     )
     teacher_trainer.train()
     teacher_trainer.save_model()
@@ -111,7 +108,7 @@ def main() -> None:
         )
         trainer = hf_dis.DistillationTrainer(
             model=student, args=distillation, teacher=teacher, train_dataset=train, eval_dataset=test,
-            compute_metrics=accuracy,
+            compute_metrics=classification_metrics,
         )  # fmt: skip
         trainer.train()
         results[f"student, {sampler} KD"] = trainer.evaluate()["eval_accuracy"]

@@ -91,13 +91,12 @@ def sampled_set_stats(
       a_t = z_t / T - log pi when `log_q_correction` (between 1 and K'; low values mean a few classes carry it all).
     - ``num_classes``: distinct classes in S per example.
     """
-    teacher_logits = teacher_logits.detach().float()
-    keep = ~drawn.mask.expand(teacher_logits.shape[0], -1)
-    p_t = torch.softmax(teacher_logits / temperature, dim=-1)
-    teacher_mass = (logits_at(p_t, drawn.classes) * keep).sum(-1)
-    a_t = logits_at(teacher_logits, drawn.classes) / temperature
-    if log_q_correction:
-        a_t = a_t - drawn.log_pi.float()
+    scaled = teacher_logits.detach().float() / temperature
+    keep = ~drawn.mask.expand(scaled.shape[0], -1)
+    scaled_S = logits_at(scaled, drawn.classes)
+    # p_t on S only, from the log-partition: the [B, C] probabilities are not materialised on every logged step.
+    teacher_mass = ((scaled_S - torch.logsumexp(scaled, dim=-1, keepdim=True)).exp() * keep).sum(-1)
+    a_t = scaled_S - drawn.log_pi.float() if log_q_correction else scaled_S
     weights = torch.softmax(a_t.masked_fill(~keep, float("-inf")), dim=-1)
     return {
         "teacher_mass": teacher_mass.mean(),

@@ -115,3 +115,10 @@ def test_evaluate_modules_load_offline(tmp_path, monkeypatch):
     assert accuracy == {"top1": 0.5, "top5": 1.0}
     with pytest.raises(ValueError, match="Unknown metric 'bleu'"):
         metrics.load("bleu")
+
+
+def test_classification_metrics_for_the_trainer():
+    from transformers import EvalPrediction
+
+    prediction = EvalPrediction(predictions=np.array([[0.1, 0.9, 0.0], [0.8, 0.05, 0.15]]), label_ids=np.array([1, 2]))
+    assert metrics.classification_metrics(prediction) == {"accuracy": 0.5, "top5": 1.0}

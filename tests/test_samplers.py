@@ -300,3 +300,21 @@ def test_sampler_input_errors_name_the_value():
         build("uniform", proposal_temprature=2.0)  # typos are not swallowed
     with pytest.raises(ValueError, match="interaction_bins must have shape \\(50,\\)"):
         build("dis").observe(torch.ones(7))
+
+
+def test_sampled_set_stats_match_their_definitions():
+    from hf_dis.diagnostics import sampled_set_stats
+
+    teacher, _, labels = make_batch(3, batch=5, classes=40)
+    drawn = build("uniform", num_classes=40, num_sampled=12).sample(teacher, labels)
+    stats = sampled_set_stats(teacher, drawn, 2.0)
+    keep = ~drawn.mask
+    p_t = torch.softmax(teacher / 2.0, dim=-1)
+    mass = torch.stack([p_t[b, drawn.classes[b][keep[b]]].sum() for b in range(5)])
+    weights = [
+        torch.softmax(teacher[b, drawn.classes[b][keep[b]]] / 2.0 - drawn.log_pi[b][keep[b]], 0) for b in range(5)
+    ]
+    ess = torch.stack([1 / w.square().sum() for w in weights])
+    torch.testing.assert_close(stats["teacher_mass"], mass.mean())
+    torch.testing.assert_close(stats["ess"], ess.mean())
+    assert float(stats["num_classes"]) == float(keep.sum(-1).float().mean())

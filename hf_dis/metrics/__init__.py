@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hf_dis.metrics.accuracy import topk_accuracy
+from hf_dis.metrics.accuracy import classification_metrics, topk_accuracy
 from hf_dis.metrics.reid import reid_metrics, reid_metrics_from_features
 
 MODULES = Path(__file__).resolve().parent / "modules"
@@ -33,4 +33,12 @@ def load(name: str, **kwargs):
     return evaluate.load(str(MODULES / name / f"{name}.py"), **kwargs)
 
 
-__all__ = ["available", "load", "metric_info", "reid_metrics", "reid_metrics_from_features", "topk_accuracy"]
+__all__ = [
+    "available",
+    "classification_metrics",
+    "load",
+    "metric_info",
+    "reid_metrics",
+    "reid_metrics_from_features",
+    "topk_accuracy",
+]

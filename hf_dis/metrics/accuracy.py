@@ -20,3 +20,9 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...
     top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
     hit = top == labels[:, None]
     return {f"top{k}": float(hit[:, :k].any(1).double().mean()) for k in ks}
+
+
+def classification_metrics(prediction) -> dict[str, float]:
+    """`compute_metrics` for `Trainer`: `accuracy` (top-1) and `top5` of an `EvalPrediction` (logits, label ids)."""
+    result = topk_accuracy(prediction.predictions, prediction.label_ids, ks=(1, 5))
+    return {"accuracy": result["top1"], "top5": result["top5"]}
