@@ -9,9 +9,17 @@ from hf_dis.losses import (
     sampled_distillation_loss,
     sampled_kd_loss,
 )
-from hf_dis.models import timm_classifier
+from hf_dis.models import ReIDModel, timm_classifier
 from hf_dis.sampling import ClassSampler, SampledClasses, build_sampler, list_samplers
-from hf_dis.trainer import DistillationArguments, DistillationTrainer, load_teacher
+from hf_dis.trainer import (
+    DistillationArguments,
+    DistillationTrainer,
+    ReIDDistillationArguments,
+    ReIDDistillationTrainer,
+    ReIDTrainer,
+    ReIDTrainingArguments,
+    load_teacher,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -19,6 +27,11 @@ __all__ = [
     "ClassSampler",
     "DistillationArguments",
     "DistillationTrainer",
+    "ReIDDistillationArguments",
+    "ReIDDistillationTrainer",
+    "ReIDModel",
+    "ReIDTrainer",
+    "ReIDTrainingArguments",
     "SampledClasses",
     "SplitClassifier",
     "build_sampler",

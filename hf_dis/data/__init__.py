@@ -1,11 +1,16 @@
-"""Datasets and transforms: CIFAR-100, Market-1501, the rendered-glyph benchmark, and model-matched transforms."""
+"""Datasets and transforms: CIFAR-100, Market-1501, the rendered-glyph benchmark, model-matched transforms, and the
+re-ID pieces (P x K identity sampler, BoT transform, query/gallery evaluation set)."""
 
 from hf_dis.data.cifar100 import load_cifar100
 from hf_dis.data.glyphs import charset_code_points, load_glyphs, render_glyph
+from hf_dis.data.identity_sampler import IdentitySampler
 from hf_dis.data.market1501 import load_market1501
-from hf_dis.data.transforms import data_config, image_transform, labelled_batches
+from hf_dis.data.reid import REID_EVAL_KEYS, reid_eval_batches, reid_eval_dataset
+from hf_dis.data.transforms import data_config, image_transform, labelled_batches, padded_crop_transform
 
 __all__ = [
+    "REID_EVAL_KEYS",
+    "IdentitySampler",
     "charset_code_points",
     "data_config",
     "image_transform",
@@ -13,5 +18,8 @@ __all__ = [
     "load_cifar100",
     "load_glyphs",
     "load_market1501",
+    "padded_crop_transform",
+    "reid_eval_batches",
+    "reid_eval_dataset",
     "render_glyph",
 ]

@@ -3,16 +3,18 @@ glyphs become 3-channel), and `datasets` batches turned into the `pixel_values` 
 
 The data config comes from timm's `pretrained_cfg` (plain timm models and `TimmWrapperForImageClassification`) or
 from a transformers image processor (`image_mean`, `image_std`, `size` / `crop_size`); timm's `create_transform`
-builds the pipeline, so its options (`hflip`, `scale`, `auto_augment`, ...) pass through.
+builds the pipeline, so its options (`hflip`, `scale`, `auto_augment`, ...) pass through. `padded_crop_transform`
+is the pad-and-crop augmentation of the CIFAR KD literature and of BoT re-ID.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import timm.data
 from torch import nn
+from torchvision import transforms
 from transformers import TimmWrapperForImageClassification
 
 
@@ -69,6 +71,39 @@ def image_transform(
         **data_config(model, processor, image_size), is_training=training, **timm_options
     )
     return lambda image: transform(image.convert("RGB"))
+
+
+def padded_crop_transform(
+    *,
+    training: bool,
+    image_size: tuple[int, int],
+    mean: Sequence[float] = (0.485, 0.456, 0.406),
+    std: Sequence[float] = (0.229, 0.224, 0.225),
+    hflip: float = 0.5,
+    padding: int = 4,
+    random_erasing: float = 0.0,
+) -> Callable:
+    """PIL image -> normalised `[3, H, W]` tensor with the augmentation of the CIFAR KD literature (`padding=4`,
+    `random_erasing=0` at 32 x 32) and of BoT re-ID (`padding=10`, `random_erasing=0.5` at 256 x 128).
+
+    Training: resize to `image_size` (height, width), horizontal flip, pad by `padding` and crop back at random,
+    normalise, then random erasing (probability `random_erasing`, erased to the mean, i.e. 0 after normalisation).
+    Evaluation: resize and normalise. Take `mean` / `std` from the model (`data_config(model)`). For glyphs, pass
+    ``hflip=0`` (a mirrored character is another character).
+    """
+    resize = transforms.Resize(tuple(image_size), interpolation=transforms.InterpolationMode.BICUBIC)
+    finish = [transforms.ToTensor(), transforms.Normalize(mean, std)]
+    if training:
+        steps = [resize, transforms.RandomHorizontalFlip(hflip)]
+        if padding > 0:
+            steps += [transforms.Pad(padding), transforms.RandomCrop(tuple(image_size))]
+        steps += finish
+        if random_erasing > 0:
+            steps.append(transforms.RandomErasing(p=random_erasing, value=0))
+    else:
+        steps = [resize, *finish]
+    pipeline = transforms.Compose(steps)
+    return lambda image: pipeline(image.convert("RGB"))
 
 
 def labelled_batches(

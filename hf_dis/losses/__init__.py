@@ -1,12 +1,15 @@
-"""Distillation losses: full Hinton KD, its estimators over a sampled set of classes, and the combined objective."""
+"""Losses: full Hinton KD, its estimators over a sampled set of classes, the combined objective, and the batch-hard
+triplet loss of re-ID recipes."""
 
 from hf_dis.losses.distillation import DistillationLoss, distillation_loss, logits_at, sampled_distillation_loss
 from hf_dis.losses.kd import kd_loss
 from hf_dis.losses.sampled import ESTIMATORS, sampled_cross_entropy, sampled_kd_loss
+from hf_dis.losses.triplet import batch_hard_triplet_loss
 
 __all__ = [
     "ESTIMATORS",
     "DistillationLoss",
+    "batch_hard_triplet_loss",
     "distillation_loss",
     "kd_loss",
     "logits_at",

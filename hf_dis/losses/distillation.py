@@ -46,6 +46,8 @@ def distillation_loss(
     labels: torch.Tensor | None,
     temperature: float,
     alpha: float,
+    *,
+    label_smoothing: float = 0.0,
 ) -> DistillationLoss:
     """Full objective: Hinton KD over all C classes plus the hard-label cross-entropy.
 
@@ -55,12 +57,13 @@ def distillation_loss(
         labels: `[B]` class ids, or None for label-free distillation (alpha = 0).
         temperature: T of the KD term (the cross-entropy is at T = 1).
         alpha: weight of the cross-entropy in [0, 1].
+        label_smoothing: of the cross-entropy's target, in [0, 1).
     """
     kd = kd_loss(student_logits, teacher_logits, temperature)
     ce = None
     if labels is not None:
         check_labels(labels, student_logits.shape[0], student_logits.shape[1])
-        ce = F.cross_entropy(student_logits.float(), labels)
+        ce = F.cross_entropy(student_logits.float(), labels, label_smoothing=label_smoothing)
     return _combine(kd, ce, alpha)
 
 
@@ -74,6 +77,7 @@ def sampled_distillation_loss(
     *,
     estimator: Estimator = "self_normalized",
     log_q_correction: bool = True,
+    label_smoothing: float = 0.0,
 ) -> DistillationLoss:
     """Sampled objective: `sampled_kd_loss` and `sampled_cross_entropy` over the sampled set `drawn`.
 
@@ -84,6 +88,7 @@ def sampled_distillation_loss(
         drawn: the sampled set from a `ClassSampler` (labels forced in when alpha > 0).
         labels, temperature, alpha: as in `distillation_loss`.
         estimator, log_q_correction: as in `sampled_kd_loss`.
+        label_smoothing: as in `sampled_cross_entropy`.
     """
     log_partition = None
     if estimator == "horvitz_thompson":
@@ -101,6 +106,12 @@ def sampled_distillation_loss(
     ce = None
     if labels is not None and alpha > 0:
         ce = sampled_cross_entropy(
-            student_logits_S, drawn.classes, labels, drawn.log_pi, drawn.mask, log_q_correction=log_q_correction
+            student_logits_S,
+            drawn.classes,
+            labels,
+            drawn.log_pi,
+            drawn.mask,
+            log_q_correction=log_q_correction,
+            label_smoothing=label_smoothing,
         )
     return _combine(kd, ce, alpha)

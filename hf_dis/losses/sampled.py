@@ -113,11 +113,17 @@ def sampled_cross_entropy(
     mask: torch.Tensor | None = None,
     *,
     log_q_correction: bool = True,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Hard-label cross-entropy over S at T = 1, averaged over the batch.
 
     The label must be in S (samplers force it in by default, with pi = 1); the other classes get the same log-Q
     correction as the KD term.
+
+    Label smoothing mixes `label_smoothing` of uniform mass over all C classes into the target, as
+    `F.cross_entropy(label_smoothing=...)` does; its term, the mean over C of -log p_c, is estimated on S with
+    self-normalised importance weights 1/pi_j (exact when S holds every class with pi = 1). A choice of this library:
+    the spec says nothing of label smoothing.
 
     Args:
         student_logits_S: `[B, K']`.
@@ -125,9 +131,12 @@ def sampled_cross_entropy(
         labels: `[B]` ground-truth class ids.
         log_pi: `[B, K']` or `[K']`.
         mask: `[B, K']` or `[K']` bool, True for dropped duplicates.
+        label_smoothing: in [0, 1).
     """
     if labels.shape != student_logits_S.shape[:1]:
         raise ValueError(f"labels must have shape ({student_logits_S.shape[0]},), got {tuple(labels.shape)}.")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
     is_label = classes.expand_as(student_logits_S) == labels.unsqueeze(-1)
     mask = _broadcast_mask(mask, student_logits_S)
     if mask is not None:
@@ -138,5 +147,13 @@ def sampled_cross_entropy(
         raise ValueError(
             f"label {missing} is not in the sampled classes; sample with the label forced in (force_label=True)."
         )
-    log_q = _masked_log_softmax(_corrected_logits(student_logits_S, log_pi.float(), 1.0, log_q_correction), mask)
-    return -(log_q * is_label).sum(-1).mean()
+    log_pi = log_pi.float().expand_as(student_logits_S)
+    log_q = _masked_log_softmax(_corrected_logits(student_logits_S, log_pi, 1.0, log_q_correction), mask)
+    loss = -(log_q * is_label).sum(-1)
+    if label_smoothing > 0:
+        # With the correction, log_q_j + log(pi_j) estimates log p_j; without it, log_q_j is the restricted softmax.
+        log_p = log_q + log_pi if log_q_correction else log_q
+        weights = (-log_pi).exp() if mask is None else (-log_pi).exp().masked_fill(mask, 0.0)
+        uniform = -(weights * log_p).sum(-1) / weights.sum(-1)
+        loss = (1 - label_smoothing) * loss + label_smoothing * uniform
+    return loss.mean()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hf_dis.metrics.accuracy import classification_metrics, topk_accuracy
-from hf_dis.metrics.reid import reid_metrics, reid_metrics_from_features
+from hf_dis.metrics.reid import reid_eval_metrics, reid_metrics, reid_metrics_from_features
 
 MODULES = Path(__file__).resolve().parent / "modules"
 
@@ -38,6 +38,7 @@ __all__ = [
     "classification_metrics",
     "load",
     "metric_info",
+    "reid_eval_metrics",
     "reid_metrics",
     "reid_metrics_from_features",
     "topk_accuracy",

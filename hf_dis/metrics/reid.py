@@ -148,3 +148,27 @@ class _Totals:
         metrics["num_valid_queries"] = self.valid
         metrics["num_skipped_queries"] = self.skipped
         return metrics
+
+
+def reid_eval_metrics(prediction, metric: str = "euclidean") -> dict[str, float]:
+    """`compute_metrics` for the re-ID trainers: an `EvalPrediction` whose predictions are `[N, d]` embeddings of
+    query and gallery together and whose label ids are `[N, 3]` (pid, camid, is_query; see
+    `hf_dis.data.reid_eval_dataset`) -> `reid_metrics_from_features`."""
+    embeddings = torch.as_tensor(prediction.predictions)
+    ids = torch.as_tensor(prediction.label_ids).long()
+    if ids.dim() != 2 or ids.shape[1] != 3 or ids.shape[0] != embeddings.shape[0]:
+        raise ValueError(
+            f"reid_eval_metrics needs label ids [N, 3] (pid, camid, is_query) for {embeddings.shape[0]} embeddings, "
+            f"got {tuple(ids.shape)}; evaluate on hf_dis.data.reid_eval_dataset(query, gallery)."
+        )
+    is_query = ids[:, 2].bool()
+    pids, camids = ids[:, 0], ids[:, 1]
+    return reid_metrics_from_features(
+        embeddings[is_query],
+        embeddings[~is_query],
+        pids[is_query],
+        pids[~is_query],
+        camids[is_query],
+        camids[~is_query],
+        metric=metric,
+    )

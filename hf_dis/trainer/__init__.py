@@ -1,13 +1,26 @@
-"""Distillation with the transformers Trainer: `DistillationArguments` and `DistillationTrainer`."""
+"""Training with the transformers Trainer: `DistillationTrainer` and its arguments, and the re-ID trainers
+(`ReIDTrainer` for teachers, `ReIDDistillationTrainer` for students) with theirs."""
 
 from hf_dis.trainer.arguments import DistillationArguments
+from hf_dis.trainer.buffer_sync import BufferSyncCallback
+from hf_dis.trainer.reid import (
+    ReIDDistillationArguments,
+    ReIDDistillationTrainer,
+    ReIDTrainer,
+    ReIDTrainingArguments,
+)
 from hf_dis.trainer.sampler_state import SamplerStateCallback, load_sampler_state
 from hf_dis.trainer.teacher import TeacherInputs, load_teacher
 from hf_dis.trainer.trainer import DistillationTrainer
 
 __all__ = [
+    "BufferSyncCallback",
     "DistillationArguments",
     "DistillationTrainer",
+    "ReIDDistillationArguments",
+    "ReIDDistillationTrainer",
+    "ReIDTrainer",
+    "ReIDTrainingArguments",
     "SamplerStateCallback",
     "TeacherInputs",
     "load_teacher",

@@ -14,6 +14,8 @@ What it adds to the Trainer, and where:
   resumed from a checkpoint draws exactly what the uninterrupted run drew.
 - `train`: checks the data and the teacher on one example before anything is written, and restores the sampler
   state when resuming. `log` adds the loss parts and sampled-set statistics.
+- Evaluation under DDP: `BufferSyncCallback` gives every process rank 0's BatchNorm statistics first, so that a
+  distributed evaluation scores the model that is saved.
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ from hf_dis.heads import install_sampled_head, split_classifier
 from hf_dis.losses import DistillationLoss, distillation_loss, sampled_distillation_loss
 from hf_dis.sampling import ClassSampler, build_sampler
 from hf_dis.trainer.arguments import DistillationArguments
+from hf_dis.trainer.buffer_sync import BufferSyncCallback
+from hf_dis.trainer.loss_logging import LossPartsLogging
 from hf_dis.trainer.sampler_state import SamplerStateCallback, load_sampler_state, resolve_checkpoint
 from hf_dis.trainer.teacher import TeacherInputs, expected_image_size, freeze, load_teacher, model_normalization
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(LossPartsLogging, Trainer):
     """Distil `teacher` into `model` with the sampled KD objective of `args` (a `DistillationArguments`).
 
     Args:
@@ -110,7 +114,7 @@ class DistillationTrainer(Trainer):
         # Our compute_loss consumes num_items_in_batch: this makes the Trainer count it (over the accumulated step).
         self.model_accepts_loss_kwargs = True
         self.add_callback(SamplerStateCallback(sampler))
-        self._metrics = {"train": _RunningMeans(), "eval": _RunningMeans()}
+        self.add_callback(BufferSyncCallback())
         self._probe_sum: torch.Tensor | None = None
         self._probe_count = 0
         self._micro_step = (-1, 0)  # (global step, micro-batches seen in it)
@@ -129,14 +133,23 @@ class DistillationTrainer(Trainer):
         teacher_logits = self.teacher_logits(pixel_values)
         training = model.training
         if not training or self.sampler.name == "full" or self._is_probe_step():
-            student_logits = _logits_of(model(pixel_values))
-            parts = distillation_loss(student_logits, teacher_logits, labels, args.temperature, args.alpha)
+            outputs = model(pixel_values)
+            student_logits = _logits_of(outputs)
+            parts = distillation_loss(
+                student_logits,
+                teacher_logits,
+                labels,
+                args.temperature,
+                args.alpha,
+                label_smoothing=args.label_smoothing_factor,
+            )
             if training and self.sampler.refit_every is not None:
                 self._record_probe(teacher_logits, student_logits)
         else:
             drawn = self.sampler.sample(teacher_logits, labels, generator=self._draw_generator(teacher_logits.device))
             with self.student_head.restricted_to(drawn.classes):
-                student_logits = _logits_of(model(pixel_values))  # [B, K']: never [B, C]
+                outputs = model(pixel_values)
+            student_logits = _logits_of(outputs)  # [B, K']: never [B, C]
             parts = sampled_distillation_loss(
                 student_logits,
                 teacher_logits,
@@ -146,18 +159,26 @@ class DistillationTrainer(Trainer):
                 args.alpha,
                 estimator=args.kd_estimator,
                 log_q_correction=args.log_q_correction,
+                label_smoothing=args.label_smoothing_factor,
             )
             for key, value in sampled_set_stats(
                 teacher_logits, drawn, args.temperature, log_q_correction=args.log_q_correction
             ).items():
-                self._metrics["train"].add(key, value)
-        self._record_parts("train" if training else "eval", parts)
-        loss = (
-            self._scale_for_accumulation(parts.loss, pixel_values.shape[0], num_items_in_batch)
-            if training
-            else parts.loss
-        )
+                self.loss_parts["train"].add(key, value)
+        mode = "train" if training else "eval"
+        self._record_parts(mode, parts)
+        loss = parts.loss
+        for name, (weight, value) in self.auxiliary_losses(outputs, labels).items():
+            self.loss_parts[mode].add(name, value)
+            loss = loss + weight * value
+        if training:
+            loss = self._scale_for_accumulation(loss, pixel_values.shape[0], num_items_in_batch)
         return (loss, {"logits": student_logits}) if return_outputs else loss
+
+    def auxiliary_losses(self, outputs: Any, labels: torch.Tensor | None) -> dict[str, tuple[float, torch.Tensor]]:
+        """Terms added to the distillation loss, as `{name: (weight, batch mean)}`; each is logged under its name.
+        None here; subclasses add theirs (the re-ID trainer its triplet loss) from the student's `outputs`."""
+        return {}
 
     def teacher_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`[B, C]` float32 teacher logits on the student's batch (converted to the teacher's input), without
@@ -206,25 +227,14 @@ class DistillationTrainer(Trainer):
         self.sampler.observe(self.accelerator.reduce(mean, reduction="mean"))
         self._probe_sum, self._probe_count = None, 0
         for name, value in self.sampler.summary().items():  # the refitted proposal, logged once per refit
-            self._metrics["train"].set(f"{self.sampler.name}/{name}", value)
+            self.loss_parts["train"].set(f"{self.sampler.name}/{name}", value)
 
     # --- logging --------------------------------------------------------------------------------------------------
 
     def _record_parts(self, mode: str, parts: DistillationLoss) -> None:
-        self._metrics[mode].add("kd_loss", parts.kd_loss)
+        self.loss_parts[mode].add("kd_loss", parts.kd_loss)
         if parts.ce_loss is not None:
-            self._metrics[mode].add("ce_loss", parts.ce_loss)
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the loss parts and sampled-set statistics gathered since the last log, averaged over processes."""
-        mode = "train" if self.model.training else "eval"
-        names, means = self._metrics[mode].pop_means(self.args.device)
-        if names:
-            means = self.accelerator.reduce(means, reduction="mean")  # one collective for all of them
-            prefix = "eval_" if mode == "eval" else ""
-            # In place, so that evaluate() also returns them (it returns the dict it logs).
-            logs.update({prefix + name: round(float(value), 6) for name, value in zip(names, means, strict=True)})
-        super().log(logs, start_time)
+            self.loss_parts[mode].add("ce_loss", parts.ce_loss)
 
     # --- prediction without labels --------------------------------------------------------------------------------
 
@@ -309,31 +319,6 @@ class DistillationTrainer(Trainer):
                 f"the teacher returns logits of shape {tuple(teacher_logits.shape)}; the student predicts "
                 f"{num_classes} classes. They must predict the same classes, in the same order."
             )
-
-
-class _RunningMeans:
-    """Sums and counts of logged scalars between two logs: bounded memory whatever the logging interval, and no
-    device sync until the log."""
-
-    def __init__(self) -> None:
-        self._sums: dict[str, torch.Tensor] = {}
-        self._counts: dict[str, int] = {}
-
-    def add(self, name: str, value: torch.Tensor) -> None:
-        value = value.detach().float()
-        self._sums[name] = self._sums[name] + value if name in self._sums else value
-        self._counts[name] = self._counts.get(name, 0) + 1
-
-    def set(self, name: str, value: float) -> None:
-        """Report `value` itself at the next log (for quantities that are replaced, not averaged)."""
-        self._sums[name], self._counts[name] = torch.tensor(float(value)), 1
-
-    def pop_means(self, device: torch.device) -> tuple[list[str], torch.Tensor]:
-        names = sorted(self._sums)
-        means = [(self._sums[name] / self._counts[name]).to(device) for name in names]
-        self._sums.clear()
-        self._counts.clear()
-        return names, torch.stack(means) if means else torch.empty(0, device=device)
 
 
 def _build_teacher(teacher: nn.Module | str | None) -> nn.Module:

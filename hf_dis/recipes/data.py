@@ -1,0 +1,131 @@
+"""The data options every recipe shares (`DataArguments`) and the splits they describe, already transformed for a
+model: classification (CIFAR-100 or glyphs) and re-ID (Market-1501 or glyphs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+
+from hf_dis.data import (
+    labelled_batches,
+    load_cifar100,
+    load_glyphs,
+    load_market1501,
+    padded_crop_transform,
+    reid_eval_batches,
+    reid_eval_dataset,
+)
+
+CLASSIFICATION_DATASETS = ("cifar100", "glyphs")
+REID_DATASETS = ("market1501", "glyphs")
+
+
+@dataclass
+class DataArguments:
+    """Where the data comes from.
+
+    Args:
+        dataset: cifar100 or glyphs (classification); market1501 or glyphs (re-ID). glyphs renders characters from
+            this machine's fonts: no download, runs anywhere.
+        data_dir: Local copy of the dataset: CIFAR-100 (cifar-100-python, a parquet copy or an image folder; unset
+            downloads from the Hub) or the Market-1501 release folder (required).
+        glyph_classes: glyphs: number of characters (classification) or identities (re-ID); unset uses all that
+            qualify.
+        glyph_image_size: glyphs: side of the rendered images.
+        glyph_system_fonts: glyphs: use the system's fonts besides matplotlib's (more classes, machine-dependent).
+        glyph_charset: glyphs: restrict to a character set (gb2312-level1, gb2312).
+    """
+
+    dataset: str = field(
+        default="glyphs",
+        metadata={
+            "help": "cifar100 or glyphs (classification); market1501 or glyphs (re-ID). glyphs renders characters "
+            "from this machine's fonts: no download, runs anywhere."
+        },
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Local copy of the dataset: CIFAR-100 (cifar-100-python, a parquet copy or an image folder; unset "
+            "downloads from the Hub) or the Market-1501 release folder (required)."
+        },
+    )
+    glyph_classes: int | None = field(
+        default=None,
+        metadata={
+            "help": "glyphs: number of characters (classification) or identities (re-ID); unset uses all that qualify."
+        },
+    )
+    glyph_image_size: int = field(default=32, metadata={"help": "glyphs: side of the rendered images."})
+    glyph_system_fonts: bool = field(
+        default=False,
+        metadata={"help": "glyphs: use the system's fonts besides matplotlib's (more classes, machine-dependent)."},
+    )
+    glyph_charset: str | None = field(
+        default=None, metadata={"help": "glyphs: restrict to a character set (gb2312-level1, gb2312)."}
+    )
+
+    def check(self, task: str) -> None:
+        names = CLASSIFICATION_DATASETS if task == "classification" else REID_DATASETS
+        if self.dataset not in names:
+            raise ValueError(f"dataset must be one of {list(names)} for {task}, got {self.dataset!r}.")
+        if self.dataset == "market1501" and self.data_dir is None:
+            raise ValueError(
+                "Market-1501 is read from a local copy: pass --data_dir (the Market-1501-v15.09.15 folder or its "
+                "parent). It cannot be downloaded by this library."
+            )
+
+    def glyphs(self, protocol: str) -> datasets.DatasetDict:
+        return load_glyphs(
+            self.glyph_classes,
+            protocol=protocol,
+            charset=self.glyph_charset,
+            image_size=self.glyph_image_size,
+            include_system_fonts=self.glyph_system_fonts,
+        )
+
+
+def load_splits(data: DataArguments, task: str) -> datasets.DatasetDict:
+    """The raw splits: train / test (classification) or train / query / gallery (re-ID)."""
+    data.check(task)
+    if task == "classification":
+        return load_cifar100(data.data_dir) if data.dataset == "cifar100" else data.glyphs("classification")
+    return load_market1501(data.data_dir) if data.dataset == "market1501" else data.glyphs("reid")
+
+
+def num_labels(splits: datasets.DatasetDict) -> int:
+    """Classes (classification) or training identities (re-ID, relabelled 0..n-1) of the train split."""
+    label = splits["train"].features["label"]
+    return label.num_classes if isinstance(label, datasets.ClassLabel) else len(set(splits["train"]["label"]))
+
+
+def classification_splits(
+    splits: datasets.DatasetDict, data: DataArguments, normalisation: dict[str, Any], image_size: tuple[int, int]
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(train, test) transformed: pad-and-crop + flip for training (no flip for glyphs), resize for test, normalised
+    with `normalisation` (a data config's `mean` and `std`)."""
+    options = dict(image_size=image_size, mean=normalisation["mean"], std=normalisation["std"])
+    hflip = 0.5 if data.dataset == "cifar100" else 0.0  # a mirrored character is another character
+    train_transform = padded_crop_transform(training=True, hflip=hflip, padding=max(image_size) // 8, **options)
+    train = splits["train"].with_transform(labelled_batches(train_transform))
+    test = splits["test"].with_transform(labelled_batches(padded_crop_transform(training=False, **options)))
+    return train, test
+
+
+def reid_splits(
+    splits: datasets.DatasetDict, data: DataArguments, normalisation: dict[str, Any], image_size: tuple[int, int]
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(train, query + gallery evaluation set) transformed BoT style: flip (not for glyphs), pad by 10 pixels at
+    256 x 128 and crop, random erasing."""
+    options = dict(image_size=image_size, mean=normalisation["mean"], std=normalisation["std"])
+    hflip = 0.5 if data.dataset == "market1501" else 0.0
+    train_transform = padded_crop_transform(
+        training=True, hflip=hflip, padding=max(image_size) // 25, random_erasing=0.5, **options
+    )
+    train = splits["train"].with_transform(labelled_batches(train_transform))
+    evaluation = reid_eval_dataset(splits["query"], splits["gallery"]).with_transform(
+        reid_eval_batches(padded_crop_transform(training=False, **options))
+    )
+    return train, evaluation

@@ -1,0 +1,55 @@
+"""`LossPartsLogging`: a Trainer mixin that logs the parts of a loss (and any other per-step scalar) next to the loss:
+running means between two logs, averaged over processes, in `log()` and in what `evaluate()` returns.
+
+A trainer calls `self.loss_parts[mode].add(name, value)` (mode ``train`` or ``eval``) from `compute_loss`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class LossPartsLogging:
+    """Mixin for `transformers.Trainer` subclasses (put it before `Trainer` in the bases)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_parts = {"train": RunningMeans(), "eval": RunningMeans()}
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the scalars gathered since the last log, averaged over processes."""
+        mode = "train" if self.model.training else "eval"
+        names, means = self.loss_parts[mode].pop_means(self.args.device)
+        if names:
+            means = self.accelerator.reduce(means, reduction="mean")  # one collective for all of them
+            prefix = "eval_" if mode == "eval" else ""
+            # In place, so that evaluate() also returns them (it returns the dict it logs).
+            logs.update({prefix + name: round(float(value), 6) for name, value in zip(names, means, strict=True)})
+        super().log(logs, start_time)
+
+
+class RunningMeans:
+    """Sums and counts of logged scalars between two logs: bounded memory whatever the logging interval, and no
+    device sync until the log."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, int] = {}
+
+    def add(self, name: str, value: torch.Tensor) -> None:
+        value = value.detach().float()
+        self._sums[name] = self._sums[name] + value if name in self._sums else value
+        self._counts[name] = self._counts.get(name, 0) + 1
+
+    def set(self, name: str, value: float) -> None:
+        """Report `value` itself at the next log (for quantities that are replaced, not averaged)."""
+        self._sums[name], self._counts[name] = torch.tensor(float(value)), 1
+
+    def pop_means(self, device: torch.device) -> tuple[list[str], torch.Tensor]:
+        names = sorted(self._sums)
+        means = [(self._sums[name] / self._counts[name]).to(device) for name in names]
+        self._sums.clear()
+        self._counts.clear()
+        return names, torch.stack(means) if means else torch.empty(0, device=device)

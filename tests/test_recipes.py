@@ -1,0 +1,223 @@
+"""The recipes and the `hf-dis` command: defaults, option parsing (flags and YAML), the schedule, and every recipe end
+to end on small glyph tasks and on a Market-1501 fixture in the release's format, one of them under
+`accelerate launch` with two processes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from transformers import TrainingArguments
+
+from hf_dis.data import IdentitySampler
+from hf_dis.recipes import distill_cifar100, distill_market1501, train_teacher
+from hf_dis.recipes.optimization import steps_per_epoch, warmup_multistep_schedule
+from hf_dis.recipes.parsing import parse_recipe_args
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["--report_to", "none", "--use_cpu", "true", "--save_strategy", "no", "--disable_tqdm", "true"]
+
+
+def hf_dis_command(*args: str, cache: Path, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+    """`hf-dis ARGS` in a fresh process (through `python -m hf_dis.cli`, or `launcher` + the examples' script path)."""
+    command = launcher or [sys.executable, "-m", "hf_dis.cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DIS_CACHE": str(cache), "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run([*command, *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def results(folder: Path, split: str = "eval") -> dict:
+    return json.loads((folder / f"{split}_results.json").read_text())
+
+
+# --- options -----------------------------------------------------------------------------------------------------
+
+
+def test_recipe_defaults_are_the_papers(tmp_path):
+    _, _, cifar = parse_recipe_args(
+        (distill_cifar100.StudentArguments, distill_cifar100.DataArguments),
+        distill_cifar100.CIFARDistillationArguments,
+        ["--output_dir", str(tmp_path)],
+    )
+    assert (cifar.num_train_epochs, cifar.per_device_train_batch_size, cifar.learning_rate) == (240, 64, 0.05)
+    assert (cifar.weight_decay, cifar.momentum, cifar.lr_milestones, cifar.lr_gamma) == (
+        5e-4,
+        0.9,
+        [150, 180, 210],
+        0.1,
+    )
+    assert (cifar.temperature, cifar.alpha, cifar.recipe_optimizer, cifar.sampler) == (4.0, 0.1, "sgd", "dis")
+    _, _, bot = parse_recipe_args(
+        (distill_market1501.StudentArguments, distill_market1501.DataArguments),
+        distill_market1501.BoTDistillationArguments,
+        ["--output_dir", str(tmp_path)],
+    )
+    assert (bot.num_train_epochs, bot.learning_rate, bot.weight_decay, bot.recipe_optimizer) == (
+        120,
+        3.5e-4,
+        5e-4,
+        "adam",
+    )
+    assert (bot.per_device_train_batch_size, bot.instances_per_identity, bot.triplet_margin) == (64, 4, 0.3)
+    assert (bot.warmup_epochs, bot.warmup_start_factor, bot.lr_milestones) == (10, 0.1, [40, 70])
+    assert (bot.label_smoothing_factor, bot.temperature, bot.alpha) == (0.1, 4.0, 0.5)
+    # the training-arguments class follows the task
+    _, _, reid = parse_recipe_args(
+        (train_teacher.ModelArguments, train_teacher.DataArguments),
+        train_teacher._arguments_type,
+        ["--task", "reid", "--output_dir", str(tmp_path)],
+    )
+    assert isinstance(reid, train_teacher.ReIDTeacherArguments) and reid.learning_rate == 3.5e-4
+
+
+def test_yaml_config_equals_flags(tmp_path):
+    flags = ["--dataset", "glyphs", "--glyph_classes", "12", "--student", "test_resnet", "--output_dir",
+             str(tmp_path), "--teacher_model", "t", "--lr_milestones", "1", "2", "--sampler", "ftis",
+             "--num_sampled", "3"]  # fmt: skip
+    config = {"dataset": "glyphs", "glyph_classes": 12, "student": "test_resnet", "output_dir": str(tmp_path),
+              "teacher_model": "t", "lr_milestones": [1, 2], "sampler": "ftis", "num_sampled": 3}  # fmt: skip
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(config))
+    types = (distill_cifar100.StudentArguments, distill_cifar100.DataArguments)
+    from_flags = parse_recipe_args(types, distill_cifar100.CIFARDistillationArguments, flags)
+    from_yaml = parse_recipe_args(types, distill_cifar100.CIFARDistillationArguments, [str(tmp_path / "recipe.yaml")])
+    assert from_flags[:2] == from_yaml[:2]
+    assert from_flags[2].to_dict() == from_yaml[2].to_dict()
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        train_teacher.DataArguments(dataset="market1501").check("classification")
+    with pytest.raises(ValueError, match="pass --data_dir"):
+        train_teacher.DataArguments(dataset="market1501").check("reid")
+    with pytest.raises(ValueError, match="set warmup_epochs instead"):
+        parse_recipe_args(types, distill_cifar100.CIFARDistillationArguments, [*flags, "--warmup_steps", "5"])
+
+
+def test_warmup_multistep_schedule_factors():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    schedule = warmup_multistep_schedule(optimizer, 10, [3, 5], gamma=0.1, warmup_epochs=1, warmup_start_factor=0.1)
+    rates = []
+    for _ in range(60):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == pytest.approx(0.1) and rates[5] == pytest.approx(0.55) and rates[10] == 1.0
+    assert rates[29] == 1.0 and rates[30] == pytest.approx(0.1) and rates[50] == pytest.approx(0.01)
+
+
+def test_steps_per_epoch_matches_the_loaders(tmp_path):
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, report_to=[], use_cpu=True)
+    assert steps_per_epoch(30, args) == len(torch.utils.data.DataLoader(range(30), batch_size=8)) == 4
+    labels = np.repeat(np.arange(10), 3)  # 30 images, P x K = 4 x 2
+    assert steps_per_epoch(30, args, partial_last_batch=False) == IdentitySampler(labels, 2, 4).num_steps == 3
+    args.gradient_accumulation_steps = 2
+    assert steps_per_epoch(30, args) == 2
+
+
+def test_cli_help_and_errors():
+    result = subprocess.run([sys.executable, "-m", "hf_dis.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0
+    for command in ("train-teacher", "distill cifar100", "distill market1501", "evaluate"):
+        assert command in result.stdout
+    result = subprocess.run([sys.executable, "-m", "hf_dis.cli", "distill"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and "distill needs a recipe" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_dis.cli", "distill", "cifar100", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0 and "usage: hf-dis distill cifar100" in result.stdout
+    assert "--teacher_model" in result.stdout and "--glyph_classes" in result.stdout
+
+
+# --- end to end --------------------------------------------------------------------------------------------------
+
+
+def test_classification_chain_on_glyphs(tmp_path):
+    """train-teacher -> distill cifar100 (DIS) -> evaluate: the evaluation recomputes the distillation's figures."""
+    data = ["--dataset", "glyphs", "--glyph_classes", "16"]
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    hf_dis_command("train-teacher", *data, "--model", "test_resnet", "--output_dir", str(teacher), "--max_steps", "4",
+                   "--per_device_train_batch_size", "16", *QUICK, cache=tmp_path / "cache")  # fmt: skip
+    assert {"eval_accuracy", "eval_top5"} <= set(results(teacher))
+    hf_dis_command("distill", "cifar100", *data, "--student", "test_resnet", "--teacher_model", str(teacher),
+                   "--output_dir", str(student), "--max_steps", "4", "--per_device_train_batch_size", "16",
+                   "--num_sampled", "4", "--dis_refit_every", "2", *QUICK, cache=tmp_path / "cache")  # fmt: skip
+    distilled = results(student)
+    assert {"eval_accuracy", "eval_top5", "eval_kd_loss"} <= set(distilled)
+    assert results(student, "train")["epoch"] > 0 and (student / "model.safetensors").is_file()
+    evaluated = tmp_path / "evaluated"
+    hf_dis_command("evaluate", "--model", str(student), *data, "--output_dir", str(evaluated), cache=tmp_path / "cache")
+    assert results(evaluated)["eval_accuracy"] == distilled["eval_accuracy"]
+    assert results(evaluated)["eval_top5"] == distilled["eval_top5"]
+
+
+def test_reid_chain_on_glyphs_with_two_processes(tmp_path):
+    """train-teacher --task reid, then the Market-1501 recipe's script under accelerate launch with 2 CPU processes."""
+    data = ["--dataset", "glyphs", "--glyph_classes", "24"]
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    hf_dis_command("train-teacher", "--task", "reid", *data, "--model", "test_resnet", "--output_dir",
+                   str(teacher), "--max_steps", "3", "--per_device_train_batch_size", "8", *QUICK,
+                   cache=tmp_path / "cache")  # fmt: skip
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", "examples/accelerate/cpu_2proc.yaml",
+        "--main_process_port", str(_free_port()), "examples/distill_market1501.py",
+    ]  # fmt: skip
+    result = hf_dis_command(*data, "--student", "test_resnet", "--teacher_model", str(teacher), "--output_dir",
+                            str(student), "--max_steps", "3", "--per_device_train_batch_size", "8", "--logging_steps",
+                            "1", *QUICK, cache=tmp_path / "cache", launcher=launch)  # fmt: skip
+    metrics = results(student)
+    queries = int(metrics["eval_num_valid_queries"] + metrics["eval_num_skipped_queries"])
+    assert queries > 0 and 0 <= metrics["eval_mAP"] <= 1 and 0 <= metrics["eval_rank1"] <= 1
+    assert "'triplet_loss'" in result.stdout + result.stderr
+    # One process evaluating the saved model agrees: the 2-process evaluation counted no padded example twice, and
+    # both processes scored rank 0's BatchNorm statistics (BufferSyncCallback; without it mAP differed by ~1e-2).
+    evaluated = tmp_path / "evaluated"
+    hf_dis_command("evaluate", "--model", str(student), *data, "--output_dir", str(evaluated), cache=tmp_path / "cache")
+    assert results(evaluated)["eval_num_valid_queries"] == metrics["eval_num_valid_queries"]
+    assert results(evaluated)["eval_mAP"] == pytest.approx(metrics["eval_mAP"], abs=1e-6)
+
+
+def _write_market_release(root: Path, num_train_ids: int = 6, num_test_ids: int = 4) -> Path:
+    """A tiny Market-1501 release in the original layout and naming (pid_cCsS_frame_box.jpg)."""
+    release = root / "Market-1501-v15.09.15"
+    rng = np.random.default_rng(0)
+
+    def write(folder: str, pid: int, camera: int, index: int) -> None:
+        (release / folder).mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (32, 16, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(release / folder / f"{pid:04d}_c{camera}s1_{index:06d}_00.jpg", format="JPEG")
+
+    for pid in range(1, num_train_ids + 1):
+        for index, camera in enumerate((1, 2, 3, 4)):
+            write("bounding_box_train", pid * 2, camera, index)
+    for pid in range(100, 100 + num_test_ids):
+        write("query", pid, 1, 0)
+        for index, camera in enumerate((2, 3)):
+            write("bounding_box_test", pid, camera, index)
+    write("bounding_box_test", 0, 5, 0)  # a distractor
+    return root
+
+
+def test_market1501_recipe_on_the_release_format(tmp_path):
+    root = _write_market_release(tmp_path / "market")
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    data = ["--dataset", "market1501", "--data_dir", str(root), "--image_size", "32", "--pretrained", "false"]
+    hf_dis_command("train-teacher", "--task", "reid", *data, "--model", "test_resnet", "--output_dir",
+                   str(teacher), "--max_steps", "2", "--per_device_train_batch_size", "8", *QUICK,
+                   cache=tmp_path / "cache")  # fmt: skip
+    hf_dis_command("distill", "market1501", *data, "--student", "test_resnet", "--teacher_model", str(teacher),
+                   "--output_dir", str(student), "--max_steps", "2", "--per_device_train_batch_size", "8",
+                   "--sampler", "full", *QUICK, cache=tmp_path / "cache")  # fmt: skip
+    metrics = results(student)
+    assert metrics["eval_num_valid_queries"] == 4 and metrics["eval_num_skipped_queries"] == 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,337 @@
+"""Re-ID: the triplet loss, label smoothing on a sampled set, the P x K sampler (alone and sharded as Accelerate
+shards it), the BoT model, and the two re-ID trainers end to end on a tiny synthetic identity task."""
+
+import logging
+
+import datasets
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from accelerate.data_loader import BatchSamplerShard
+from PIL import Image
+from transformers import AutoModelForImageClassification, EvalPrediction
+
+import hf_dis
+from hf_dis.data import IdentitySampler, padded_crop_transform, reid_eval_batches, reid_eval_dataset
+from hf_dis.data.market1501 import REID_FEATURES
+from hf_dis.heads import split_classifier
+from hf_dis.losses import batch_hard_triplet_loss
+from hf_dis.metrics import reid_eval_metrics, reid_metrics_from_features
+from hf_dis.models import ReIDModel
+
+# --- losses ------------------------------------------------------------------------------------------------------
+
+
+def _naive_batch_hard(features, labels, margin):
+    losses = []
+    for a in range(len(labels)):
+        d = [float(torch.dist(features[a].double(), features[j].double())) for j in range(len(labels))]
+        pos = [d[j] for j in range(len(labels)) if labels[j] == labels[a] and j != a]
+        neg = [d[j] for j in range(len(labels)) if labels[j] != labels[a]]
+        if pos and neg:
+            gap = max(pos) - min(neg)
+            losses.append(np.log1p(np.exp(gap)) if margin is None else max(0.0, gap + margin))
+    return float(np.mean(losses))
+
+
+@pytest.mark.parametrize("margin", [0.3, 1.0, None])
+def test_batch_hard_triplet_matches_a_loop(margin):
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(12, 5, generator=generator)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 4])  # identity 4 has no positive: not an anchor
+    loss = batch_hard_triplet_loss(features, labels, margin)
+    assert loss.item() == pytest.approx(_naive_batch_hard(features, labels, margin), rel=1e-5)
+
+
+def test_batch_hard_triplet_degenerate_batches_and_errors():
+    features = torch.randn(3, 4, requires_grad=True)
+    loss = batch_hard_triplet_loss(features, torch.tensor([0, 1, 2]))  # no anchor has a positive
+    assert loss.item() == 0.0
+    loss.backward()
+    assert features.grad is not None and torch.all(features.grad == 0)
+    with pytest.raises(ValueError, match="margin must be > 0"):
+        batch_hard_triplet_loss(features, torch.tensor([0, 0, 1]), margin=0.0)
+    with pytest.raises(ValueError, match=r"features must be \[B, d\]"):
+        batch_hard_triplet_loss(features, torch.tensor([0, 0]))
+
+
+@pytest.mark.parametrize("log_q_correction", [True, False])
+def test_sampled_label_smoothing_is_exact_when_S_is_every_class(log_q_correction):
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(4, 7, generator=generator)
+    labels = torch.tensor([0, 3, 6, 2])
+    classes = torch.arange(7)
+    loss = hf_dis.sampled_cross_entropy(
+        logits, classes, labels, torch.zeros(7), log_q_correction=log_q_correction, label_smoothing=0.2
+    )
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, labels, label_smoothing=0.2).item(), rel=1e-6)
+    # Duplicates masked out change nothing.
+    dup = torch.cat([classes, classes[:3]])
+    mask = torch.cat([torch.zeros(7, dtype=torch.bool), torch.ones(3, dtype=torch.bool)])
+    with_dups = hf_dis.sampled_cross_entropy(
+        logits[:, dup], dup, labels, torch.zeros(10), mask, log_q_correction=log_q_correction, label_smoothing=0.2
+    )
+    assert with_dups.item() == pytest.approx(loss.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        hf_dis.sampled_cross_entropy(logits, classes, labels, torch.zeros(7), label_smoothing=1.0)
+
+
+def test_sampled_label_smoothing_weights_classes_by_inverse_inclusion():
+    # S = {label 0 (pi = 1), class 1 (pi = 1/4), class 2 (pi = 1/2)}; without the log-Q correction the smoothing
+    # term is the 1/pi-weighted mean of -log q over S.
+    logits = torch.tensor([[1.0, 0.5, -0.5]])
+    log_pi = torch.log(torch.tensor([1.0, 0.25, 0.5]))
+    loss = hf_dis.sampled_cross_entropy(
+        logits, torch.tensor([0, 1, 2]), torch.tensor([0]), log_pi, log_q_correction=False, label_smoothing=0.1
+    )
+    log_q = F.log_softmax(logits[0], -1)
+    uniform = -(torch.tensor([1.0, 4.0, 2.0]) * log_q).sum() / 7
+    assert loss.item() == pytest.approx((0.9 * -log_q[0] + 0.1 * uniform).item(), rel=1e-6)
+
+
+# --- the P x K sampler -------------------------------------------------------------------------------------------
+
+
+def _labels(num_ids=10, per_id=(3, 9), seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.concatenate([[i] * rng.integers(*per_id) for i in range(num_ids)])
+    return rng.permutation(labels)
+
+
+def test_identity_sampler_yields_p_identities_times_k_images():
+    labels = _labels()
+    sampler = IdentitySampler(labels, instances_per_identity=3, identities_per_batch=4, seed=5)
+    indices = list(sampler)
+    assert len(indices) == len(sampler) == sampler.num_steps * 12
+    assert sampler.num_steps == len(labels) // 12
+    for start in range(0, len(indices), 12):
+        block = labels[indices[start : start + 12]]
+        ids, counts = np.unique(block, return_counts=True)
+        assert len(ids) == 4 and np.all(counts == 3)
+    assert list(sampler) == indices  # (seed, epoch) fixes the order
+    sampler.set_epoch(1)
+    assert list(sampler) != indices
+    assert list(IdentitySampler(labels, 3, 4, seed=6)) != indices
+
+
+def test_identity_sampler_repeats_images_of_small_identities_and_warns(caplog):
+    labels = np.array([0, 0, 0, 0, 1, 2, 2])  # identity 1 has one image, identity 2 two
+    with caplog.at_level(logging.WARNING, logger="hf_dis.data.identity_sampler"):
+        sampler = IdentitySampler(labels, instances_per_identity=4, identities_per_batch=3)
+    assert "2 of 3 identities have fewer than 4 images" in caplog.text
+    indices = list(sampler)
+    assert sorted(labels[indices]) == [0] * 4 + [1] * 4 + [2] * 4
+    assert indices.count(4) == 4  # identity 1's only image, four times
+    # every image of identity 0 is used once before any repeats
+    assert sorted(i for i in indices if labels[i] == 0) == [0, 1, 2, 3]
+
+
+def test_identity_sampler_errors():
+    with pytest.raises(ValueError, match="needs 8 distinct identities"):
+        IdentitySampler([0, 1, 2, 3] * 5, instances_per_identity=2, identities_per_batch=4, num_replicas=2)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        IdentitySampler([0, 1], instances_per_identity=0, identities_per_batch=1)
+
+
+def test_identity_sampler_sharded_as_accelerate_does():
+    """Two processes, each with batches of P x K taken round-robin by Accelerate's BatchSamplerShard: each gets P
+    identities x K images, and in a step no identity (hence no image) is in both processes' batches."""
+    labels = _labels(num_ids=30, per_id=(4, 12), seed=1)
+    sampler = IdentitySampler(labels, instances_per_identity=4, identities_per_batch=3, num_replicas=2, seed=0)
+    batches = torch.utils.data.BatchSampler(sampler, batch_size=12, drop_last=False)
+    shards = [list(BatchSamplerShard(batches, num_processes=2, process_index=rank)) for rank in range(2)]
+    assert len(shards[0]) == len(shards[1]) == sampler.num_steps
+    for batch0, batch1 in zip(*shards, strict=True):
+        for batch in (batch0, batch1):
+            ids, counts = np.unique(labels[batch], return_counts=True)
+            assert len(ids) == 3 and np.all(counts == 4)
+        assert not set(labels[batch0]) & set(labels[batch1])
+
+
+# --- the model ---------------------------------------------------------------------------------------------------
+
+
+def test_reid_model_outputs_init_save_and_split(tmp_path):
+    model = ReIDModel.from_backbone("test_resnet", 9, seed=0).eval()
+    torch.manual_seed(0)
+    reference = __import__("timm").create_model("test_resnet", num_classes=0)
+    for name, tensor in reference.state_dict().items():  # timm's initialisation, not transformers'
+        assert torch.equal(model.backbone.state_dict()[name], tensor), name
+    assert model.classifier.bias is None and 0.0005 < model.classifier.weight.std() < 0.002
+    assert not model.neck.bias.requires_grad
+    pixels = torch.randn(2, 3, 32, 16)
+    outputs = model(pixels)
+    assert outputs.logits.shape == (2, 9) and outputs.features.shape == outputs.embeddings.shape
+    assert torch.allclose(outputs.embeddings, model.neck(outputs.features))
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded, ReIDModel) and torch.allclose(loaded(pixels).logits, outputs.logits)
+    assert split_classifier(model).head_path == "classifier"
+
+
+def test_reid_model_on_a_transformers_backbone(tmp_path):
+    import transformers
+
+    transformers.ResNetModel(
+        transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])
+    ).save_pretrained(tmp_path / "backbone")
+    model = ReIDModel.from_backbone(str(tmp_path / "backbone"), 5, pretrained=True).eval()
+    assert model.config.backbone_source == "transformers" and model(torch.randn(2, 3, 32, 16)).embeddings.shape == (
+        2,
+        16,
+    )
+    model.save_pretrained(tmp_path / "reid")
+    loaded = AutoModelForImageClassification.from_pretrained(tmp_path / "reid").eval()
+    pixels = torch.randn(2, 3, 32, 16)
+    assert torch.allclose(loaded(pixels).logits, model(pixels).logits)
+    with pytest.raises(ValueError, match="timm backbones only"):
+        ReIDModel.from_backbone(str(tmp_path / "backbone"), 5, output_stride=16)
+
+
+# --- evaluation pieces -------------------------------------------------------------------------------------------
+
+
+def test_reid_eval_metrics_splits_queries_by_mask():
+    generator = torch.Generator().manual_seed(3)
+    embeddings = torch.randn(10, 4, generator=generator)
+    pids = torch.tensor([1, 2, 3, 1, 2, 3, 1, 2, 3, 0])
+    camids = torch.tensor([0, 0, 1, 1, 1, 0, 2, 2, 2, 0])
+    is_query = torch.tensor([1, 0, 1, 0, 1, 0, 0, 0, 0, 0]).bool()
+    ids = torch.stack([pids, camids, is_query.long()], 1)
+    result = reid_eval_metrics(EvalPrediction(predictions=embeddings.numpy(), label_ids=ids.numpy()))
+    expected = reid_metrics_from_features(
+        embeddings[is_query],
+        embeddings[~is_query],
+        pids[is_query],
+        pids[~is_query],
+        camids[is_query],
+        camids[~is_query],
+    )
+    assert result == expected
+    with pytest.raises(ValueError, match=r"label ids \[N, 3\]"):
+        reid_eval_metrics(EvalPrediction(predictions=embeddings.numpy(), label_ids=pids.numpy()))
+
+
+def test_reid_eval_dataset_checks_its_splits():
+    split = _identity_split(3, 2, start_pid=0, label=False)
+    combined = reid_eval_dataset(split, split)
+    assert combined["is_query"] == [True] * 6 + [False] * 6
+    with pytest.raises(ValueError, match="query split is empty"):
+        reid_eval_dataset(split.select([]), split)
+    with pytest.raises(ValueError, match="lacks the columns"):
+        reid_eval_dataset(split.remove_columns("camid"), split)
+
+
+# --- the trainers, end to end ------------------------------------------------------------------------------------
+
+
+def _identity_split(num_ids, per_id, start_pid, label=True, seed=0):
+    """Each identity is a colour; images are that colour plus noise, from cameras 0..per_id-1."""
+    rng = np.random.default_rng(seed)
+    rows = {"image": [], "pid": [], "camid": [], "label": []}
+    for i in range(num_ids):
+        colour = rng.integers(0, 256, 3)
+        for copy in range(per_id):
+            pixels = np.clip(colour + rng.normal(0, 20, (32, 16, 3)), 0, 255).astype(np.uint8)
+            rows["image"].append(Image.fromarray(pixels))
+            rows["pid"].append(start_pid + i)
+            rows["camid"].append(copy)
+            rows["label"].append(i if label else -1)
+    return datasets.Dataset.from_dict(rows, features=REID_FEATURES)
+
+
+def _reid_data():
+    train_transform = padded_crop_transform(training=True, image_size=(32, 16), padding=2, random_erasing=0.5)
+    eval_transform = padded_crop_transform(training=False, image_size=(32, 16))
+    train = _identity_split(8, 6, 0).with_transform(hf_dis.data.labelled_batches(train_transform))
+    query = _identity_split(5, 1, 100, label=False, seed=1)
+    gallery = _identity_split(5, 3, 100, label=False, seed=1)  # same colours: each query has 2 valid matches
+    gallery = gallery.cast_column("camid", datasets.Value("int64")).map(lambda row: {"camid": row["camid"] + 1})
+    evaluation = reid_eval_dataset(query, gallery).with_transform(reid_eval_batches(eval_transform))
+    return train, evaluation
+
+
+def test_reid_trainer_trains_pk_batches_and_reports_reid_metrics(tmp_path):
+    train, evaluation = _reid_data()
+    args = hf_dis.ReIDTrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=7,
+        instances_per_identity=2,
+        max_steps=3,
+        learning_rate=1e-3,
+        label_smoothing_factor=0.1,
+        logging_steps=1,
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+    )
+    trainer = hf_dis.ReIDTrainer(
+        model=ReIDModel.from_backbone("test_resnet", 8, seed=0), args=args, train_dataset=train, eval_dataset=evaluation
+    )
+    loader = trainer.get_train_dataloader()
+    for batch in loader:
+        ids, counts = np.unique(batch["labels"].numpy(), return_counts=True)
+        assert len(ids) == 4 and np.all(counts == 2)
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "ce_loss" in entry]
+    assert logged and all(entry["triplet_loss"] >= 0 for entry in logged)
+    assert not torch.equal(before["classifier.weight"], trainer.model.classifier.weight)
+    metrics = trainer.evaluate()
+    for key in ("eval_rank1", "eval_rank5", "eval_mAP", "eval_mINP"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["eval_num_valid_queries"] == 5
+    # the trainer's metrics are those of the embeddings it computed
+    model = trainer.model.eval()
+    batch = next(iter(trainer.get_eval_dataloader()))
+    with torch.no_grad():
+        assert model(batch["pixel_values"]).embeddings.shape[0] == 7
+
+
+def test_reid_distillation_trainer_distils_with_dis_and_triplet(tmp_path):
+    train, evaluation = _reid_data()
+    teacher = ReIDModel.from_backbone("test_resnet", 8, seed=1).eval()
+    args = hf_dis.ReIDDistillationArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        instances_per_identity=2,
+        max_steps=4,
+        num_sampled=3,
+        dis_refit_every=2,
+        label_smoothing_factor=0.1,
+        logging_steps=1,
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+    )
+    trainer = hf_dis.ReIDDistillationTrainer(
+        model=ReIDModel.from_backbone("test_resnet", 8, seed=0),
+        args=args,
+        teacher=teacher,
+        train_dataset=train,
+        eval_dataset=evaluation,
+    )
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "kd_loss" in entry]
+    assert len(logged) == 4 and all("triplet_loss" in entry and "ce_loss" in entry for entry in logged)
+    assert any("teacher_mass" in entry for entry in logged)  # sampled steps between the DIS probes
+    metrics = trainer.evaluate()
+    assert metrics["eval_num_valid_queries"] == 5 and 0.0 <= metrics["eval_mAP"] <= 1.0
+
+
+def test_reid_arguments_and_trainer_checks(tmp_path):
+    with pytest.raises(ValueError, match="must be a multiple of instances_per_identity"):
+        hf_dis.ReIDTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=6, instances_per_identity=4)
+    with pytest.raises(ValueError, match="triplet_margin must be > 0"):
+        hf_dis.ReIDDistillationArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, triplet_margin=0)
+    with pytest.raises(TypeError, match="ReIDTrainingArguments"):
+        hf_dis.ReIDTrainer(model=ReIDModel.from_backbone("test_resnet", 2), args=None)
+    train, _ = _reid_data()
+    args = hf_dis.ReIDTrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=20, instances_per_identity=2, report_to=[], use_cpu=True
+    )
+    trainer = hf_dis.ReIDTrainer(model=ReIDModel.from_backbone("test_resnet", 8), args=args, train_dataset=train)
+    with pytest.raises(ValueError, match="needs 10 distinct identities"):
+        trainer.get_train_dataloader()
