@@ -18,7 +18,6 @@ from transformers import TrainingArguments
 from hf_dis.data import IdentitySampler
 from hf_dis.recipes import distill_cifar100, distill_market1501, train_teacher
 from hf_dis.recipes.optimization import steps_per_epoch, warmup_multistep_schedule
-from hf_dis.recipes.parsing import parse_recipe_args
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--report_to", "none", "--use_cpu", "true", "--save_strategy", "no", "--disable_tqdm", "true"]
@@ -41,11 +40,7 @@ def results(folder: Path, split: str = "eval") -> dict:
 
 
 def test_recipe_defaults_are_the_papers(tmp_path):
-    _, _, cifar = parse_recipe_args(
-        (distill_cifar100.StudentArguments, distill_cifar100.DataArguments),
-        distill_cifar100.CIFARDistillationArguments,
-        ["--output_dir", str(tmp_path)],
-    )
+    _, _, cifar = distill_cifar100.parse_args(["--output_dir", str(tmp_path)])
     assert (cifar.num_train_epochs, cifar.per_device_train_batch_size, cifar.learning_rate) == (240, 64, 0.05)
     assert (cifar.weight_decay, cifar.momentum, cifar.lr_milestones, cifar.lr_gamma) == (
         5e-4,
@@ -54,11 +49,7 @@ def test_recipe_defaults_are_the_papers(tmp_path):
         0.1,
     )
     assert (cifar.temperature, cifar.alpha, cifar.recipe_optimizer, cifar.sampler) == (4.0, 0.1, "sgd", "dis")
-    _, _, bot = parse_recipe_args(
-        (distill_market1501.StudentArguments, distill_market1501.DataArguments),
-        distill_market1501.BoTDistillationArguments,
-        ["--output_dir", str(tmp_path)],
-    )
+    _, _, bot = distill_market1501.parse_args(["--output_dir", str(tmp_path)])
     assert (bot.num_train_epochs, bot.learning_rate, bot.weight_decay, bot.recipe_optimizer) == (
         120,
         3.5e-4,
@@ -69,11 +60,7 @@ def test_recipe_defaults_are_the_papers(tmp_path):
     assert (bot.warmup_epochs, bot.warmup_start_factor, bot.lr_milestones) == (10, 0.1, [40, 70])
     assert (bot.label_smoothing_factor, bot.temperature, bot.alpha) == (0.1, 4.0, 0.5)
     # the training-arguments class follows the task
-    _, _, reid = parse_recipe_args(
-        (train_teacher.ModelArguments, train_teacher.DataArguments),
-        train_teacher._arguments_type,
-        ["--task", "reid", "--output_dir", str(tmp_path)],
-    )
+    _, _, reid = train_teacher.parse_args(["--task", "reid", "--output_dir", str(tmp_path)])
     assert isinstance(reid, train_teacher.ReIDTeacherArguments) and reid.learning_rate == 3.5e-4
 
 
@@ -84,9 +71,8 @@ def test_yaml_config_equals_flags(tmp_path):
     config = {"dataset": "glyphs", "glyph_classes": 12, "student": "test_resnet", "output_dir": str(tmp_path),
               "teacher_model": "t", "lr_milestones": [1, 2], "sampler": "ftis", "num_sampled": 3}  # fmt: skip
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(config))
-    types = (distill_cifar100.StudentArguments, distill_cifar100.DataArguments)
-    from_flags = parse_recipe_args(types, distill_cifar100.CIFARDistillationArguments, flags)
-    from_yaml = parse_recipe_args(types, distill_cifar100.CIFARDistillationArguments, [str(tmp_path / "recipe.yaml")])
+    from_flags = distill_cifar100.parse_args(flags)
+    from_yaml = distill_cifar100.parse_args([str(tmp_path / "recipe.yaml")])
     assert from_flags[:2] == from_yaml[:2]
     assert from_flags[2].to_dict() == from_yaml[2].to_dict()
     with pytest.raises(ValueError, match="dataset must be one of"):
@@ -94,7 +80,7 @@ def test_yaml_config_equals_flags(tmp_path):
     with pytest.raises(ValueError, match="pass --data_dir"):
         train_teacher.DataArguments(dataset="market1501").check("reid")
     with pytest.raises(ValueError, match="set warmup_epochs instead"):
-        parse_recipe_args(types, distill_cifar100.CIFARDistillationArguments, [*flags, "--warmup_steps", "5"])
+        distill_cifar100.parse_args([*flags, "--warmup_steps", "5"])
 
 
 def test_warmup_multistep_schedule_factors():

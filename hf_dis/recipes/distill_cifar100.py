@@ -46,11 +46,14 @@ class CIFARDistillationArguments(CIFARRecipe, DistillationArguments):
     temperature: float = field(default=4.0, metadata=DistillationArguments.__dataclass_fields__["temperature"].metadata)
 
 
+def parse_args(argv: Sequence[str] | None = None) -> tuple[StudentArguments, DataArguments, CIFARDistillationArguments]:
+    """The recipe's options from `argv` (default: the command line): flags or one YAML / JSON file."""
+    return parse_recipe_args((StudentArguments, DataArguments), CIFARDistillationArguments, argv, __doc__)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     """Run the recipe on `argv` (default: the command line); returns the evaluation metrics."""
-    student_args, data, args = parse_recipe_args(
-        (StudentArguments, DataArguments), CIFARDistillationArguments, argv, __doc__
-    )
+    student_args, data, args = parse_args(argv)
     splits = load_splits(data, "classification")
     student = build_classifier(
         student_args.student, num_labels(splits), pretrained=student_args.use_pretrained(data), seed=args.seed

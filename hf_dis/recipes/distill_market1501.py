@@ -53,11 +53,14 @@ class BoTDistillationArguments(BoTRecipe, ReIDDistillationArguments):
     alpha: float = field(default=0.5, metadata=ReIDDistillationArguments.__dataclass_fields__["alpha"].metadata)
 
 
+def parse_args(argv: Sequence[str] | None = None) -> tuple[StudentArguments, DataArguments, BoTDistillationArguments]:
+    """The recipe's options from `argv` (default: the command line): flags or one YAML / JSON file."""
+    return parse_recipe_args((StudentArguments, DataArguments), BoTDistillationArguments, argv, __doc__)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     """Run the recipe on `argv` (default: the command line); returns the evaluation metrics."""
-    student_args, data, args = parse_recipe_args(
-        (StudentArguments, DataArguments), BoTDistillationArguments, argv, __doc__
-    )
+    student_args, data, args = parse_args(argv)
     splits = load_splits(data, "reid")
     student = build_reid_model(
         student_args.student, num_labels(splits), pretrained=student_args.use_pretrained(data), seed=args.seed

@@ -51,9 +51,14 @@ class EvaluateArguments(ModelOptions):
             raise ValueError("pass the model to evaluate: --model DIRECTORY (or a Hub id).")
 
 
+def parse_args(argv: Sequence[str] | None = None) -> tuple[EvaluateArguments, DataArguments]:
+    """The options from `argv` (default: the command line): flags or one YAML / JSON file."""
+    return parse_recipe_args((EvaluateArguments,), DataArguments, argv, __doc__)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     """Run the evaluation on `argv` (default: the command line); returns the metrics."""
-    options, data = parse_recipe_args((EvaluateArguments,), DataArguments, argv, __doc__)
+    options, data = parse_args(argv)
     model = AutoModelForImageClassification.from_pretrained(options.model)
     task = "reid" if isinstance(model, ReIDModel) else "classification"
     splits = load_splits(data, task)

@@ -74,9 +74,15 @@ def _arguments_type(scripts: tuple) -> type:
     return ReIDTeacherArguments if scripts[0].task == "reid" else ClassificationTeacherArguments
 
 
+def parse_args(argv: Sequence[str] | None = None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    """The recipe's options from `argv` (default: the command line): flags or one YAML / JSON file; the training
+    arguments are `ReIDTeacherArguments` for --task reid, else `ClassificationTeacherArguments`."""
+    return parse_recipe_args((ModelArguments, DataArguments), _arguments_type, argv, __doc__)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     """Run the recipe on `argv` (default: the command line); returns the evaluation metrics."""
-    model_args, data, args = parse_recipe_args((ModelArguments, DataArguments), _arguments_type, argv, __doc__)
+    model_args, data, args = parse_args(argv)
     splits = load_splits(data, model_args.task)
     pretrained, size = model_args.use_pretrained(data), model_args.input_size(data, model_args.task)
     if model_args.task == "reid":
