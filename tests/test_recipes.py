@@ -81,6 +81,10 @@ def test_yaml_config_equals_flags(tmp_path):
         train_teacher.DataArguments(dataset="market1501").check("reid")
     with pytest.raises(ValueError, match="set warmup_epochs instead"):
         distill_cifar100.parse_args([*flags, "--warmup_steps", "5"])
+    with pytest.raises(ValueError, match="set recipe_optimizer instead"):
+        distill_cifar100.parse_args([*flags, "--optim", "adamw_torch"])
+    with pytest.raises(ValueError, match="set lr_milestones instead"):
+        distill_cifar100.parse_args([*flags, "--lr_scheduler_type", "cosine"])
 
 
 def test_warmup_multistep_schedule_factors():
@@ -105,7 +109,9 @@ def test_steps_per_epoch_matches_the_loaders(tmp_path):
 
 
 def test_cli_help_and_errors():
-    result = subprocess.run([sys.executable, "-m", "hf_dis.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
+    entry_point = Path(sys.executable).with_name("hf-dis")  # installed by pyproject's [project.scripts]
+    assert entry_point.is_file(), "the package is not installed in this environment (pip install -e .)"
+    result = subprocess.run([str(entry_point), "--help"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0
     for command in ("train-teacher", "distill cifar100", "distill market1501", "evaluate"):
         assert command in result.stdout

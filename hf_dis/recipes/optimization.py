@@ -71,10 +71,15 @@ class ScheduleOptions:
             raise ValueError(f"recipe_optimizer must be 'sgd' or 'adam', got {self.recipe_optimizer!r}.")
         if sorted(self.lr_milestones) != list(self.lr_milestones):
             raise ValueError(f"lr_milestones must be increasing, got {self.lr_milestones}.")
-        if self.warmup_steps:
-            raise ValueError(
-                f"warmup_steps={self.warmup_steps} is not used by the recipe's schedule: set warmup_epochs instead."
-            )
+        # The recipe builds its own optimizer and schedule: say so rather than ignore the Trainer's options for them.
+        replaced = {"optim": "recipe_optimizer", "lr_scheduler_type": "lr_milestones", "warmup_steps": "warmup_epochs"}
+        for name, instead in replaced.items():
+            default = TrainingArguments.__dataclass_fields__[name].default
+            if getattr(self, name) != default:
+                raise ValueError(
+                    f"{name}={getattr(self, name)} is not used by the recipe, which builds its own optimizer and "
+                    f"schedule: set {instead} instead."
+                )
         if not 0 < self.warmup_start_factor <= 1 or self.warmup_epochs < 0:
             raise ValueError(
                 f"warmup_start_factor must be in (0, 1] and warmup_epochs >= 0, got {self.warmup_start_factor} and "
