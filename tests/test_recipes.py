@@ -16,7 +16,7 @@ from PIL import Image
 from transformers import TrainingArguments
 
 from hf_dis.data import IdentitySampler
-from hf_dis.recipes import distill_cifar100, distill_market1501, train_teacher
+from hf_dis.recipes import distill_cifar100, distill_market1501, evaluate, train_teacher
 from hf_dis.recipes.optimization import steps_per_epoch, warmup_multistep_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +85,11 @@ def test_yaml_config_equals_flags(tmp_path):
         distill_cifar100.parse_args([*flags, "--optim", "adamw_torch"])
     with pytest.raises(ValueError, match="set lr_milestones instead"):
         distill_cifar100.parse_args([*flags, "--lr_scheduler_type", "cosine"])
+
+
+def test_evaluate_names_the_option_when_the_model_cannot_be_loaded():
+    with pytest.raises(OSError, match="unreachable here.*pass that local directory as --model"):
+        evaluate.main(["--model", "nobody/no-such-model", "--dataset", "glyphs"])
 
 
 def test_warmup_multistep_schedule_factors():

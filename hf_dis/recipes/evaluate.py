@@ -16,14 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoModelForImageClassification, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
 from hf_dis.metrics import classification_metrics
 from hf_dis.models import ReIDModel
 from hf_dis.recipes.data import DataArguments, classification_splits, load_splits, reid_splits
 from hf_dis.recipes.models import ModelOptions, normalisation
 from hf_dis.recipes.parsing import parse_recipe_args
-from hf_dis.trainer import ReIDTrainer, ReIDTrainingArguments
+from hf_dis.trainer import ReIDTrainer, ReIDTrainingArguments, load_teacher
 
 
 @dataclass
@@ -59,7 +59,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[EvaluateArguments, Da
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     """Run the evaluation on `argv` (default: the command line); returns the metrics."""
     options, data = parse_args(argv)
-    model = AutoModelForImageClassification.from_pretrained(options.model)
+    model = load_teacher(options.model, role="model", passed_as="--model")  # a clear error when the Hub is unreachable
     task = "reid" if isinstance(model, ReIDModel) else "classification"
     splits = load_splits(data, task)
     size = options.input_size(data, task)

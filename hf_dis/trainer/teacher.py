@@ -26,8 +26,11 @@ from transformers import AutoModelForImageClassification, TimmWrapperForImageCla
 logger = logging.getLogger(__name__)
 
 
-def load_teacher(name_or_path: str) -> nn.Module:
-    """Build a teacher from a local directory, a Hub id (``owner/name``) or a timm model name.
+def load_teacher(
+    name_or_path: str, *, role: str = "teacher", passed_as: str = "teacher_model (or pass an nn.Module as teacher=)"
+) -> nn.Module:
+    """Build a teacher (or any image classifier: `role` and `passed_as` word the errors) from a local directory, a
+    Hub id (``owner/name``) or a timm model name.
 
     Raises:
         OSError: it cannot be loaded; when the Hub is unreachable, the message says so and how to pass a local path.
@@ -38,15 +41,15 @@ def load_teacher(name_or_path: str) -> nn.Module:
         if timm.is_model(name_or_path):
             return timm.create_model(name_or_path, pretrained=True)
     except (OSError, RuntimeError, ValueError) as error:
-        raise OSError(_load_failure(name_or_path, error)) from error
+        raise OSError(_load_failure(name_or_path, error, role, passed_as)) from error
     raise OSError(
-        f"cannot load the teacher {name_or_path!r}: it is not a local directory, a Hub id (owner/name) or a timm "
+        f"cannot load the {role} {name_or_path!r}: it is not a local directory, a Hub id (owner/name) or a timm "
         "model name."
     )
 
 
-def _load_failure(name_or_path: str, error: Exception) -> str:
-    message = f"cannot load the teacher {name_or_path!r} ({type(error).__name__}: {error})."
+def _load_failure(name_or_path: str, error: Exception, role: str, passed_as: str) -> str:
+    message = f"cannot load the {role} {name_or_path!r} ({type(error).__name__}: {error})."
     if os.path.isdir(name_or_path):
         return message + " The directory should hold a model saved with save_pretrained (config.json and weights)."
     if huggingface_hub.constants.HF_HUB_OFFLINE:
@@ -55,7 +58,7 @@ def _load_failure(name_or_path: str, error: Exception) -> str:
         reason = "if the Hugging Face Hub is unreachable from this machine"
     return (
         f"{message} {reason[0].upper()}{reason[1:]}: download the model where the Hub is reachable, save it with "
-        "save_pretrained, and pass that local directory as teacher_model (or pass an nn.Module as teacher=)."
+        f"save_pretrained, and pass that local directory as {passed_as}."
     )
 
 
