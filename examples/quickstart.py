@@ -21,6 +21,7 @@ from transformers import Trainer, TrainingArguments
 
 import hf_dis
 from hf_dis.data import image_transform, labelled_batches, load_glyphs
+from hf_dis.diagnostics import head_step_ms
 from hf_dis.metrics import classification_metrics
 
 
@@ -31,26 +32,6 @@ def training_options(args: argparse.Namespace, steps: int, name: str) -> dict:
         weight_decay=0.05, logging_steps=max(1, steps // 5), save_strategy="no", report_to="none", seed=args.seed,
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, disable_tqdm=args.quiet,
     )  # fmt: skip
-
-
-def head_step_ms(num_classes: int, width: int, batch_size: int, sampler=None, repeats: int = 20) -> float:
-    """Median time of one forward + backward of the student's head and KD loss: over all classes, or over the
-    classes `sampler` draws (drawing included)."""
-    head = torch.nn.Linear(width, num_classes)
-    features = torch.randn(batch_size, width, requires_grad=True)
-    teacher_logits = torch.randn(batch_size, num_classes)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        if sampler is None:
-            loss = hf_dis.kd_loss(head(features), teacher_logits, 2.0)
-        else:
-            drawn = sampler.sample(teacher_logits)
-            student_S = hf_dis.subset_logits(features, head, drawn.classes)
-            loss = hf_dis.sampled_distillation_loss(student_S, teacher_logits, drawn, None, 2.0, 0.0).loss
-        loss.backward()
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
 
 
 def main() -> None:

@@ -1,7 +1,9 @@
-"""The `hf-dis` command: the recipes of `hf_dis.recipes` as subcommands (`hf-dis --help` lists them)."""
+"""The `hf-dis` command: the recipes of `hf_dis.recipes` and the Hub tools of `hf_dis.hub` as subcommands
+(`hf-dis --help` lists them)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Sequence
 
@@ -18,6 +20,9 @@ commands:
   distill cifar100       distil a classifier with the CIFAR-100 KD recipe (240 epochs, SGD, T = 4)
   distill market1501     distil a re-ID model with the BoT recipe (P x K batches, triplet, Adam)
   evaluate               evaluate a saved model (top-1/top-5, or rank-1/5/10, mAP and mINP)
+  card OUTPUT_DIR        (re)write a distilled student's model card (README.md) from its run's data
+  push OUTPUT_DIR --repo-id NAME
+                         upload a distilled student (model, card, results) to the Hugging Face Hub
 
 try it here (no download: --dataset glyphs renders characters from this machine's fonts):
   hf-dis train-teacher --dataset glyphs --glyph_classes 200 --num_train_epochs 3 --output_dir runs/teacher
@@ -27,7 +32,53 @@ try it here (no download: --dataset glyphs renders characters from this machine'
 """
 
 
-def _recipes() -> dict[str, Callable[[Sequence[str]], dict[str, float]]]:
+def _card(argv: Sequence[str]) -> None:
+    from hf_dis.hub import write_card
+
+    parser = argparse.ArgumentParser(
+        prog="hf-dis card",
+        description="Write OUTPUT_DIR/README.md, the model card of "
+        "the student a DistillationTrainer saved there, from its distillation_card.json.",
+    )
+    parser.add_argument("output_dir", help="the run's output folder")
+    parser.add_argument("--repo-id", default=None, help="the Hub repo the card's usage snippet names")
+    options = parser.parse_args(argv)
+    try:
+        path = write_card(options.output_dir, options.repo_id)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(1, f"hf-dis card: {error}\n")
+    print(f"wrote {path}")
+
+
+def _push(argv: Sequence[str]) -> None:
+    from hf_dis.hub import push_student
+
+    parser = argparse.ArgumentParser(
+        prog="hf-dis push",
+        description="Upload the student a DistillationTrainer saved in "
+        "OUTPUT_DIR (model, card, results; not the checkpoints) to a Hub repo, in one "
+        "commit. Credentials: `hf auth login`, HF_TOKEN, or --token.",
+    )
+    parser.add_argument("output_dir", help="the run's output folder")
+    parser.add_argument("--repo-id", required=True, help="owner/name of the model repo (created if missing)")
+    parser.add_argument("--private", action="store_true", help="create the repo private")
+    parser.add_argument("--revision", default=None, help="branch to push to (default: main)")
+    parser.add_argument("--token", default=None, help="a Hub token with write access (default: the logged-in one)")
+    options = parser.parse_args(argv)
+    try:
+        commit = push_student(
+            options.output_dir,
+            options.repo_id,
+            private=options.private or None,
+            token=options.token,
+            revision=options.revision,
+        )
+    except (FileNotFoundError, ConnectionError, ValueError) as error:
+        parser.exit(1, f"hf-dis push: {error}\n")  # the message says what to do; a traceback would bury it
+    print(f"pushed to {commit.commit_url}")
+
+
+def _commands() -> dict[str, Callable[[Sequence[str]], object]]:
     from hf_dis.recipes import distill_cifar100, distill_market1501, evaluate, train_teacher
 
     return {
@@ -35,6 +86,8 @@ def _recipes() -> dict[str, Callable[[Sequence[str]], dict[str, float]]]:
         "distill cifar100": distill_cifar100.main,
         "distill market1501": distill_market1501.main,
         "evaluate": evaluate.main,
+        "card": _card,
+        "push": _push,
     }
 
 
@@ -43,18 +96,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(OVERVIEW)
         return 0 if argv else 2
-    recipes = _recipes()
+    commands = _commands()
     words = 2 if argv[0] == "distill" else 1
     command = " ".join(argv[:words])
-    if command not in recipes:
+    if command not in commands:
         if argv[0] == "distill":
             message = "distill needs a recipe: hf-dis distill cifar100 ... or hf-dis distill market1501 ..."
         else:
-            message = f"unknown command {argv[0]!r}; the commands are train-teacher, distill, evaluate."
+            message = f"unknown command {argv[0]!r}; the commands are train-teacher, distill, evaluate, card, push."
         print(f"hf-dis: {message} (hf-dis --help shows them)", file=sys.stderr)
         return 2
     sys.argv[0] = f"hf-dis {command}"  # argparse names the program in usage and errors
-    recipes[command](argv[words:])
+    commands[command](argv[words:])
     return 0
 
 

@@ -53,6 +53,8 @@ def test_readme_recipe_commands_parse(tmp_path, monkeypatch):
     commands = readme_commands()
     seen = set()
     for words in commands:
+        if words[0] == "hf-dis" and words[1] in ("card", "push"):
+            continue  # tests/test_hub.py runs these
         if words[0] == "hf-dis":
             name = " ".join(words[1:3]) if words[1] == "distill" else words[1]
             options = words[3:] if words[1] == "distill" else words[2:]

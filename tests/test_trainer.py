@@ -15,7 +15,7 @@ import timm
 import torch
 import torch.nn.functional as F
 import yaml
-from tiny_models import tiny_hf
+from tiny_models import NUM_CLASSES, RandomImages, tiny_hf
 from transformers import HfArgumentParser, TrainerCallback
 
 import hf_dis
@@ -24,27 +24,7 @@ from hf_dis.trainer import TeacherInputs
 from hf_dis.trainer.teacher import Normalization
 
 ROOT = Path(__file__).resolve().parents[1]
-NUM_CLASSES = 20
 SAMPLERS = ["dis", "ftis", "uniform", "topk", "full"]
-
-
-class RandomImages(torch.utils.data.Dataset):
-    """Seeded 32 px images with labels (or without, for label-free distillation)."""
-
-    def __init__(self, size: int = 16, seed: int = 0, with_labels: bool = True) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        self.images = torch.randn(size, 3, 32, 32, generator=generator)
-        self.labels = torch.randint(NUM_CLASSES, (size,), generator=generator)
-        self.with_labels = with_labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict:
-        item = {"pixel_values": self.images[index]}
-        if self.with_labels:
-            item["labels"] = self.labels[index]
-        return item
 
 
 def timm_model(name: str = "test_convnext", num_classes: int = NUM_CLASSES, seed: int = 0):

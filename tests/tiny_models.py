@@ -1,4 +1,5 @@
-"""Tiny models for the tests, built from configs (random weights, no download)."""
+"""Tiny models and data for the tests: transformers classifiers from configs (random weights, no download), and
+seeded random images."""
 
 import torch
 import transformers
@@ -38,3 +39,25 @@ def tiny_hf(model_type: str, num_labels: int = 13):
     if model_type == "deit":  # the Auto class maps DeiT to its two-headed variant
         return transformers.DeiTForImageClassification(config).eval()
     return transformers.AutoModelForImageClassification.from_config(config).eval()
+
+
+NUM_CLASSES = 20
+
+
+class RandomImages(torch.utils.data.Dataset):
+    """Seeded 32 px images with labels (or without, for label-free distillation)."""
+
+    def __init__(self, size: int = 16, seed: int = 0, with_labels: bool = True, num_classes: int = NUM_CLASSES) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.images = torch.randn(size, 3, 32, 32, generator=generator)
+        self.labels = torch.randint(num_classes, (size,), generator=generator)
+        self.with_labels = with_labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict:
+        item = {"pixel_values": self.images[index]}
+        if self.with_labels:
+            item["labels"] = self.labels[index]
+        return item

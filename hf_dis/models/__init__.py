@@ -2,6 +2,6 @@
 re-identification network."""
 
 from hf_dis.models.reid import ReIDConfig, ReIDModel, ReIDOutput
-from hf_dis.models.timm_classifier import timm_classifier
+from hf_dis.models.timm_classifier import timm_classifier, wrap_timm_model
 
-__all__ = ["ReIDConfig", "ReIDModel", "ReIDOutput", "timm_classifier"]
+__all__ = ["ReIDConfig", "ReIDModel", "ReIDOutput", "timm_classifier", "wrap_timm_model"]

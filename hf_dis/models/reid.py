@@ -5,7 +5,8 @@ Baseline for Deep Person Re-identification"): a backbone (timm or transformers) 
 Outputs: `features` (the pooled feature, where the triplet loss acts), `embeddings` (after the BNNeck: the retrieval
 embedding) and `logits` (identities, where the cross-entropy and the distillation act). It is a transformers
 `PreTrainedModel` registered with the Auto classes, so `save_pretrained`, `from_pretrained`, the Trainer and
-`AutoModelForImageClassification` work; it also follows timm's classifier protocol (`forward_features`,
+`AutoModelForImageClassification` work (a saved folder holds this file, so it also loads without hf_dis, with
+`trust_remote_code=True`); it also follows timm's classifier protocol (`forward_features`,
 `forward_head`, `get_classifier`), which is how `hf_dis.heads.split_classifier` finds its classifier.
 """
 
@@ -173,6 +174,10 @@ def _transformers_width(config: PretrainedConfig) -> int:
     return width
 
 
+# Saved folders carry this file (auto_map in config.json): they load with transformers alone and
+# trust_remote_code=True, or without it where hf_dis is imported (the registration below).
+ReIDConfig.register_for_auto_class()
+ReIDModel.register_for_auto_class("AutoModelForImageClassification")
 AutoConfig.register(ReIDConfig.model_type, ReIDConfig, exist_ok=True)
 AutoModel.register(ReIDConfig, ReIDModel, exist_ok=True)
 AutoModelForImageClassification.register(ReIDConfig, ReIDModel, exist_ok=True)

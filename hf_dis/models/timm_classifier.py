@@ -1,11 +1,17 @@
-"""`timm_classifier`: timm architectures inside transformers' `TimmWrapperForImageClassification` (so `Trainer`,
-`save_pretrained` and `AutoModelForImageClassification` work), keeping timm's own initialisation."""
+"""timm classifiers inside transformers' `TimmWrapperForImageClassification` (so `Trainer`, `save_pretrained`,
+`push_to_hub` and `AutoModelForImageClassification` work): `timm_classifier` builds one keeping timm's own
+initialisation, `wrap_timm_model` wraps an existing timm model without copying it."""
 
 from __future__ import annotations
 
+import logging
+
 import timm
 import torch
+from torch import nn
 from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+
+logger = logging.getLogger(__name__)
 
 
 def timm_classifier(
@@ -25,4 +31,31 @@ def timm_classifier(
     timm_model = timm.create_model(architecture, num_classes=num_classes, pretrained=pretrained)
     wrapper = TimmWrapperForImageClassification(TimmWrapperConfig(architecture=architecture, num_labels=num_classes))
     wrapper.timm_model.load_state_dict(timm_model.state_dict())
+    return wrapper
+
+
+def wrap_timm_model(model: nn.Module) -> TimmWrapperForImageClassification | None:
+    """`model` (a plain timm classifier) inside a `TimmWrapperForImageClassification`, sharing its modules and
+    parameters, so that `save_pretrained` writes a folder `AutoModelForImageClassification` loads (offline, same
+    predictions). None, with a warning, when timm's `architecture` with `num_classes` alone does not rebuild the same
+    parameters (the model was created with other keyword arguments): such a model is saved as a state dict only."""
+    architecture = getattr(model, "pretrained_cfg", {}).get("architecture")
+    num_classes = getattr(model, "num_classes", 0)
+    if architecture is None or not timm.is_model(architecture) or num_classes <= 0:
+        logger.warning("%s is not a timm classifier that transformers can rebuild.", type(model).__name__)
+        return None
+    config = TimmWrapperConfig(architecture=architecture, num_labels=num_classes)
+    with torch.device("meta"):  # the shape of the model only: no memory, no initialisation
+        wrapper = TimmWrapperForImageClassification(config)
+    rebuilt = {name: tuple(t.shape) for name, t in wrapper.timm_model.state_dict().items()}
+    if rebuilt != {name: tuple(t.shape) for name, t in model.state_dict().items()}:
+        logger.warning(
+            "timm.create_model(%r, num_classes=%d) does not rebuild this student's parameters (was it created with "
+            "other arguments?): it is saved as a state dict that AutoModelForImageClassification cannot load. Build "
+            "the student with hf_dis.timm_classifier to save it in the transformers format.",
+            architecture,
+            num_classes,
+        )
+        return None
+    wrapper.timm_model = model
     return wrapper

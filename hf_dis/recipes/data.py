@@ -77,6 +77,14 @@ class DataArguments:
                 "parent). It cannot be downloaded by this library."
             )
 
+    def name(self, task: str) -> str:
+        """The dataset as a model card names it: a Hub id when it came from the Hub."""
+        if self.dataset == "cifar100":
+            return "uoft-cs/cifar100" if self.data_dir is None else "CIFAR-100"
+        if self.dataset == "market1501":
+            return "Market-1501"
+        return f"hf_dis glyphs ({task}, {self.glyph_classes or 'all'} characters)"
+
     def glyphs(self, protocol: str) -> datasets.DatasetDict:
         return load_glyphs(
             self.glyph_classes,

@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         compute_metrics=classification_metrics,
         optimizers=recipe_optimizers(student, args, len(train)),
     )
-    return train_and_report(trainer)
+    return train_and_report(trainer, data.name("classification"))
 
 
 if __name__ == "__main__":

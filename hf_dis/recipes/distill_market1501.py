@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         eval_dataset=evaluation,
         optimizers=recipe_optimizers(student, args, len(train), partial_last_batch=False),
     )
-    return train_and_report(trainer)
+    return train_and_report(trainer, data.name("reid"))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ What it adds to the Trainer, and where:
   (`num_items_in_batch`), so one step of batch 2N equals two accumulated steps of batch N, ragged batches included.
 - Randomness: each micro-batch draws from a generator seeded by (seed, global step, micro-step, process), so a run
   resumed from a checkpoint draws exactly what the uninterrupted run drew.
-- `train`: checks the data and the teacher on one example before anything is written, and restores the sampler
-  state when resuming. `log` adds the loss parts and sampled-set statistics.
+- `train`: checks the data and the teacher on one example before anything is written, restores the sampler state
+  when resuming, and writes the student's model card at the end (`create_model_card`, also used by `push_to_hub`).
+  `log` adds the loss parts and sampled-set statistics.
 - Evaluation under DDP: `BufferSyncCallback` gives every process rank 0's BatchNorm statistics first, so that a
   distributed evaluation scores the model that is saved.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -32,12 +34,13 @@ import pyarrow.compute as pc
 import pyarrow.types
 import torch
 from torch import nn
-from transformers import Trainer
+from transformers import PreTrainedModel, Trainer
 
 from hf_dis._checks import check_labels
 from hf_dis.diagnostics import sampled_set_stats
 from hf_dis.heads import install_sampled_head, split_classifier
 from hf_dis.losses import DistillationLoss, distillation_loss, sampled_distillation_loss
+from hf_dis.models import wrap_timm_model
 from hf_dis.sampling import ClassSampler, build_sampler
 from hf_dis.trainer.arguments import DistillationArguments
 from hf_dis.trainer.buffer_sync import BufferSyncCallback
@@ -87,6 +90,10 @@ class DistillationTrainer(LossPartsLogging, Trainer):
         teacher = _build_teacher(teacher if teacher is not None else args.teacher_model)
         if teacher is model:
             raise ValueError("the teacher and the student are the same module; pass two models.")
+        if not isinstance(model, PreTrainedModel) and hasattr(model, "forward_head"):
+            # A plain timm student trains in place inside transformers' wrapper, so that its saved folder loads with
+            # AutoModelForImageClassification (and pushes to the Hub like any transformers model).
+            model = wrap_timm_model(model) or model
         self.student_head = install_sampled_head(model)
         num_classes = self.student_head.out_features
         teacher_classes = _num_classes(teacher)
@@ -118,6 +125,8 @@ class DistillationTrainer(LossPartsLogging, Trainer):
         self._probe_sum: torch.Tensor | None = None
         self._probe_count = 0
         self._micro_step = (-1, 0)  # (global step, micro-batches seen in it)
+        self.input_size: tuple[int, int] | None = None  # (height, width) of the training images, for the model card
+        self._card_options: dict[str, Any] = {}
 
     # --- the loss -------------------------------------------------------------------------------------------------
 
@@ -270,7 +279,41 @@ class DistillationTrainer(LossPartsLogging, Trainer):
             load_sampler_state(checkpoint, self.sampler)
         self._micro_step = (-1, 0)
         self._probe_sum, self._probe_count = None, 0  # nothing half-accumulated from an interrupted call
-        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        result = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        self.create_model_card()
+        return result
+
+    # --- model card -----------------------------------------------------------------------------------------------
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> None:
+        """Write the distilled student's card (README.md) and its data (distillation_card.json) in `output_dir`:
+        teacher and student, every distillation setting, the DIS mixture, hyper-parameters, the last evaluation,
+        speed, usage, limitations, citation (see `hf_dis.hub`). Called at the end of `train()` and by
+        `push_to_hub()`, in place of the Trainer's generic card; `dataset`, `license` and `model_name` given once are
+        kept for later calls. The other keywords of the Trainer's signature are accepted and not used."""
+        from hf_dis.hub import render_card, student_card_data  # hf_dis.hub builds on this module
+
+        if not self.is_world_process_zero():
+            return
+        given = {"license": license, "model_name": model_name, "dataset": _first(dataset)}
+        self._card_options.update({key: value for key, value in given.items() if value is not None})
+        data = student_card_data(self, **self._card_options)
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        data.save(self.args.output_dir)
+        render_card(data, repo_id=self.hub_model_id or self.args.hub_model_id).save(
+            os.path.join(self.args.output_dir, "README.md")
+        )
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
         for callback in self.callback_handler.callbacks:  # rebuilt from a checkpoint without our sampler: bind it
@@ -305,6 +348,7 @@ class DistillationTrainer(LossPartsLogging, Trainer):
         if labels is not None:
             check_labels(torch.as_tensor(labels).reshape(-1), 1, num_classes)
         pixel_values = batch["pixel_values"].to(self.accelerator.device)
+        self.input_size = tuple(pixel_values.shape[-2:])
         try:
             teacher_logits = self.teacher_logits(pixel_values)
         except Exception as error:  # any failure here is a mismatch between the batch and the teacher
@@ -346,6 +390,10 @@ def _logits_of(outputs: Any) -> torch.Tensor:
     if isinstance(outputs, dict):
         return outputs["logits"]
     return outputs[0]
+
+
+def _first(value: str | list[str] | None) -> str | None:
+    return value[0] if isinstance(value, list) and value else value or None
 
 
 def _check_label_column(dataset: datasets.Dataset, label_name: str, num_classes: int) -> None:

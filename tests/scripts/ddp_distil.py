@@ -8,26 +8,15 @@ over processes.
 
 import json
 import sys
+from pathlib import Path
 
 import timm
 import torch
 
 from hf_dis import DistillationArguments, DistillationTrainer
 
-NUM_CLASSES = 20
-
-
-class RandomImages(torch.utils.data.Dataset):
-    def __init__(self, size: int = 32) -> None:
-        generator = torch.Generator().manual_seed(0)
-        self.images = torch.randn(size, 3, 32, 32, generator=generator)
-        self.labels = torch.randint(NUM_CLASSES, (size,), generator=generator)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict:
-        return {"pixel_values": self.images[index], "labels": self.labels[index]}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared tiny data
+from tiny_models import NUM_CLASSES, RandomImages  # noqa: E402
 
 
 def checksum(model: torch.nn.Module) -> float:
@@ -54,7 +43,7 @@ def run(out: str, sampler: str, batch_size: int, max_steps: int) -> None:
         logging_steps=1,
         use_cpu=True,
     )
-    trainer = DistillationTrainer(model=student, args=args, teacher=teacher, train_dataset=RandomImages())
+    trainer = DistillationTrainer(model=student, args=args, teacher=teacher, train_dataset=RandomImages(32))
     trainer.train()
     result = {
         "world_size": args.world_size,

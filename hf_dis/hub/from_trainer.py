@@ -1,0 +1,181 @@
+"""What a finished `DistillationTrainer` knows, as a `StudentCardData`: the two models, the objective's settings, the
+sampler's learned state, the hyper-parameters, the last evaluation and the run's speed (plus the head step time,
+measured here on the training device), and the teacher's own results when its folder has them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from transformers import PreTrainedModel, TimmWrapperForImageClassification
+
+from hf_dis.diagnostics import head_step_ms
+from hf_dis.hub.card import StudentCardData, device_name, num_parameters
+from hf_dis.models import ReIDModel
+from hf_dis.trainer import DistillationTrainer, ReIDDistillationArguments
+from hf_dis.trainer.teacher import model_normalization
+
+#: The Trainer's speed metrics shown in the card, and their names there.
+SPEED_KEYS = {
+    "train_steps_per_second": "steps per second",
+    "train_samples_per_second": "examples per second",
+    "train_runtime": "training time (s)",
+}
+
+
+def student_card_data(
+    trainer: DistillationTrainer,
+    *,
+    model_name: str | None = None,
+    dataset: str | None = None,
+    license: str | None = None,
+    measure_head: bool = True,
+) -> StudentCardData:
+    """The card of `trainer`'s student (call after training and, for results, after `evaluate()`).
+
+    Args:
+        model_name: the card's title; default: the Hub repo name or the output folder's name.
+        dataset: the dataset's name or Hub id (a Hub id also goes into the metadata).
+        license: an SPDX id for the metadata.
+        measure_head: time one step of the student's head and KD loss, full and sampled, on the training device.
+    """
+    args = trainer.args
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    num_classes = trainer.student_head.out_features
+    reid = isinstance(args, ReIDDistillationArguments)
+    normalisation = model_normalization(model, trainer.processing_class)
+    student = {
+        "architecture": describe(model),
+        "parameters": num_parameters(model),
+        "classes" if not reid else "training identities": num_classes,
+        "embedding size" if reid else "feature size": trainer.student_head.in_features,
+    }
+    if trainer.input_size is not None:
+        student["input size"] = "x".join(str(side) for side in trainer.input_size)
+    if normalisation is not None:
+        student["normalisation mean"], student["normalisation std"] = list(normalisation.mean), list(normalisation.std)
+    teacher_name = args.teacher_model if isinstance(args.teacher_model, str) else type(trainer.teacher).__name__
+    teacher = {
+        "name": teacher_name,
+        "architecture": describe(trainer.teacher),
+        "parameters": num_parameters(trainer.teacher),
+    }
+    if isinstance(args.teacher_model, str) and not os.path.isdir(args.teacher_model) and "/" in args.teacher_model:
+        teacher["hub_id"] = args.teacher_model
+    sampler = trainer.sampler
+    distillation = {
+        "sampler": sampler.name,
+        "classes per step (K)": sampler.num_sampled,
+        "fraction of classes": round(sampler.num_sampled / num_classes, 6),
+        "sample scope": sampler.scope,
+        "estimator": args.kd_estimator,
+        "log-Q correction": args.log_q_correction,
+        "temperature (T)": args.temperature,
+        "alpha (hard-label CE weight)": args.alpha,
+        "label smoothing": args.label_smoothing_factor,
+        "label forced into S": sampler.force_label,
+        "teacher top-m forced into S": sampler.force_teacher_topk,
+        "uniform floor (eps)": sampler.eps,
+    }
+    if sampler.refit_every is not None:
+        distillation["refit every (optimizer steps)"] = sampler.refit_every
+    if sampler.name == "full":
+        distillation = {key: distillation[key] for key in ("sampler", "temperature (T)", "alpha (hard-label CE weight)",
+                                                           "label smoothing")}  # fmt: skip
+    train_log = _last_log(trainer, "train_runtime")
+    speed: dict[str, Any] = {"device": device_name(args.device)}
+    for key, name in SPEED_KEYS.items():
+        if key in train_log:
+            speed[name] = train_log[key]
+    if measure_head and sampler.name != "full":
+        sizes = (num_classes, trainer.student_head.in_features, args.per_device_train_batch_size)
+        speed["head step, all classes (ms)"] = round(head_step_ms(*sizes, device=args.device, repeats=10), 3)
+        speed["head step, sampled (ms)"] = round(
+            head_step_ms(*sizes, sampler, temperature=args.temperature, device=args.device, repeats=10), 3
+        )
+    return StudentCardData(
+        task="person-reidentification" if reid else "image-classification",
+        model_name=model_name or (args.hub_model_id or Path(args.output_dir).name).split("/")[-1],
+        student=student,
+        teacher=teacher,
+        distillation=distillation,
+        training=_hyperparameters(trainer),
+        results=_metrics(_last_log(trainer, "eval_runtime"), "eval_"),
+        sampler_state=sampler.summary(),
+        teacher_results=_teacher_results(args.teacher_model),
+        speed=speed,
+        reid=_reid_settings(args) if reid else {},
+        dataset=dataset,
+        license=license,
+    )
+
+
+def describe(model: nn.Module) -> str:
+    """A short architecture name: the timm architecture, the re-ID backbone, or the transformers model type."""
+    if isinstance(model, TimmWrapperForImageClassification):
+        return f"{model.config.architecture} (timm)"
+    if isinstance(model, ReIDModel):
+        return f"{model.config.backbone} ({model.config.backbone_source}) + BNNeck"
+    if isinstance(model, PreTrainedModel):
+        return f"{type(model).__name__} ({model.config.model_type})"
+    architecture = getattr(model, "pretrained_cfg", {}).get("architecture")
+    return f"{architecture} (timm)" if architecture else type(model).__name__
+
+
+def _hyperparameters(trainer: DistillationTrainer) -> dict[str, Any]:
+    args = trainer.args
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # Accelerate wraps it
+    if hasattr(args, "lr_milestones"):  # a recipe's warm-up + multi-step schedule (hf_dis.recipes.optimization)
+        schedule = f"x{args.lr_gamma} at epochs {args.lr_milestones}"
+        if args.warmup_epochs:
+            schedule = f"linear warm-up over {args.warmup_epochs} epochs from x{args.warmup_start_factor}, {schedule}"
+    else:
+        schedule = f"{args.lr_scheduler_type}, {args.warmup_steps} warm-up steps"
+    return {
+        "optimizer": type(optimizer).__name__ if optimizer is not None else str(args.optim),
+        "learning rate": args.learning_rate,
+        "schedule": schedule,
+        "weight decay": args.weight_decay,
+        "epochs": round(float(trainer.state.epoch or 0), 4),
+        "optimizer steps": trainer.state.global_step,
+        "batch size per device": args.per_device_train_batch_size,
+        "processes": args.world_size,
+        "gradient accumulation": args.gradient_accumulation_steps,
+        "effective batch size": args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps,
+        "mixed precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "seed": args.seed,
+    }
+
+
+def _reid_settings(args: ReIDDistillationArguments) -> dict[str, Any]:
+    return {
+        "identities per batch (P)": args.per_device_train_batch_size // args.instances_per_identity,
+        "images per identity (K)": args.instances_per_identity,
+        "triplet margin": "soft" if args.triplet_margin is None else args.triplet_margin,
+        "triplet weight": args.triplet_weight,
+        "retrieval distance": args.reid_distance,
+    }
+
+
+def _last_log(trainer: DistillationTrainer, key: str) -> dict[str, Any]:
+    return next((entry for entry in reversed(trainer.state.log_history) if key in entry), {})
+
+
+def _metrics(log: dict[str, Any], prefix: str) -> dict[str, float]:
+    skip = ("runtime", "samples_per_second", "steps_per_second", "loss", "epoch")
+    return {
+        key.removeprefix(prefix): float(value)
+        for key, value in log.items()
+        if key.startswith(prefix) and isinstance(value, (int, float)) and not key.endswith(skip)
+    }
+
+
+def _teacher_results(teacher_model: Any) -> dict[str, float]:
+    """The teacher's evaluation from its folder's eval_results.json (written by the recipes), when there is one."""
+    if not isinstance(teacher_model, str):
+        return {}
+    path = Path(teacher_model) / "eval_results.json"
+    return _metrics(json.loads(path.read_text()), "eval_") if path.is_file() else {}
