@@ -145,3 +145,31 @@ def test_per_example_union_and_gather_paths_agree(monkeypatch, bias):
         torch.testing.assert_close(logits, expected)
     for first, second in zip(results[0], results[1], strict=True):
         torch.testing.assert_close(first, second)
+
+
+@pytest.mark.parametrize("scope", ["per_example", "batch"])
+def test_sampled_student_forms_no_batch_by_classes_tensor(scope):
+    """With many classes, nothing the student's forward and the sampled loss save for backward has a class
+    dimension, and the logits are [B, K']: the [B, C] logits and their gradient never exist. (The check can fail:
+    the full head saves its [d, C] weight view and the full KD loss [B, C] probabilities.)"""
+    num_classes, batch_size = 5000, 4
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=num_classes)
+    head = hf_dis.heads.install_sampled_head(model)
+    teacher_logits = torch.randn(batch_size, num_classes)
+    sampler = hf_dis.build_sampler("dis", num_classes, 8, scope=scope)
+    drawn = sampler.sample(teacher_logits, torch.tensor([1, 2, 3, 4]), generator=torch.Generator().manual_seed(0))
+    saved_shapes = []
+
+    def pack(tensor):
+        saved_shapes.append(tuple(tensor.shape))
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), head.restricted_to(drawn.classes):
+        logits = model(torch.randn(batch_size, 3, 32, 32))
+        loss = hf_dis.sampled_distillation_loss(logits, teacher_logits, drawn, None, 2.0, 0.0).loss
+    loss.backward()
+    assert logits.shape == (batch_size, drawn.classes.shape[-1])
+    assert saved_shapes  # the hook saw the forward
+    assert not [shape for shape in saved_shapes if num_classes in shape]
+    assert head.weight.grad.shape == (num_classes, head.in_features)  # the gradient reached the classifier
