@@ -104,3 +104,18 @@ def test_quickstart_smoke(tmp_path):
         assert re.search(rf"^{re.escape(row)} +\d+\.\d%$", result.stdout, re.M), row
     assert re.search(r"full \d+\.\d+ ms, DIS \d+\.\d+ ms per step", result.stdout)
     assert (tmp_path / "out" / "student-dis" / "model.safetensors").is_file()
+
+
+def test_bench_head_smoke(tmp_path):
+    import json
+
+    run_script("benchmarks/bench_head.py", "--smoke", "--device", "cpu", "--out", str(tmp_path))
+    lines = (tmp_path / "bench_head.jsonl").read_text().splitlines()
+    meta, rows = json.loads(lines[0])["meta"], [json.loads(line) for line in lines[1:]]
+    assert meta["device"].startswith("CPU") and meta["hf_dis"]
+    # C = 100 and 751: full, then 3 samplers x 2 scopes x 2 optimizers at one K
+    assert len(rows) == 2 * (1 + 3 * 2 * 2) and all(row["ms"] > 0 for row in rows)
+    assert {row["optimizer"] for row in rows} == {"adamw", "row_sparse_adamw"}
+    assert (tmp_path / "bench_head.png").stat().st_size > 0 and "| 751 | full |" in (
+        tmp_path / "bench_head.md"
+    ).read_text()

@@ -173,3 +173,75 @@ def test_sampled_student_forms_no_batch_by_classes_tensor(scope):
     assert saved_shapes  # the hook saw the forward
     assert not [shape for shape in saved_shapes if num_classes in shape]
     assert head.weight.grad.shape == (num_classes, head.in_features)  # the gradient reached the classifier
+
+
+# --- row-sparse optimizers ---------------------------------------------------------------------------------------
+
+ROW_SPARSE = {
+    "sgd": (hf_dis.heads.RowSparseSGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=0.01)),
+    "sgd_nesterov": (
+        hf_dis.heads.RowSparseSGD,
+        torch.optim.SGD,
+        dict(lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True),
+    ),
+    "adamw": (hf_dis.heads.RowSparseAdamW, torch.optim.AdamW, dict(lr=0.01, weight_decay=0.1)),
+}
+
+
+def _head_params(seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        torch.randn(6, 3, generator=generator).requires_grad_(),
+        torch.randn(6, generator=generator).requires_grad_(),
+    ]
+
+
+def _grads(step: int):
+    generator = torch.Generator().manual_seed(100 + step)
+    return torch.randn(6, 3, generator=generator), torch.randn(6, generator=generator)
+
+
+@pytest.mark.parametrize("name", sorted(ROW_SPARSE))
+def test_row_sparse_optimizer_with_every_row_is_the_dense_one(name):
+    sparse_type, dense_type, options = ROW_SPARSE[name]
+    sparse_params, dense_params = _head_params(), _head_params()
+    sparse, dense = sparse_type(sparse_params, **options), dense_type(dense_params, **options)
+    for step in range(4):
+        for params in (sparse_params, dense_params):
+            params[0].grad, params[1].grad = (g.clone() for g in _grads(step))
+        sparse.step()
+        dense.step()
+    for mine, reference in zip(sparse_params, dense_params, strict=True):
+        torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-6)  # float32 rounding order
+
+
+@pytest.mark.parametrize("name", sorted(ROW_SPARSE))
+def test_row_sparse_optimizer_updates_touched_rows_as_if_skipped_steps_never_happened(name):
+    """Rows {0, 2} are touched at steps 0-3, rows {1, 4} at steps 0 and 2, rows {3, 5} never. Each touched row ends
+    where the dense optimizer puts it when run on that row's steps only; untouched rows do not move at all."""
+    sparse_type, dense_type, options = ROW_SPARSE[name]
+    params = _head_params()
+    initial = [p.detach().clone() for p in params]
+    optimizer = sparse_type(params, **options)
+    schedule = {0: [0, 1, 2, 4], 1: [0, 2], 2: [0, 1, 2, 4], 3: [0, 2]}
+    for step, rows in schedule.items():
+        params[0].grad, params[1].grad = _grads(step)
+        optimizer.step(torch.tensor(rows))
+    for rows, steps in (([0, 2], [0, 1, 2, 3]), ([1, 4], [0, 2])):
+        reference = [p[rows].clone().requires_grad_() for p in initial]
+        dense = dense_type(reference, **options)
+        for step in steps:
+            weight_grad, bias_grad = _grads(step)
+            reference[0].grad, reference[1].grad = weight_grad[rows], bias_grad[rows]
+            dense.step()
+        for mine, expected in zip(params, reference, strict=True):
+            torch.testing.assert_close(mine[rows], expected, rtol=1e-5, atol=1e-6)
+    for mine, start in zip(params, initial, strict=True):
+        assert torch.equal(mine[[3, 5]], start[[3, 5]])
+
+
+def test_row_sparse_optimizer_checks():
+    with pytest.raises(ValueError, match="share their first"):
+        hf_dis.heads.RowSparseAdamW([torch.zeros(4, 2, requires_grad=True), torch.zeros(3, requires_grad=True)])
+    with pytest.raises(ValueError, match="Nesterov momentum needs"):
+        hf_dis.heads.RowSparseSGD([torch.zeros(4, requires_grad=True)], lr=0.1, nesterov=True)

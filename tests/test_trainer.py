@@ -192,9 +192,12 @@ class StopAt(TrainerCallback):
             control.should_training_stop = True
 
 
-@pytest.mark.parametrize("restore_callbacks", [False, True])
-def test_resume_is_bitwise_identical(tmp_path, restore_callbacks):
-    """4 steps straight == 2 steps, interrupted, then resumed for 2: same weights bitwise and same DIS state."""
+@pytest.mark.parametrize(
+    "restore_callbacks,classifier_optimizer", [(False, "dense"), (True, "dense"), (False, "row_sparse")]
+)
+def test_resume_is_bitwise_identical(tmp_path, restore_callbacks, classifier_optimizer):
+    """4 steps straight == 2 steps, interrupted, then resumed for 2: same weights bitwise and same DIS state (with
+    the row-sparse classifier optimizer too: its state travels in the checkpoint)."""
     torch.use_deterministic_algorithms(True)
     try:
 
@@ -212,6 +215,8 @@ def test_resume_is_bitwise_identical(tmp_path, restore_callbacks):
                 optim="adamw_torch",
                 learning_rate=1e-2,
                 restore_callback_states_from_checkpoint=restore_callbacks,
+                classifier_optimizer=classifier_optimizer,
+                weight_decay=0.1,
             )
             student = timm_model()
             trainer = DistillationTrainer(
@@ -240,6 +245,56 @@ def test_resume_is_bitwise_identical(tmp_path, restore_callbacks):
     assert straight_sampler.state_dict()["interaction"] == resumed_sampler.state_dict()["interaction"]
     final = json.loads((tmp_path / "interrupted" / "checkpoint-4" / "trainer_state.json").read_text())
     assert final["stateful_callbacks"]["SamplerStateCallback"]["attributes"]["sampler_state"]["num_updates"] == 2
+
+
+def test_row_sparse_classifier_optimizer(tmp_path, monkeypatch):
+    """Every row used (full KD): the same training as the dense optimizer. Sampled steps: exactly the rows the
+    step's forwards used move (weight decay included), where the dense optimizer moves all of them."""
+
+    def train(classifier_optimizer, sampler, record=None):
+        args = make_args(tmp_path, output_dir=str(tmp_path / f"{classifier_optimizer}-{sampler}"), sampler=sampler,
+                         num_sampled=None if sampler == "full" else 3, max_steps=3, optim="adamw_torch",
+                         learning_rate=1e-2, weight_decay=0.1, classifier_optimizer=classifier_optimizer)  # fmt: skip
+        trainer = DistillationTrainer(
+            model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1), train_dataset=RandomImages(12)
+        )
+        initial = trainer.student_head.weight.detach().clone()
+        if record is not None:
+            pop = trainer.student_head.pop_touched_rows
+            monkeypatch.setattr(trainer.student_head, "pop_touched_rows", lambda: record.append(pop()) or record[-1])
+        trainer.train()
+        return trainer, initial
+
+    dense, _ = train("dense", "full")
+    sparse, _ = train("row_sparse", "full")
+    assert sparse.classifier_optimizer is not None and dense.classifier_optimizer is None
+    for (name, p), q in zip(dense.model.named_parameters(), sparse.model.parameters(), strict=True):
+        # The two AdamW implementations round differently (1e-7 after a step); later gradients carry that on.
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=5e-5, msg=name)
+
+    used = []
+    sparse, initial = train("row_sparse", "uniform", record=used)
+    assert len(used) == 3 and all(rows is not None for rows in used)
+    moved = (sparse.student_head.weight.detach() != initial).any(1).nonzero().flatten()
+    assert torch.equal(moved, torch.unique(torch.cat(used)))
+    assert moved.numel() < NUM_CLASSES
+    dense, initial = train("dense", "uniform")
+    assert (dense.student_head.weight.detach() != initial).any(1).all()  # weight decay moves every row
+
+
+def test_row_sparse_classifier_optimizer_checks(tmp_path):
+    with pytest.raises(ValueError, match="does not support fp16"):
+        make_args(tmp_path, classifier_optimizer="row_sparse", fp16=True)
+    with pytest.raises(ValueError, match="has SGD and AdamW variants"):
+        make_args(tmp_path, classifier_optimizer="row_sparse", optim="adafactor")
+    student = timm_model()
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+    trainer = DistillationTrainer(
+        model=student, args=make_args(tmp_path, classifier_optimizer="row_sparse"),
+        teacher=timm_model("test_resnet", seed=1), train_dataset=RandomImages(), optimizers=(optimizer, None),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="needs the Trainer to build the optimizer"):
+        trainer.train()
 
 
 def test_resuming_dis_without_sampler_state_is_an_error(tmp_path):

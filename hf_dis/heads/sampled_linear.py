@@ -30,6 +30,10 @@ class SampledLinear(nn.Linear):
         self.weight = linear.weight
         self.bias = linear.bias
         self._classes: torch.Tensor | None = None
+        #: Record the rows each forward with gradients uses, for `pop_touched_rows` (row-sparse optimizers).
+        self.track_rows = False
+        self._touched: list[torch.Tensor] = []
+        self._touched_all = False
 
     @contextmanager
     def restricted_to(self, classes: torch.Tensor) -> Iterator[None]:
@@ -42,7 +46,19 @@ class SampledLinear(nn.Linear):
         finally:
             self._classes = None
 
+    def pop_touched_rows(self) -> torch.Tensor | None:
+        """The distinct rows that forwards with gradients used since the last call (sorted), or None when one of them
+        used every row (an unrestricted forward); then forget them. Needs `track_rows = True`."""
+        rows = None if self._touched_all or not self._touched else torch.unique(torch.cat(self._touched))
+        self._touched, self._touched_all = [], False
+        return rows
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.track_rows and torch.is_grad_enabled():  # a forward that will be trained on: record its rows
+            if self._classes is None:
+                self._touched_all = True
+            else:
+                self._touched.append(self._classes.flatten())
         if self._classes is None:
             return F.linear(features, self.weight, self.bias)
         if features.dim() != 2:

@@ -65,6 +65,13 @@ class DistillationArguments(TrainingArguments):
         dis_prior_min_weight: Lower bound on the weight of the prior component (at the teacher's top rank). Unset: 0.5.
         dis_stat_decay: Decay of the moving average of the teacher-student interaction per refit. Unset: 0.7.
 
+        > Classifier updates
+
+        classifier_optimizer: dense (the Trainer's optimizer updates the classifier like any parameter) or row_sparse
+            (each step reads and writes only the classifier rows of the classes it sampled: lazy momentum and weight
+            decay, see hf_dis.heads.RowSparseAdamW; for very many classes). row_sparse follows optim: sgd gives
+            RowSparseSGD (momentum from optim_args), the adamw variants RowSparseAdamW.
+
         > Teacher input
 
         teacher_image_size: Resize the batch to this square size for the teacher (bilinear, antialiased); unset
@@ -173,6 +180,17 @@ class DistillationArguments(TrainingArguments):
         metadata={"help": "Decay of the moving average of the teacher-student interaction per refit. Unset: 0.7."},
     )
 
+    # Classifier updates
+    classifier_optimizer: str = field(
+        default="dense",
+        metadata={
+            "help": "dense (the Trainer's optimizer updates the classifier like any parameter) or row_sparse (each "
+            "step reads and writes only the classifier rows of the classes it sampled: lazy momentum and weight "
+            "decay, see hf_dis.heads.RowSparseAdamW; for very many classes). row_sparse follows optim: sgd gives "
+            "RowSparseSGD (momentum from optim_args), the adamw variants RowSparseAdamW."
+        },
+    )
+
     # Teacher input
     teacher_image_size: int | None = field(
         default=None,
@@ -222,6 +240,22 @@ class DistillationArguments(TrainingArguments):
                 raise ValueError(
                     f"{name} applies to sampler {' or '.join(samplers)}, but sampler={self.sampler!r}: unset it or "
                     "change the sampler."
+                )
+        if self.classifier_optimizer not in ("dense", "row_sparse"):
+            raise ValueError(
+                f"classifier_optimizer must be 'dense' or 'row_sparse', got {self.classifier_optimizer!r}."
+            )
+        if self.classifier_optimizer == "row_sparse":
+            if self.fp16:
+                raise ValueError(
+                    "classifier_optimizer='row_sparse' does not support fp16 (its loss scaler would not unscale the "
+                    "classifier's gradients): use bf16."
+                )
+            optim = getattr(self.optim, "value", self.optim)  # an OptimizerNames after TrainingArguments' checks
+            if not (optim == "sgd" or optim.startswith("adamw_torch")):
+                raise ValueError(
+                    f"classifier_optimizer='row_sparse' has SGD and AdamW variants; optim={optim!r} has none. "
+                    "Use optim='sgd' or 'adamw_torch' / 'adamw_torch_fused'."
                 )
         if self.teacher_image_size is not None and self.teacher_image_size < 1:
             raise ValueError(f"teacher_image_size must be >= 1, got {self.teacher_image_size}.")

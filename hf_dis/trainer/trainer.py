@@ -15,6 +15,8 @@ What it adds to the Trainer, and where:
 - `train`: checks the data and the teacher on one example before anything is written, restores the sampler state
   when resuming, and writes the student's model card at the end (`create_model_card`, also used by `push_to_hub`).
   `log` adds the loss parts and sampled-set statistics.
+- `create_optimizer`: with `classifier_optimizer="row_sparse"`, the classifier leaves the Trainer's optimizer for a
+  row-sparse one that updates only the rows each step sampled.
 - Evaluation under DDP: `BufferSyncCallback` gives every process rank 0's BatchNorm statistics first, so that a
   distributed evaluation scores the model that is saved.
 """
@@ -45,6 +47,13 @@ from hf_dis.sampling import ClassSampler, build_sampler
 from hf_dis.trainer.arguments import DistillationArguments
 from hf_dis.trainer.buffer_sync import BufferSyncCallback
 from hf_dis.trainer.loss_logging import LossPartsLogging
+from hf_dis.trainer.row_sparse_updates import (
+    ClassifierOptimizerCallback,
+    build_row_sparse_optimizer,
+    load_classifier_state,
+    remove_parameters,
+    union_over_processes,
+)
 from hf_dis.trainer.sampler_state import SamplerStateCallback, load_sampler_state, resolve_checkpoint
 from hf_dis.trainer.teacher import TeacherInputs, expected_image_size, freeze, load_teacher, model_normalization
 
@@ -126,6 +135,9 @@ class DistillationTrainer(LossPartsLogging, Trainer):
         self._probe_count = 0
         self._micro_step = (-1, 0)  # (global step, micro-batches seen in it)
         self.input_size: tuple[int, int] | None = None  # (height, width) of the training images, for the model card
+        self.classifier_optimizer: torch.optim.Optimizer | None = None  # classifier_optimizer="row_sparse" only
+        self._pending_classifier_state: dict[str, Any] | None = None
+        self.student_head.track_rows = args.classifier_optimizer == "row_sparse"
         self._card_options: dict[str, Any] = {}
 
     # --- the loss -------------------------------------------------------------------------------------------------
@@ -277,6 +289,8 @@ class DistillationTrainer(LossPartsLogging, Trainer):
         checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir)
         if checkpoint is not None:
             load_sampler_state(checkpoint, self.sampler)
+            if self.args.classifier_optimizer == "row_sparse":
+                self._pending_classifier_state = load_classifier_state(checkpoint)
         self._micro_step = (-1, 0)
         self._probe_sum, self._probe_count = None, 0  # nothing half-accumulated from an interrupted call
         result = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
@@ -314,6 +328,37 @@ class DistillationTrainer(LossPartsLogging, Trainer):
         render_card(data, repo_id=self.hub_model_id or self.args.hub_model_id).save(
             os.path.join(self.args.output_dir, "README.md")
         )
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer; with `classifier_optimizer="row_sparse"`, without the student's classifier, which
+        a row-sparse optimizer updates right after each of its steps (see `hf_dis.trainer.row_sparse_updates`)."""
+        built_here = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if self.args.classifier_optimizer != "row_sparse" or self.classifier_optimizer is not None:
+            return optimizer
+        if not built_here:
+            raise ValueError(
+                "classifier_optimizer='row_sparse' needs the Trainer to build the optimizer (it takes the classifier "
+                "out of it): do not pass optimizers=, or keep classifier_optimizer='dense'."
+            )
+        head = self.student_head
+        remove_parameters(optimizer, [p for p in (head.weight, head.bias) if p is not None])
+        self.classifier_optimizer = build_row_sparse_optimizer(head, self.args)
+        if self._pending_classifier_state is not None:
+            self.classifier_optimizer.load_state_dict(self._pending_classifier_state)
+            self._pending_classifier_state = None
+        optimizer.register_step_post_hook(self._step_classifier)
+        self.add_callback(ClassifierOptimizerCallback(self.classifier_optimizer))
+        return optimizer
+
+    def _step_classifier(self, optimizer: torch.optim.Optimizer, *_: Any) -> None:
+        """After the Trainer's optimizer stepped: the classifier rows this step used, at its learning rate."""
+        rows = union_over_processes(
+            self.student_head.pop_touched_rows(), self.student_head.out_features, self.accelerator
+        )
+        for group in self.classifier_optimizer.param_groups:
+            group["lr"] = optimizer.param_groups[0]["lr"]  # the scheduler drives the Trainer's groups
+        self.classifier_optimizer.step(rows)
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
         for callback in self.callback_handler.callbacks:  # rebuilt from a checkpoint without our sampler: bind it

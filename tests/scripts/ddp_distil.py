@@ -1,7 +1,8 @@
 """Run by tests/test_trainer.py, under `accelerate launch --multi_gpu --num_processes 2` (2 gloo ranks on CPU) or as
 a single process for the reference: `python ddp_distil.py <out> <per-device batch size>`.
 
-Two runs: DIS for 4 steps (each rank then writes its sampler state and a parameter checksum to <out>/dis-rank<i>.json)
+Two runs: DIS for 4 steps, with the row-sparse classifier optimizer (each rank then writes its sampler state and a
+parameter checksum to <out>/dis-rank<i>.json)
 and full KD for 3 steps (<out>/full-rank<i>.json), whose result must not depend on how the global batch is split
 over processes.
 """
@@ -42,6 +43,11 @@ def run(out: str, sampler: str, batch_size: int, max_steps: int) -> None:
         disable_tqdm=True,
         logging_steps=1,
         use_cpu=True,
+        # DIS also runs the row-sparse classifier optimizer: its rows must be the union over processes, or the
+        # replicas drift apart (the test compares them).
+        classifier_optimizer="row_sparse" if sampler == "dis" else "dense",
+        optim_args="momentum=0.9" if sampler == "dis" else None,
+        weight_decay=0.01 if sampler == "dis" else 0.0,
     )
     trainer = DistillationTrainer(model=student, args=args, teacher=teacher, train_dataset=RandomImages(32))
     trainer.train()

@@ -1,0 +1,174 @@
+"""The cost of the student's last layer per training step: head forward, distillation loss, backward and the
+classifier's optimizer step, for full KD against the samplers, as the number of classes C grows.
+
+Rows: `full` (dense head, Hinton KD, AdamW over all C rows) and, for uniform / ftis / dis in both scopes and several
+K, the sampled head and loss (drawing included) followed by dense AdamW or by `RowSparseAdamW` on the sampled rows
+only. Milliseconds per step (median), and on a GPU the peak memory of the step. Random features and teacher logits
+(the teacher's and the backbone's costs are not part of this benchmark: see bench_step).
+
+    python benchmarks/bench_head.py                     # GPU: C up to 10^6, batch 256, features 512
+    python benchmarks/bench_head.py --device cpu --max-classes 100000 --batch-size 64
+    python benchmarks/bench_head.py --smoke --out /tmp/x  # tiny sizes, seconds (the test suite runs this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from run_info import run_info  # noqa: E402
+
+import hf_dis  # noqa: E402
+from hf_dis.heads import RowSparseAdamW  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CLASS_COUNTS = [100, 751, 10_000, 100_000, 1_000_000]
+TEMPERATURE = 2.0
+
+
+def sample_sizes(num_classes: int) -> list[int]:
+    """K: a tenth of the classes for small C; 256, 1024 and 4096 where they are below C / 4."""
+    sizes = [k for k in (256, 1024, 4096) if 4 * k <= num_classes]
+    return sizes or [max(num_classes // 10, 1)]
+
+
+def time_steps(step, device: torch.device, repeats: int) -> tuple[float, float | None]:
+    """Median milliseconds of `step()` after two warm-up calls, and the peak memory (MB) on a GPU."""
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(2):
+        step()
+    synchronize()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return 1000 * statistics.median(times), peak
+
+
+def run_case(num_classes: int, args: argparse.Namespace, device: torch.device) -> list[dict]:
+    generator = torch.Generator(device=device).manual_seed(0)
+    features = torch.randn(args.batch_size, args.width, device=device, generator=generator, requires_grad=True)
+    teacher_logits = 4 * torch.randn(args.batch_size, num_classes, device=device, generator=generator)
+    labels = torch.randint(num_classes, (args.batch_size,), device=device, generator=generator)
+    rows = []
+
+    def record(method: str, step, **fields) -> None:
+        milliseconds, peak = time_steps(step, device, args.repeats)
+        rows.append({"num_classes": num_classes, "method": method, "ms": milliseconds, "peak_mb": peak, **fields})
+        print(f"C={num_classes:>8} {method:<40} {milliseconds:9.3f} ms" + (f" {peak:9.1f} MB" if peak else ""))
+
+    head = torch.nn.Linear(args.width, num_classes, device=device)
+    full_optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3)
+
+    def full_step(optimizer=full_optimizer) -> None:
+        loss = hf_dis.distillation_loss(head(features), teacher_logits, labels, TEMPERATURE, 0.1).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    record("full", full_step, sampler="full", scope=None, num_sampled=num_classes, optimizer="adamw")
+    del full_step, full_optimizer  # free its moment buffers before measuring the sampled rows' peak memory
+    for num_sampled in sample_sizes(num_classes):
+        for sampler_name in args.samplers:
+            for scope in ("per_example", "batch"):
+                sampler = hf_dis.build_sampler(sampler_name, num_classes, num_sampled, scope=scope)
+                for optimizer_name in ("adamw", "row_sparse_adamw"):
+                    optimizer_type = RowSparseAdamW if optimizer_name == "row_sparse_adamw" else torch.optim.AdamW
+                    optimizer = optimizer_type(head.parameters(), lr=1e-3)
+
+                    def sampled_step(sampler=sampler, optimizer=optimizer, optimizer_name=optimizer_name) -> None:
+                        drawn = sampler.sample(teacher_logits, labels, generator=generator)
+                        student = hf_dis.subset_logits(features, head, drawn.classes)
+                        loss = hf_dis.sampled_distillation_loss(
+                            student, teacher_logits, drawn, labels, TEMPERATURE, 0.1
+                        )
+                        loss.loss.backward()
+                        if optimizer_name == "row_sparse_adamw":
+                            optimizer.step(torch.unique(drawn.classes))
+                        else:
+                            optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+
+                    method = f"{sampler_name}/{scope}/K={num_sampled}/{optimizer_name}"
+                    fields = dict(sampler=sampler_name, scope=scope, num_sampled=num_sampled, optimizer=optimizer_name)
+                    record(method, sampled_step, **fields)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| C | method | ms / step | x full | peak MB |", "|---|---|---|---|---|"]
+    full = {row["num_classes"]: row["ms"] for row in rows if row["method"] == "full"}
+    for row in rows:
+        peak = "-" if row["peak_mb"] is None else f"{row['peak_mb']:.0f}"
+        speedup = full[row["num_classes"]] / row["ms"]
+        lines.append(f"| {row['num_classes']:,} | {row['method']} | {row['ms']:.3f} | {speedup:.2f} | {peak} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 5))
+    counts = sorted({row["num_classes"] for row in rows})
+    methods = {"full": ("full", None, None)}
+    for row in rows:
+        if row["method"] != "full" and row["num_sampled"] == max(sample_sizes(row["num_classes"])):
+            methods[f"{row['sampler']}/{row['scope']}/{row['optimizer']}"] = (
+                row["sampler"],
+                row["scope"],
+                row["optimizer"],
+            )
+    for label, (sampler, scope, optimizer) in methods.items():
+        points = [(row["num_classes"], row["ms"]) for row in rows if row["sampler"] == sampler
+                  and row.get("scope") == scope and (optimizer is None or row["optimizer"] == optimizer)
+                  and (sampler == "full" or row["num_sampled"] == max(sample_sizes(row["num_classes"])))]  # fmt: skip
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=label, linewidth=2.5 if sampler == "full" else 1)
+    ax.set(xscale="log", yscale="log", xlabel="classes C", ylabel="ms per step (head + loss + update)", xticks=counts)
+    ax.set_title("Last-layer cost per step (largest K per C)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--max-classes", type=int, default=CLASS_COUNTS[-1])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--samplers", nargs="+", default=["uniform", "ftis", "dis"])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: C in (100, 751), batch 8, width 16")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.smoke:
+        args.max_classes, args.batch_size, args.width, args.repeats = 751, 8, 16, 2
+    device = torch.device(args.device)
+    rows = [row for count in CLASS_COUNTS if count <= args.max_classes for row in run_case(count, args, device)]
+    info = {**run_info(device), "batch_size": args.batch_size, "width": args.width, "repeats": args.repeats}
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "bench_head.jsonl", "w") as f:
+        f.write(json.dumps({"meta": info}) + "\n")
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    (args.out / "bench_head.md").write_text(
+        f"Generated by `benchmarks/bench_head.py` on {info['date']}: {info['device']}, torch {info['torch']}, batch "
+        f"{args.batch_size}, features {args.width}, median of {args.repeats} steps.\n\n" + markdown(rows)
+    )
+    plot(rows, args.out / "bench_head.png")
+
+
+if __name__ == "__main__":
+    main()
