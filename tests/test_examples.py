@@ -119,3 +119,15 @@ def test_bench_head_smoke(tmp_path):
     assert (tmp_path / "bench_head.png").stat().st_size > 0 and "| 751 | full |" in (
         tmp_path / "bench_head.md"
     ).read_text()
+
+
+def test_bench_step_smoke(tmp_path):
+    import json
+
+    run_script("benchmarks/bench_step.py", "--smoke", "--device", "cpu", "--out", str(tmp_path))
+    lines = (tmp_path / "bench_step.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines[1:]]
+    methods = ["backbone_only", "full_kd", "dis_live_teacher", "dis_cached_teacher"]
+    assert [row["method"] for row in rows] == methods and all(row["ms"] > 0 for row in rows)
+    assert json.loads(lines[0])["meta"]["teacher"] == "test_convnext"
+    assert (tmp_path / "bench_step.png").stat().st_size > 0

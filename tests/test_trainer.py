@@ -591,3 +591,70 @@ def test_two_processes_share_the_sampler_state_and_match_one_process(tmp_path):
     assert one["world_size"] == 1 and ddp["global_step"] == one["global_step"] == 3
     moved = abs(one["parameter_checksum"] - one["initial_checksum"])
     assert abs(ddp["parameter_checksum"] - one["parameter_checksum"]) < 1e-4 * moved
+
+
+# --- the teacher cache ------------------------------------------------------------------------------------------
+
+
+def image_dataset(size: int = 12, seed: int = 0) -> datasets.Dataset:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images = [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(size)]
+    return datasets.Dataset.from_dict({"image": images, "label": rng.integers(NUM_CLASSES, size=size).tolist()})
+
+
+def test_teacher_cache_rebuilds_the_teachers_logits(tmp_path):
+    from hf_dis.data import cache_teacher_logits, dense_teacher_logits
+
+    teacher = timm_model("test_resnet", seed=1).eval()
+    transform = hf_dis.data.image_transform(teacher, training=False, image_size=32)
+    data = image_dataset(6)
+    pixels = torch.stack([transform(image) for image in data["image"]])
+    with torch.no_grad():
+        live = teacher(pixels)
+    for top_r in (NUM_CLASSES, 5):
+        columns = cache_teacher_logits(teacher, data, transform, top_r=top_r, batch_size=4).with_format("torch")[:]
+        dense = dense_teacher_logits(
+            columns["teacher_top_classes"], columns["teacher_top_logits"], columns["teacher_tail_logit"], NUM_CLASSES
+        )
+        top = live.topk(top_r, dim=1).indices
+        torch.testing.assert_close(dense.gather(1, top), live.gather(1, top), rtol=1e-5, atol=1e-5)
+        in_tail = torch.ones_like(live, dtype=torch.bool).scatter_(1, top, False)
+        if top_r == NUM_CLASSES:
+            torch.testing.assert_close(dense, live, rtol=1e-5, atol=1e-5)
+        else:  # the tail keeps its probability mass (at T = 1), spread evenly
+            torch.testing.assert_close(
+                torch.logsumexp(dense.masked_fill(~in_tail, -torch.inf), 1),
+                torch.logsumexp(live.masked_fill(~in_tail, -torch.inf), 1),
+            )
+    with pytest.raises(ValueError, match="top_r must be >= 1"):
+        cache_teacher_logits(teacher, data, transform, top_r=0)
+
+
+def test_distilling_from_the_cache_equals_the_live_teacher_without_running_it(tmp_path):
+    from hf_dis.data import cache_teacher_logits, image_transform, labelled_batches
+
+    teacher = timm_model("test_resnet", seed=1).eval()
+    transform = image_transform(teacher, training=False, image_size=32)  # deterministic: the same view both ways
+    data = image_dataset(12)
+    cached = cache_teacher_logits(teacher, data, transform, top_r=NUM_CLASSES)
+
+    def train(dataset, name):
+        calls = []
+        hook = teacher.register_forward_hook(lambda *_: calls.append(1))
+        args = make_args(tmp_path, output_dir=str(tmp_path / name), sampler="dis", num_sampled=5, max_steps=3)
+        trainer = DistillationTrainer(
+            model=timm_model(), args=args, teacher=teacher, train_dataset=dataset.with_transform(
+                labelled_batches(transform))
+        )  # fmt: skip
+        trainer.train()
+        hook.remove()
+        return trainer, len(calls)
+
+    live, live_calls = train(data, "live")
+    from_cache, cache_calls = train(cached, "cache")
+    assert live_calls == 1 + 3 and cache_calls == 1  # the pre-training check only: no teacher forward per step
+    for (name, p), q in zip(live.model.named_parameters(), from_cache.model.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
+    assert live.sampler.state_dict()["num_updates"] == from_cache.sampler.state_dict()["num_updates"] == 2

@@ -1,18 +1,22 @@
 """Datasets and transforms: CIFAR-100, Market-1501, the rendered-glyph benchmark, model-matched transforms, and the
-re-ID pieces (P x K identity sampler, BoT transform, query/gallery evaluation set)."""
+re-ID pieces (P x K identity sampler, query/gallery evaluation set), and the teacher cache."""
 
 from hf_dis.data.cifar100 import load_cifar100
 from hf_dis.data.glyphs import charset_code_points, load_glyphs, render_glyph
 from hf_dis.data.identity_sampler import IdentitySampler
 from hf_dis.data.market1501 import load_market1501
 from hf_dis.data.reid import REID_EVAL_KEYS, reid_eval_batches, reid_eval_dataset
+from hf_dis.data.teacher_cache import TEACHER_CACHE_COLUMNS, cache_teacher_logits, dense_teacher_logits
 from hf_dis.data.transforms import data_config, image_transform, labelled_batches, padded_crop_transform
 
 __all__ = [
+    "TEACHER_CACHE_COLUMNS",
     "REID_EVAL_KEYS",
     "IdentitySampler",
+    "cache_teacher_logits",
     "charset_code_points",
     "data_config",
+    "dense_teacher_logits",
     "image_transform",
     "labelled_batches",
     "load_cifar100",

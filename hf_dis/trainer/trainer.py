@@ -4,8 +4,9 @@ classes or over a sampled set chosen by a `ClassSampler` (DIS by default).
 What it adds to the Trainer, and where:
 - `__init__`: loads and freezes the teacher (kept outside the student's module tree: never wrapped in DDP, never
   optimised), swaps the student's classifier for a `SampledLinear` sharing its parameters, builds the sampler.
-- `compute_loss`: teacher logits once; student logits at the sampled classes only, through the student's own forward
-  (so DDP synchronises gradients and Accelerate applies autocast); the loss from `hf_dis.losses`. Every
+- `compute_loss`: teacher logits once (or from the batch's teacher-cache columns, without running the teacher);
+  student logits at the sampled classes only, through the student's own forward (so DDP synchronises gradients
+  and Accelerate applies autocast); the loss from `hf_dis.losses`. Every
   `refit_every` optimizer steps (and step 0) an adaptive sampler gets a full-distillation probe step: its gradient
   trains the student as usual, and its statistic, averaged over micro-batches and processes, refits the proposal.
 - Gradient accumulation: the loss is a sum over examples divided by the examples of the whole accumulated step
@@ -39,6 +40,7 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 
 from hf_dis._checks import check_labels
+from hf_dis.data.teacher_cache import TAIL_LOGIT, TOP_CLASSES, TOP_LOGITS, dense_teacher_logits
 from hf_dis.diagnostics import sampled_set_stats
 from hf_dis.heads import install_sampled_head, split_classifier
 from hf_dis.losses import DistillationLoss, distillation_loss, sampled_distillation_loss
@@ -151,7 +153,12 @@ class DistillationTrainer(LossPartsLogging, Trainer):
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         args = self.args
         pixel_values, labels = inputs["pixel_values"], inputs.get(args.label_names[0])
-        teacher_logits = self.teacher_logits(pixel_values)
+        if TOP_CLASSES in inputs:  # a cached teacher (hf_dis.data.cache_teacher_logits): no teacher forward
+            teacher_logits = dense_teacher_logits(
+                inputs[TOP_CLASSES], inputs[TOP_LOGITS], inputs[TAIL_LOGIT], self.student_head.out_features
+            ).to(pixel_values.device)
+        else:
+            teacher_logits = self.teacher_logits(pixel_values)
         training = model.training
         if not training or self.sampler.name == "full" or self._is_probe_step():
             outputs = model(pixel_values)
