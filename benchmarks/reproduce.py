@@ -1,0 +1,221 @@
+"""The method's comparison study: full KD against uniform, top-k, FTIS and DIS sampling at several sampled fractions,
+over several seeds, plus the student trained from scratch, each run with the same recipe and budget.
+
+One YAML (or JSON) config per study (`benchmarks/studies/*.yaml`, read with `HfArgumentParser`): the task, the
+data, the teacher (trained here once, or an existing folder), the student, the budget and the grid. Every run goes
+through the library's recipes (`hf_dis.recipes`: `train_teacher`, `distill_cifar100` for classification,
+`distill_market1501` for re-ID) and reports its last epoch's metrics (not the best epoch's). Results:
+`results.jsonl` (one line per finished run; a rerun skips those), `results.md` (mean +- std over seeds) and
+`results.png` (metric vs sampled fraction, one line per sampler, full KD and scratch as bands), all in the study's
+output folder.
+
+    python benchmarks/reproduce.py benchmarks/studies/glyphs_gb2312_classification.yaml
+    python benchmarks/reproduce.py benchmarks/studies/smoke.yaml       # seconds: the test suite runs it
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from run_info import run_info  # noqa: E402
+from transformers import HfArgumentParser  # noqa: E402
+
+from hf_dis.recipes import distill_cifar100, distill_market1501, train_teacher  # noqa: E402
+
+#: The metric a study reports per task, and a second one shown beside it.
+METRICS = {"classification": ("eval_accuracy", "eval_top5"), "reid": ("eval_rank1", "eval_mAP")}
+
+
+@dataclass
+class Study:
+    """A study's config (the keys of its YAML file).
+
+    Args:
+        name: the study's name (titles, file names).
+        task: classification or reid.
+        output_dir: where the runs and the results go.
+        data: the recipes' data options (dataset, data_dir, glyph_classes, ...), as flags.
+        teacher_model: the teacher's architecture (trained here) ...
+        teacher_dir: ... or the folder of a trained teacher (then nothing is trained for it).
+        teacher_options: training options of the teacher (flags of `hf-dis train-teacher`).
+        student: the student's architecture.
+        training: options of every student run (flags of the recipe: epochs, batch size, learning rate, ...).
+        samplers: sampled methods to compare; full KD and scratch are always run.
+        fractions: sampled fractions of the classes.
+        seeds: seeds of the student runs (the teacher is trained once, with the first).
+    """
+
+    name: str
+    task: str
+    output_dir: str
+    data: dict[str, object] = field(default_factory=dict)
+    teacher_model: str = "resnet18"
+    teacher_dir: str | None = None
+    teacher_options: dict[str, object] = field(default_factory=dict)
+    student: str = "resnet10t"
+    training: dict[str, object] = field(default_factory=dict)
+    samplers: list[str] = field(default_factory=lambda: ["uniform", "topk", "ftis", "dis"])
+    fractions: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+
+    def __post_init__(self) -> None:
+        if self.task not in METRICS:
+            raise ValueError(f"task must be one of {sorted(METRICS)}, got {self.task!r}.")
+        if not self.seeds or not all(0 < fraction < 1 for fraction in self.fractions):
+            raise ValueError(f"need seeds and fractions in (0, 1), got {self.seeds} and {self.fractions}.")
+
+
+def flags(options: dict[str, object]) -> list[str]:
+    out = []
+    for key, value in options.items():
+        out += [f"--{key}", *(str(item) for item in value)] if isinstance(value, list) else [f"--{key}", str(value)]
+    return out
+
+
+def runs(study: Study) -> list[dict]:
+    """Every student run of the grid: scratch and full KD per seed, then sampler x fraction x seed."""
+    grid = [
+        {"method": method, "fraction": None, "seed": seed} for method in ("scratch", "full") for seed in study.seeds
+    ]
+    grid += [
+        {"method": sampler, "fraction": fraction, "seed": seed}
+        for sampler in study.samplers
+        for fraction in study.fractions
+        for seed in study.seeds
+    ]
+    return grid
+
+
+def run_key(run: dict) -> str:
+    return f"{run['method']}-{run['fraction']}-{run['seed']}"
+
+
+def teacher_folder(study: Study, root: Path) -> str:
+    if study.teacher_dir is not None:
+        return study.teacher_dir
+    folder = root / "teacher"
+    if not (folder / "eval_results.json").is_file():
+        options = ["--task", study.task, "--model", study.teacher_model, "--output_dir", str(folder)]
+        train_teacher.main([*options, "--seed", str(study.seeds[0]), *flags(study.data), *flags(study.teacher_options)])
+    return str(folder)
+
+
+def run_student(study: Study, run: dict, teacher: str, root: Path) -> dict:
+    """One student run through the recipes; its last evaluation and its speed."""
+    folder = root / run_key(run)
+    common = ["--output_dir", str(folder), "--seed", str(run["seed"]), *flags(study.data), *flags(study.training)]
+    if run["method"] == "scratch":
+        metrics = train_teacher.main(["--task", study.task, "--model", study.student, *common])
+    else:
+        recipe = distill_cifar100 if study.task == "classification" else distill_market1501
+        sampling = ["--sampler", run["method"]]
+        if run["fraction"] is not None:
+            sampling += ["--num_sampled", str(run["fraction"])]
+        metrics = recipe.main(["--student", study.student, "--teacher_model", teacher, *sampling, *common])
+    speed = json.loads((folder / "train_results.json").read_text())
+    row = {**run, **{key: metrics[key] for key in METRICS[study.task]}}
+    return {**row, "train_runtime": speed["train_runtime"], "train_steps_per_second": speed["train_steps_per_second"]}
+
+
+def summarise(study: Study, rows: list[dict]) -> list[dict]:
+    """Mean and standard deviation over seeds of each (method, fraction)."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["fraction"]), []).append(row)
+    summary = []
+    for (method, fraction), members in groups.items():
+        entry = {"method": method, "fraction": fraction, "seeds": len(members)}
+        for key in (*METRICS[study.task], "train_runtime"):
+            values = [member[key] for member in members]
+            entry[key] = statistics.fmean(values)
+            entry[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary.append(entry)
+    return summary
+
+
+def markdown(study: Study, summary: list[dict], info: dict) -> str:
+    first, second = METRICS[study.task]
+    lines = [
+        f"# {study.name}\n",
+        f"{info['date']}, {info['device']}, torch {info['torch']}, hf_dis {info['hf_dis']}. Last-epoch metrics, mean "
+        "+- standard deviation over seeds.\n",
+        f"| method | sampled fraction | seeds | {first} | {second} | training time (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for entry in summary:
+        fraction = "-" if entry["fraction"] is None else f"{entry['fraction']:g}"
+        lines.append(
+            f"| {entry['method']} | {fraction} | {entry['seeds']} | {100 * entry[first]:.2f} +- "
+            f"{100 * entry[f'{first}_std']:.2f} | {100 * entry[second]:.2f} +- {100 * entry[f'{second}_std']:.2f} | "
+            f"{entry['train_runtime']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(study: Study, summary: list[dict], path: Path) -> None:
+    metric = METRICS[study.task][0]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for entry in summary:
+        if entry["fraction"] is None:  # full KD and scratch: bands over the whole axis
+            low, high = entry[metric] - entry[f"{metric}_std"], entry[metric] + entry[f"{metric}_std"]
+            colour = "black" if entry["method"] == "full" else "gray"
+            top = 100 * high if high > low else 100 * low + 0.05  # one seed: a thin line
+            ax.axhspan(100 * low, top, alpha=0.25, color=colour, label=f"{entry['method']} (band)")
+    for sampler in study.samplers:
+        points = sorted((e["fraction"], e[metric], e[f"{metric}_std"]) for e in summary if e["method"] == sampler)
+        if points:
+            fractions, means, stds = zip(*points, strict=True)
+            ax.errorbar(fractions, [100 * m for m in means], yerr=[100 * s for s in stds], marker="o", label=sampler)
+    ax.set(xscale="log", xlabel="sampled fraction of the classes", ylabel=f"{metric} (%)", title=study.name)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def load_study(config_path: str) -> Study:
+    """The study of a YAML or JSON config file."""
+    parser = HfArgumentParser(Study)
+    parse = parser.parse_json_file if config_path.endswith(".json") else parser.parse_yaml_file
+    return parse(config_path)[0]
+
+
+def main(config_path: str) -> None:
+    study = load_study(config_path)
+    root = Path(study.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    results = root / "results.jsonl"
+    finished = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
+    done = {row["key"]: row for row in finished}
+    teacher = teacher_folder(study, root)
+    for run in runs(study):
+        if run_key(run) in done:
+            continue  # finished in an earlier invocation
+        row = {"key": run_key(run), **run_student(study, run, teacher, root)}
+        with results.open("a") as handle:  # one line per finished run: an interrupted study resumes here
+            handle.write(json.dumps(row) + "\n")
+        done[row["key"]] = row
+    info = run_info()
+    summary = summarise(study, list(done.values()))
+    teacher_metrics = json.loads((Path(teacher) / "eval_results.json").read_text())
+    (root / "results.md").write_text(
+        markdown(study, summary, info)
+        + f"\nTeacher ({study.teacher_model}): {100 * teacher_metrics[METRICS[study.task][0]]:.2f}.\n"
+    )
+    (root / "study.json").write_text(json.dumps({"study": asdict(study), "run_info": info}, indent=2))
+    plot(study, summary, root / "results.png")
+    print((root / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])
