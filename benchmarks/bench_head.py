@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import matplotlib
@@ -27,6 +25,7 @@ import torch  # noqa: E402
 from run_info import run_info  # noqa: E402
 
 import hf_dis  # noqa: E402
+from hf_dis.diagnostics import median_step_ms  # noqa: E402
 from hf_dis.heads import RowSparseAdamW  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -41,21 +40,15 @@ def sample_sizes(num_classes: int) -> list[int]:
 
 
 def time_steps(step, device: torch.device, repeats: int) -> tuple[float, float | None]:
-    """Median milliseconds of `step()` after two warm-up calls, and the peak memory (MB) on a GPU."""
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    """Median milliseconds of `step()` after two warm-up calls, and the peak memory (MB) of the timed calls on a GPU."""
     for _ in range(2):
         step()
-    synchronize()
     if device.type == "cuda":
+        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        synchronize()
-        times.append(time.perf_counter() - start)
+    milliseconds = median_step_ms(step, device, repeats, warmup=0)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return 1000 * statistics.median(times), peak
+    return milliseconds, peak
 
 
 def run_case(num_classes: int, args: argparse.Namespace, device: torch.device) -> list[dict]:

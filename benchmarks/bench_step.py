@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
-import time
 from pathlib import Path
 
 import matplotlib
@@ -29,6 +27,7 @@ from run_info import run_info  # noqa: E402
 
 import hf_dis  # noqa: E402
 from hf_dis.data import dense_teacher_logits  # noqa: E402
+from hf_dis.diagnostics import median_step_ms  # noqa: E402
 from hf_dis.heads import RowSparseAdamW, install_sampled_head  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -82,20 +81,6 @@ def make_step(method: str, parts, batch, sampler, args, num_classes: int):
     return step
 
 
-def median_ms(step, device: torch.device, repeats: int) -> float:
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(2):
-        step()
-    synchronize()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        synchronize()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
 def run(args: argparse.Namespace, device: torch.device) -> list[dict]:
     rows = []
     for num_classes in args.classes:
@@ -110,7 +95,7 @@ def run(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 top = parts[1](pixels).float().topk(top_r, dim=1)  # a cache like cache_teacher_logits writes
             cache = (top.indices, top.values, torch.full((args.batch_size,), -10.0, device=device))
             for method in METHODS:
-                milliseconds = median_ms(
+                milliseconds = median_step_ms(
                     make_step(method, parts, (pixels, labels, cache), sampler, args, num_classes), device, args.repeats
                 )
                 rows.append({"num_classes": num_classes, "image_size": size, "method": method, "ms": milliseconds})

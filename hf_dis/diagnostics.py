@@ -1,6 +1,7 @@
 """Diagnostics of the sampled KD estimators: how far the mean sampled gradient is from the full one (Monte Carlo),
 what one sampled set covers (teacher mass, effective sample size), which the trainer logs, and what the sampled head
-costs against the full one (`head_step_ms`, reported in model cards and by the quickstart).
+costs against the full one (`head_step_ms`, reported in model cards and by the quickstart; `median_step_ms` is
+the timing the benchmarks share).
 
 `sampled_gradient_error` is used by the test suite and by `benchmarks/estimator_bias.py`; it helps pick K for a new
 task (run it on a batch of real teacher and student logits).
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -126,11 +128,8 @@ def head_step_ms(
     head = torch.nn.Linear(width, num_classes, device=device)
     features = torch.randn(batch_size, width, device=device, generator=generator, requires_grad=True)
     teacher_logits = torch.randn(batch_size, num_classes, device=device, generator=generator)
-    synchronize = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    times = []
-    for _ in range(repeats + 1):  # the first run warms up
-        synchronize()
-        start = time.perf_counter()
+
+    def step() -> None:
         if sampler is None:
             loss = kd_loss(head(features), teacher_logits, temperature)
         else:
@@ -138,6 +137,21 @@ def head_step_ms(
             student_S = subset_logits(features, head, drawn.classes)
             loss = sampled_distillation_loss(student_S, teacher_logits, drawn, None, temperature, 0.0).loss
         loss.backward()
+
+    return median_step_ms(step, device, repeats, warmup=1)
+
+
+def median_step_ms(step: Callable[[], None], device: str | torch.device, repeats: int, warmup: int = 2) -> float:
+    """Median wall time (milliseconds) of `step()` over `repeats` calls after `warmup` untimed ones, waiting for the
+    GPU to finish each call when `device` is CUDA."""
+    synchronize = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        synchronize()
+        start = time.perf_counter()
+        step()
         synchronize()
         times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times[1:])
+    return 1000 * statistics.median(times)

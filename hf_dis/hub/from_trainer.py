@@ -32,7 +32,7 @@ def student_card_data(
     model_name: str | None = None,
     dataset: str | None = None,
     license: str | None = None,
-    measure_head: bool = True,
+    head_times: dict[str, float] | None = None,
 ) -> StudentCardData:
     """The card of `trainer`'s student (call after training and, for results, after `evaluate()`).
 
@@ -40,7 +40,8 @@ def student_card_data(
         model_name: the card's title; default: the Hub repo name or the output folder's name.
         dataset: the dataset's name or Hub id (a Hub id also goes into the metadata).
         license: an SPDX id for the metadata.
-        measure_head: time one step of the student's head and KD loss, full and sampled, on the training device.
+        head_times: `head_step_times(trainer)` measured earlier (the trainer keeps it per training step, so
+            re-rendering the card does not time the head again); None measures it here.
     """
     args = trainer.args
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -90,12 +91,7 @@ def student_card_data(
     for key, name in SPEED_KEYS.items():
         if key in train_log:
             speed[name] = train_log[key]
-    if measure_head and sampler.name != "full":
-        sizes = (num_classes, trainer.student_head.in_features, args.per_device_train_batch_size)
-        speed["head step, all classes (ms)"] = round(head_step_ms(*sizes, device=args.device, repeats=10), 3)
-        speed["head step, sampled (ms)"] = round(
-            head_step_ms(*sizes, sampler, temperature=args.temperature, device=args.device, repeats=10), 3
-        )
+    speed.update(head_step_times(trainer) if head_times is None else head_times)
     return StudentCardData(
         task="person-reidentification" if reid else "image-classification",
         model_name=model_name or (args.hub_model_id or Path(args.output_dir).name).split("/")[-1],
@@ -111,6 +107,18 @@ def student_card_data(
         dataset=dataset,
         license=license,
     )
+
+
+def head_step_times(trainer: DistillationTrainer) -> dict[str, float]:
+    """One step of the student's head and KD loss, over all classes and over the sampled ones, timed on the training
+    device (milliseconds); empty for full KD."""
+    args, sampler = trainer.args, trainer.sampler
+    if sampler.name == "full":
+        return {}
+    sizes = (trainer.student_head.out_features, trainer.student_head.in_features, args.per_device_train_batch_size)
+    full = head_step_ms(*sizes, device=args.device, repeats=10)
+    sampled = head_step_ms(*sizes, sampler, temperature=args.temperature, device=args.device, repeats=10)
+    return {"head step, all classes (ms)": round(full, 3), "head step, sampled (ms)": round(sampled, 3)}
 
 
 def describe(model: nn.Module) -> str:

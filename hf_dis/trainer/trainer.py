@@ -141,6 +141,7 @@ class DistillationTrainer(LossPartsLogging, Trainer):
         self._pending_classifier_state: dict[str, Any] | None = None
         self.student_head.track_rows = args.classifier_optimizer == "row_sparse"
         self._card_options: dict[str, Any] = {}
+        self._head_times: tuple[int, dict[str, float]] | None = None  # (global step, head_step_times) for the card
 
     # --- the loss -------------------------------------------------------------------------------------------------
 
@@ -323,13 +324,15 @@ class DistillationTrainer(LossPartsLogging, Trainer):
         speed, usage, limitations, citation (see `hf_dis.hub`). Called at the end of `train()` and by
         `push_to_hub()`, in place of the Trainer's generic card; `dataset`, `license` and `model_name` given once are
         kept for later calls. The other keywords of the Trainer's signature are accepted and not used."""
-        from hf_dis.hub import render_card, student_card_data  # hf_dis.hub builds on this module
+        from hf_dis.hub import head_step_times, render_card, student_card_data  # hf_dis.hub builds on this module
 
         if not self.is_world_process_zero():
             return
         given = {"license": license, "model_name": model_name, "dataset": _first(dataset)}
         self._card_options.update({key: value for key, value in given.items() if value is not None})
-        data = student_card_data(self, **self._card_options)
+        if self._head_times is None or self._head_times[0] != self.state.global_step:  # timed once per state
+            self._head_times = (self.state.global_step, head_step_times(self))
+        data = student_card_data(self, head_times=self._head_times[1], **self._card_options)
         os.makedirs(self.args.output_dir, exist_ok=True)
         data.save(self.args.output_dir)
         render_card(data, repo_id=self.hub_model_id or self.args.hub_model_id).save(
