@@ -48,6 +48,7 @@ class Study:
         teacher_options: training options of the teacher (flags of `hf-dis train-teacher`).
         student: the student's architecture.
         training: options of every student run (flags of the recipe: epochs, batch size, learning rate, ...).
+        distillation: options of the distilled runs only (temperature, alpha, ...: the scratch run has no teacher).
         samplers: sampled methods to compare; full KD and scratch are always run.
         fractions: sampled fractions of the classes.
         seeds: seeds of the student runs (the teacher is trained once, with the first).
@@ -62,6 +63,7 @@ class Study:
     teacher_options: dict[str, object] = field(default_factory=dict)
     student: str = "resnet10t"
     training: dict[str, object] = field(default_factory=dict)
+    distillation: dict[str, object] = field(default_factory=dict)
     samplers: list[str] = field(default_factory=lambda: ["uniform", "topk", "ftis", "dis"])
     fractions: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -119,7 +121,8 @@ def run_student(study: Study, run: dict, teacher: str, root: Path) -> dict:
         sampling = ["--sampler", run["method"]]
         if run["fraction"] is not None:
             sampling += ["--num_sampled", str(run["fraction"])]
-        metrics = recipe.main(["--student", study.student, "--teacher_model", teacher, *sampling, *common])
+        distilling = ["--student", study.student, "--teacher_model", teacher, *sampling, *flags(study.distillation)]
+        metrics = recipe.main([*distilling, *common])
     speed = json.loads((folder / "train_results.json").read_text())
     row = {**run, **{key: metrics[key] for key in METRICS[study.task]}}
     return {**row, "train_runtime": speed["train_runtime"], "train_steps_per_second": speed["train_steps_per_second"]}

@@ -179,6 +179,7 @@ def test_study_configs_name_real_recipe_options(config, monkeypatch, tmp_path):
     train_teacher.parse_args(["--task", study.task, "--model", study.student, *data, *training])
     recipe = distill_cifar100 if study.task == "classification" else distill_market1501
     recipe.parse_args(["--student", study.student, "--teacher_model", "t", "--sampler", "dis", "--num_sampled",
-                       str(study.fractions[0]), *data, *training])  # fmt: skip
+                       str(study.fractions[0]), *reproduce.flags(study.distillation), *data,
+                       *training])  # fmt: skip
     assert len(reproduce.runs(study)) == 2 * len(study.seeds) * (1 + len(study.samplers) * len(study.fractions) / 2)
     del sys.modules["reproduce"]

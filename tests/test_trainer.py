@@ -658,3 +658,92 @@ def test_distilling_from_the_cache_equals_the_live_teacher_without_running_it(tm
     for (name, p), q in zip(live.model.named_parameters(), from_cache.model.parameters(), strict=True):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
     assert live.sampler.state_dict()["num_updates"] == from_cache.sampler.state_dict()["num_updates"] == 2
+
+
+def augmenting_transform(model):
+    config = hf_dis.data.data_config(model, image_size=32)
+    return hf_dis.data.padded_crop_transform(
+        training=True, image_size=(32, 32), mean=config["mean"], std=config["std"], random_erasing=0.5
+    )
+
+
+def test_seeded_view_repeats_its_augmentation_and_leaves_the_random_generators_alone():
+    import random
+
+    from hf_dis.data import seeded_view
+
+    transform = augmenting_transform(timm_model("test_resnet"))
+    image = image_dataset(1)["image"][0]
+    states = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
+    views = [seeded_view(transform, image, seed) for seed in range(6)]
+    assert random.getstate() == states[0] and np.array_equal(np.random.get_state()[1], states[1])
+    assert torch.equal(torch.get_rng_state(), states[2])
+    for seed, view in enumerate(views):
+        assert torch.equal(seeded_view(transform, image, seed), view)
+    assert len({view.numpy().tobytes() for view in views}) > 1  # the seeds do change the augmentation
+
+
+def test_teacher_cache_with_augmented_views_holds_the_teachers_logits_on_each_view():
+    from hf_dis.data import cache_teacher_logits, dense_teacher_logits, seeded_view
+    from hf_dis.data.teacher_cache import view_seed
+
+    teacher = timm_model("test_resnet", seed=1).eval()
+    transform = augmenting_transform(teacher)
+    data = image_dataset(5)
+    cached = cache_teacher_logits(teacher, data, transform, top_r=NUM_CLASSES, batch_size=2, num_views=3, seed=7)
+    columns = cached.with_format("torch")[:]
+    assert columns["teacher_top_classes"].shape == (5, 3, NUM_CLASSES) and columns["teacher_tail_logit"].shape == (5, 3)
+    assert columns["teacher_view_seeds"].tolist() == [[view_seed(7, i, v) for v in range(3)] for i in range(5)]
+    for index, image in enumerate(data["image"]):
+        seeds = columns["teacher_view_seeds"][index].tolist()
+        with torch.no_grad():
+            live = teacher(torch.stack([seeded_view(transform, image, seed) for seed in seeds]))
+        dense = dense_teacher_logits(
+            columns["teacher_top_classes"][index], columns["teacher_top_logits"][index],
+            columns["teacher_tail_logit"][index], NUM_CLASSES,
+        )  # fmt: skip
+        torch.testing.assert_close(dense, live, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(columns["teacher_top_logits"][:, 0], columns["teacher_top_logits"][:, 1])
+    with pytest.raises(ValueError, match="several augmented views"):
+        dense_teacher_logits(
+            columns["teacher_top_classes"], columns["teacher_top_logits"], columns["teacher_tail_logit"], NUM_CLASSES
+        )
+    with pytest.raises(ValueError, match="num_views must be >= 1"):
+        cache_teacher_logits(teacher, data, transform, top_r=5, num_views=0)
+
+
+def test_distilling_from_cached_views_gives_the_student_the_view_the_teacher_saw(tmp_path):
+    """Through the Trainer's own data path: every training batch's cached logits are the teacher's logits on that
+    batch's (augmented) pixels, several views are used, and the teacher is not run per step."""
+    from hf_dis.data import cache_teacher_logits, dense_teacher_logits, labelled_batches
+
+    teacher = timm_model("test_resnet", seed=1).eval()
+    transform = augmenting_transform(teacher)
+    data = image_dataset(12)
+    cached = cache_teacher_logits(teacher, data, transform, top_r=NUM_CLASSES, num_views=4)
+    checked, views_seen = [], set()
+
+    class CheckingTrainer(DistillationTrainer):
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            if model.training:
+                with torch.no_grad():
+                    live = teacher(inputs["pixel_values"])
+                cached_logits = dense_teacher_logits(
+                    inputs["teacher_top_classes"], inputs["teacher_top_logits"], inputs["teacher_tail_logit"],
+                    NUM_CLASSES,
+                )  # fmt: skip
+                checked.append(torch.allclose(cached_logits, live, rtol=1e-4, atol=1e-5))
+                views_seen.update(inputs["teacher_top_logits"][:, 0].tolist())
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+    calls = []
+    hook = teacher.register_forward_hook(lambda *_: calls.append(1))
+    args = make_args(tmp_path, sampler="dis", num_sampled=5, max_steps=6)
+    trainer = CheckingTrainer(
+        model=timm_model(), args=args, teacher=teacher, train_dataset=cached.with_transform(labelled_batches(transform))
+    )
+    trainer.train()
+    hook.remove()
+    assert len(checked) == 6 and all(checked)
+    assert len(calls) == 1 + len(checked)  # the pre-training check, then only this test's own checks
+    assert len(views_seen) > len(data)  # more distinct teacher targets than images: more than one view per image

@@ -7,22 +7,59 @@ exp(logit), so that the tail keeps its total probability at temperature 1. `dens
 logits from them: exact with R = C; with R < C the tail classes share one logit **[choice]**, which keeps the ranks
 DIS draws from (the top R are exact) and the teacher's mass outside them, but not how that mass spreads.
 
-What it is computed on: the image as `transform` makes it, once. Use the evaluation transform (no augmentation): the
-student then trains on augmented images against the teacher's view of the clean image (a known trade of offline
-distillation), and `DistillationTrainer` uses the cached columns whenever a training batch carries them.
+Which image the teacher saw, two ways:
+- **one view** (default): the image as `transform` makes it, once. Use the evaluation transform: the student then
+  trains on augmented images against the teacher's view of the clean image (the usual trade of offline
+  distillation).
+- **V seeded augmented views** (`num_views=V`, `transform` = the training augmentation): view v of row i is
+  `transform` run with its random generators seeded by `view_seed(seed, i, v)`; the seeds are stored with the row
+  (`teacher_view_seeds`), so shuffling or selecting rows later keeps them right. `labelled_batches` then draws one
+  of the V views for each example each time it is read, remakes exactly that augmented image for the student and
+  hands over that view's logits: teacher and student see the same pixels, and the augmentation is limited to those
+  V draws per image **[choice]** (V = 1 is an augmented image fixed for the whole training).
+
+`DistillationTrainer` uses the cached columns whenever a training batch carries them.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
+from typing import Any
 
 import datasets
+import numpy as np
 import torch
 from torch import nn
 
 TOP_CLASSES, TOP_LOGITS, TAIL_LOGIT = "teacher_top_classes", "teacher_top_logits", "teacher_tail_logit"
+#: The columns a training batch carries to the trainer (one view per example).
 TEACHER_CACHE_COLUMNS = (TOP_CLASSES, TOP_LOGITS, TAIL_LOGIT)
+#: Per row of a cache with augmented views: the seed of each view.
+VIEW_SEEDS = "teacher_view_seeds"
+
+
+def view_seed(seed: int, index: int, view: int) -> int:
+    """The seed of augmented view `view` of row `index` in a cache made with `seed` (well mixed, 63 bits)."""
+    state = np.random.SeedSequence([seed, index, view]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1
+
+
+def seeded_view(transform: Callable, image: Any, seed: int) -> torch.Tensor:
+    """`transform(image)` with Python's, NumPy's and torch's (CPU) random generators seeded by `seed`: the same
+    (image, seed) always gives the same augmented view. The generators' states are restored afterwards, so the rest
+    of the program's randomness is untouched."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            torch.manual_seed(seed)
+            return transform(image)
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 @torch.no_grad()
@@ -35,24 +72,42 @@ def cache_teacher_logits(
     batch_size: int = 256,
     image_column: str = "image",
     device: str | torch.device | None = None,
+    num_views: int | None = None,
+    seed: int = 0,
 ) -> datasets.Dataset:
-    """`dataset` with the three cache columns (the teacher in eval mode, on `device`, default its own).
+    """`dataset` with the cache columns (the teacher in eval mode, on `device`, default its own).
 
     Args:
         teacher: a classifier returning `[B, C]` logits (a tensor or an output with `.logits`).
-        transform: image -> `[3, H, W]` tensor, as the student's inputs are made (without augmentation).
+        transform: image -> `[3, H, W]` tensor, as the student's inputs are made: the evaluation transform for one
+            view, the training augmentation with `num_views`.
         top_r: R, classes kept exactly per example (at least the DIS sampler's rank limit to draw as from the live
             teacher); R = C keeps everything.
+        batch_size: rows per teacher forward (times `num_views` images with views).
+        num_views: V seeded augmented views per row (columns `[V, R]`, `[V, R]`, `[V]` and `teacher_view_seeds`);
+            None: one view, `transform` applied as it is (columns `[R]`, `[R]`, scalar).
+        seed: the views' seed (see `view_seed`).
     """
     if top_r < 1:
         raise ValueError(f"top_r must be >= 1, got {top_r}.")
+    if num_views is not None and num_views < 1:
+        raise ValueError(f"num_views must be >= 1 (or None for one un-augmented view), got {num_views}.")
     teacher = teacher.eval()
     device = torch.device(device) if device is not None else next(teacher.parameters()).device
     teacher.to(device)
+    views = num_views or 1
 
-    def add_columns(batch: dict[str, list]) -> dict[str, list]:
-        pixels = torch.stack([transform(image) for image in batch[image_column]]).to(device)
-        outputs = teacher(pixels)
+    def add_columns(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        if num_views is None:
+            pixels = [transform(image) for image in batch[image_column]]
+        else:
+            seeds = [[view_seed(seed, index, view) for view in range(views)] for index in indices]
+            pixels = [
+                seeded_view(transform, image, s)
+                for image, row in zip(batch[image_column], seeds, strict=True)
+                for s in row
+            ]
+        outputs = teacher(torch.stack(pixels).to(device))
         logits = (outputs if isinstance(outputs, torch.Tensor) else outputs.logits).float()
         num_classes = logits.shape[1]
         if top_r > num_classes:
@@ -63,19 +118,40 @@ def cache_teacher_logits(
             tail_logit = torch.logsumexp(tail, dim=1) - math.log(num_classes - top_r)
         else:
             tail_logit = torch.full((logits.shape[0],), float("-inf"), device=device)
-        return {
-            TOP_CLASSES: top.indices.int().cpu().tolist(),
-            TOP_LOGITS: top.values.cpu().tolist(),
-            TAIL_LOGIT: tail_logit.cpu().tolist(),
-        }
+        columns = {TOP_CLASSES: top.indices.int(), TOP_LOGITS: top.values, TAIL_LOGIT: tail_logit}
+        if num_views is None:
+            return {key: value.cpu().tolist() for key, value in columns.items()}
+        rows = {key: value.unflatten(0, (-1, views)).cpu().tolist() for key, value in columns.items()}
+        return {**rows, VIEW_SEEDS: seeds}
+
+    def per_view(feature: datasets.Value | datasets.Sequence) -> datasets.Value | datasets.Sequence:
+        return feature if num_views is None else datasets.Sequence(feature, length=views)
 
     features = dataset.features.copy()
-    features[TOP_CLASSES] = datasets.Sequence(datasets.Value("int32"), length=top_r)
-    features[TOP_LOGITS] = datasets.Sequence(datasets.Value("float32"), length=top_r)
-    features[TAIL_LOGIT] = datasets.Value("float32")
+    features[TOP_CLASSES] = per_view(datasets.Sequence(datasets.Value("int32"), length=top_r))
+    features[TOP_LOGITS] = per_view(datasets.Sequence(datasets.Value("float32"), length=top_r))
+    features[TAIL_LOGIT] = per_view(datasets.Value("float32"))
+    if num_views is not None:
+        features[VIEW_SEEDS] = datasets.Sequence(datasets.Value("int64"), length=views)
+    what = "the teacher's logits" if num_views is None else f"the teacher's logits on {views} augmented views"
     return dataset.map(
-        add_columns, batched=True, batch_size=batch_size, features=features, desc="Caching the teacher's logits"
+        add_columns, with_indices=True, batched=True, batch_size=batch_size, features=features, desc=f"Caching {what}"
     )
+
+
+def read_cached_views(batch: dict[str, list], transform: Callable, image_column: str = "image") -> dict[str, list]:
+    """`pixel_values` and the cache columns of a batch of rows from a cache with augmented views: for each row one
+    of its V views, drawn with torch's random generator (so seeded like the rest of the data pipeline), the image
+    remade with that view's seed and `transform` (the augmentation the cache was made with), and that view's
+    logits."""
+    out: dict[str, list] = {"pixel_values": [], TOP_CLASSES: [], TOP_LOGITS: [], TAIL_LOGIT: []}
+    for row, image in enumerate(batch[image_column]):
+        seeds = batch[VIEW_SEEDS][row]
+        view = int(torch.randint(len(seeds), ()))
+        out["pixel_values"].append(seeded_view(transform, image, int(seeds[view])))
+        for key in TEACHER_CACHE_COLUMNS:
+            out[key].append(batch[key][row][view])
+    return out
 
 
 def dense_teacher_logits(
@@ -83,6 +159,11 @@ def dense_teacher_logits(
 ) -> torch.Tensor:
     """`[B, C]` float32 teacher logits from the cache columns (`[B, R]`, `[B, R]`, `[B]`): the top R exact, every
     other class at the tail logit."""
+    if top_classes.dim() == 3:
+        raise ValueError(
+            "these cache columns hold several augmented views per example: read the dataset through "
+            "hf_dis.data.labelled_batches(transform), which picks one view per example and remakes its image."
+        )
     if top_classes.shape != top_logits.shape or top_classes.shape[:1] != tail_logit.shape:
         raise ValueError(
             f"cache columns disagree: classes {tuple(top_classes.shape)}, logits {tuple(top_logits.shape)}, tail "

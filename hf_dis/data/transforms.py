@@ -17,7 +17,7 @@ from torch import nn
 from torchvision import transforms
 from transformers import TimmWrapperForImageClassification
 
-from hf_dis.data.teacher_cache import TEACHER_CACHE_COLUMNS
+from hf_dis.data.teacher_cache import TEACHER_CACHE_COLUMNS, VIEW_SEEDS, read_cached_views
 
 
 def data_config(model: nn.Module | None = None, processor: Any = None, image_size: int | None = None) -> dict[str, Any]:
@@ -112,13 +112,17 @@ def labelled_batches(
     transform: Callable, image_column: str = "image", label_column: str | None = "label"
 ) -> Callable[[dict[str, list]], dict[str, list]]:
     """A function for `Dataset.with_transform`: a batch of rows -> `pixel_values` (and `labels` when the dataset
-    has `label_column`, and the teacher-cache columns when it has them: see `cache_teacher_logits`)."""
+    has `label_column`, and the teacher-cache columns when it has them: see `cache_teacher_logits`; from a cache with
+    augmented views, one view per example, its image remade by `transform` with the view's seed)."""
 
     def apply(batch: dict[str, list]) -> dict[str, list]:
-        out = {"pixel_values": [transform(image) for image in batch[image_column]]}
+        if VIEW_SEEDS in batch:
+            out = read_cached_views(batch, transform, image_column)
+        else:
+            out = {"pixel_values": [transform(image) for image in batch[image_column]]}
+            out.update({key: batch[key] for key in TEACHER_CACHE_COLUMNS if key in batch})
         if label_column is not None and label_column in batch:
             out["labels"] = batch[label_column]
-        out.update({key: batch[key] for key in TEACHER_CACHE_COLUMNS if key in batch})
         return out
 
     return apply
