@@ -64,6 +64,28 @@ def test_subset_logits_gradient_reaches_only_the_selected_rows():
     assert touched.nonzero().flatten().tolist() == [1, 7]
 
 
+@pytest.mark.parametrize(
+    "classes",
+    [torch.tensor([7, 1, 4]), torch.tensor([[1, 7, 4], [7, 2, 9]]), torch.tensor([[0, 1, 2], [3, 4, 5]])],
+    ids=["batch", "per_example_union", "per_example_gathered"],
+)
+def test_subset_logits_sparse_grad_is_the_dense_gradient_on_the_used_rows(classes, monkeypatch):
+    if classes.dim() == 2 and classes[0, 0] == 0:  # force each example's own rows (the bmm path)
+        monkeypatch.setattr(hf_dis.heads.split, "UNION_COST_FACTOR", 0)
+    head = nn.Linear(4, 10)
+    features = torch.randn(2, 4)
+    weights = torch.randn(2, classes.shape[-1])
+    dense_logits = hf_dis.subset_logits(features, head, classes)
+    (dense_logits * weights).sum().backward()
+    dense_grad, head.weight.grad = head.weight.grad.clone(), None
+    sparse_logits = hf_dis.subset_logits(features, head, classes, sparse_grad=True)
+    (sparse_logits * weights).sum().backward()
+    torch.testing.assert_close(sparse_logits, dense_logits)
+    grad = head.weight.grad.coalesce()
+    assert grad.is_sparse and torch.equal(grad.indices()[0], torch.unique(classes))
+    torch.testing.assert_close(grad.to_dense(), dense_grad)
+
+
 def test_split_is_idempotent_and_keeps_the_state_dict():
     model = tiny_hf("resnet")
     split = hf_dis.split_classifier(model)
@@ -215,10 +237,20 @@ def test_row_sparse_optimizer_with_every_row_is_the_dense_one(name):
         torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-6)  # float32 rounding order
 
 
+def _sparse_rows(grad: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """`grad` at `rows` as an uncoalesced sparse tensor (the first row's value split in two entries, as a row drawn
+    twice gives it)."""
+    values = grad[rows]
+    values = torch.cat([values[:1] / 2, values[:1] / 2, values[1:]])
+    return torch.sparse_coo_tensor(torch.tensor([[rows[0], *rows]]), values, grad.shape, check_invariants=False)
+
+
+@pytest.mark.parametrize("layout", ["dense", "sparse"])
 @pytest.mark.parametrize("name", sorted(ROW_SPARSE))
-def test_row_sparse_optimizer_updates_touched_rows_as_if_skipped_steps_never_happened(name):
+def test_row_sparse_optimizer_updates_touched_rows_as_if_skipped_steps_never_happened(name, layout):
     """Rows {0, 2} are touched at steps 0-3, rows {1, 4} at steps 0 and 2, rows {3, 5} never. Each touched row ends
-    where the dense optimizer puts it when run on that row's steps only; untouched rows do not move at all."""
+    where the dense optimizer puts it when run on that row's steps only; untouched rows do not move at all. Dense:
+    the rows are given; sparse: a sparse weight gradient over those rows says them."""
     sparse_type, dense_type, options = ROW_SPARSE[name]
     params = _head_params()
     initial = [p.detach().clone() for p in params]
@@ -226,7 +258,11 @@ def test_row_sparse_optimizer_updates_touched_rows_as_if_skipped_steps_never_hap
     schedule = {0: [0, 1, 2, 4], 1: [0, 2], 2: [0, 1, 2, 4], 3: [0, 2]}
     for step, rows in schedule.items():
         params[0].grad, params[1].grad = _grads(step)
-        optimizer.step(torch.tensor(rows))
+        if layout == "sparse":
+            params[0].grad = _sparse_rows(params[0].grad, rows)
+            optimizer.step()
+        else:
+            optimizer.step(torch.tensor(rows))
     for rows, steps in (([0, 2], [0, 1, 2, 3]), ([1, 4], [0, 2])):
         reference = [p[rows].clone().requires_grad_() for p in initial]
         dense = dense_type(reference, **options)
@@ -241,6 +277,10 @@ def test_row_sparse_optimizer_updates_touched_rows_as_if_skipped_steps_never_hap
 
 
 def test_row_sparse_optimizer_checks():
+    weight = torch.zeros(6, 3, requires_grad=True)
+    weight.grad = _sparse_rows(torch.ones(6, 3), [1, 4])
+    with pytest.raises(ValueError, match="rows outside the rows to update"):
+        hf_dis.heads.RowSparseSGD([weight], lr=0.1).step(torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="share their first"):
         hf_dis.heads.RowSparseAdamW([torch.zeros(4, 2, requires_grad=True), torch.zeros(3, requires_grad=True)])
     with pytest.raises(ValueError, match="Nesterov momentum needs"):

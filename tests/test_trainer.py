@@ -248,20 +248,23 @@ def test_resume_is_bitwise_identical(tmp_path, restore_callbacks, classifier_opt
 
 
 def test_row_sparse_classifier_optimizer(tmp_path, monkeypatch):
-    """Every row used (full KD): the same training as the dense optimizer. Sampled steps: exactly the rows the
-    step's forwards used move (weight decay included), where the dense optimizer moves all of them."""
+    """Every row used (full KD): the same training as the dense optimizer. Sampled steps: the weight's gradient is
+    sparse over exactly the rows the step's forwards used, and exactly those rows move (weight decay included), where
+    the dense optimizer moves all of them."""
 
-    def train(classifier_optimizer, sampler, record=None):
+    def train(classifier_optimizer, sampler, drawn=None, gradients=None):
         args = make_args(tmp_path, output_dir=str(tmp_path / f"{classifier_optimizer}-{sampler}"), sampler=sampler,
                          num_sampled=None if sampler == "full" else 3, max_steps=3, optim="adamw_torch",
                          learning_rate=1e-2, weight_decay=0.1, classifier_optimizer=classifier_optimizer)  # fmt: skip
         trainer = DistillationTrainer(
             model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1), train_dataset=RandomImages(12)
         )
-        initial = trainer.student_head.weight.detach().clone()
-        if record is not None:
-            pop = trainer.student_head.pop_touched_rows
-            monkeypatch.setattr(trainer.student_head, "pop_touched_rows", lambda: record.append(pop()) or record[-1])
+        head = trainer.student_head
+        initial = head.weight.detach().clone()
+        if drawn is not None:
+            restricted = head.restricted_to
+            monkeypatch.setattr(head, "restricted_to", lambda classes: drawn.append(classes) or restricted(classes))
+            head.weight.register_post_accumulate_grad_hook(lambda weight: gradients.append(weight.grad.coalesce()))
         trainer.train()
         return trainer, initial
 
@@ -272,14 +275,68 @@ def test_row_sparse_classifier_optimizer(tmp_path, monkeypatch):
         # The two AdamW implementations round differently (1e-7 after a step); later gradients carry that on.
         torch.testing.assert_close(q, p, rtol=1e-4, atol=5e-5, msg=name)
 
-    used = []
-    sparse, initial = train("row_sparse", "uniform", record=used)
-    assert len(used) == 3 and all(rows is not None for rows in used)
+    drawn, gradients = [], []
+    sparse, initial = train("row_sparse", "uniform", drawn, gradients)
+    assert len(drawn) == len(gradients) == 3 and all(grad.is_sparse for grad in gradients)
+    for classes, grad in zip(drawn, gradients, strict=True):
+        assert torch.equal(grad.indices()[0], torch.unique(classes))
     moved = (sparse.student_head.weight.detach() != initial).any(1).nonzero().flatten()
-    assert torch.equal(moved, torch.unique(torch.cat(used)))
+    assert torch.equal(moved, torch.unique(torch.cat([classes.flatten() for classes in drawn])))
     assert moved.numel() < NUM_CLASSES
     dense, initial = train("dense", "uniform")
     assert (dense.student_head.weight.detach() != initial).any(1).all()  # weight decay moves every row
+    # The first step's gradients are the same: the Trainer clips (max_grad_norm=1) and logs the same norm, the
+    # classifier's sparse gradient included.
+    first = [trainer.state.log_history[0]["grad_norm"] for trainer in (dense, sparse)]
+    assert first[0] > 1.0 and first[1] == pytest.approx(first[0], rel=1e-5)
+
+
+class _GlooAccelerator:
+    """What `reduce_row_gradient` reads of Accelerate's `Accelerator`, over an initialised gloo group."""
+
+    sync_gradients = True
+    num_processes = 2
+
+    def reduce(self, tensor, reduction):
+        tensor = tensor.clone()
+        torch.distributed.all_reduce(tensor)
+        return tensor / self.num_processes if reduction == "mean" else tensor
+
+
+def _row_gradients(rank: int) -> list[torch.Tensor]:
+    """Each case's gradient on `rank` ([6, 2] weight): sparse on different rows (one repeated, uncoalesced), and
+    dense on rank 0 against sparse on rank 1."""
+    generator = torch.Generator().manual_seed(rank)
+    rows = torch.tensor([[1, 3, 1]]) if rank == 0 else torch.tensor([[3, 5]])
+    values = torch.randn(rows.shape[1], 2, generator=generator)
+    sparse = torch.sparse_coo_tensor(rows, values, (6, 2), check_invariants=False)
+    return [sparse, torch.randn(6, 2, generator=generator) if rank == 0 else sparse]
+
+
+def _reduce_rows_worker(rank: int, port: int, out: str) -> None:
+    from hf_dis.trainer.row_sparse_updates import reduce_row_gradient
+
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    results = []
+    for grad in _row_gradients(rank):
+        weight = torch.nn.Parameter(torch.zeros(6, 2))
+        weight.grad = grad
+        reduce_row_gradient(weight, _GlooAccelerator())
+        results.append((weight.grad.is_sparse, weight.grad.to_dense()))
+    torch.save(results, f"{out}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_row_gradient_reduction_averages_over_processes(tmp_path):
+    """The classifier's gradient (outside DDP) is the two processes' average: sparse over the union of their rows
+    when both are sparse, dense when one is dense; the same on both."""
+    torch.multiprocessing.spawn(_reduce_rows_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
+    for case, (zero, one) in enumerate(zip(*ranks, strict=True)):
+        expected = (_row_gradients(0)[case].to_dense() + _row_gradients(1)[case].to_dense()) / 2
+        assert zero[0] == one[0] == (case == 0)  # sparse stays sparse; a dense process makes it dense
+        torch.testing.assert_close(zero[1], expected)
+        assert torch.equal(zero[1], one[1])
 
 
 def test_row_sparse_classifier_optimizer_checks(tmp_path):

@@ -3,12 +3,14 @@
 On a sampled step the classifier's gradient is zero outside the rows of the sampled classes S, yet a dense optimizer
 with momentum or weight decay reads and writes all C rows of the weight and of each moment buffer: at 10^6 classes
 that traffic costs more than the sampled head itself. These optimizers take the rows to update (`step(rows)`) and
-read and write only those rows of the parameter, its gradient and its state.
+read and write only those rows of the parameter, its gradient and its state. The gradient may be dense or sparse
+(`torch.sparse_coo`, as `nn.Embedding(sparse=True)` and `subset_logits(..., sparse_grad=True)` make it): with a sparse
+gradient and no rows given, a step updates the rows of that gradient.
 
 Semantics for the rows a step skips (lazy updates, as `torch.optim.SparseAdam`): nothing happens to them. Their
 momentum / moment estimates do not decay, weight decay is not applied, and each row keeps its own step count, so a
 row is updated exactly as the dense optimizer would update it if the steps that skipped it had not happened
-(tested). With `rows=None` a step updates every row, and the optimizers equal `torch.optim.SGD` / `AdamW`.
+(tested). Updating every row (dense gradients, no rows given), the optimizers equal `torch.optim.SGD` / `AdamW`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+
+
+def _gradient_rows(grad: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """`grad` at `rows` as a dense `[len(rows), ...]` tensor; a sparse `grad` must have no row outside `rows`."""
+    if not grad.is_sparse:
+        return grad.index_select(0, rows)
+    grad = grad.coalesce()
+    indices, values = grad.indices()[0], grad.values()
+    if torch.equal(indices, rows):
+        return values
+    positions = torch.searchsorted(rows, indices).clamp_(max=max(rows.numel() - 1, 0))
+    if rows.numel() == 0 or not torch.equal(rows[positions], indices):
+        raise ValueError("a sparse gradient has rows outside the rows to update (rows must be sorted and cover them).")
+    return values.new_zeros((rows.numel(), *values.shape[1:])).index_add_(0, positions, values)
 
 
 class _RowSparseOptimizer(torch.optim.Optimizer):
@@ -30,21 +46,28 @@ class _RowSparseOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, rows: torch.Tensor | None = None, closure=None):
-        """Update `rows` (a 1-D tensor of distinct row indices; None: every row) of every parameter that has a
-        gradient."""
+        """Update `rows` (a sorted 1-D tensor of distinct row indices) of every parameter that has a gradient.
+        `rows=None`: the rows of the first sparse gradient (all the parameters share them: a bias's dense gradient
+        is read at the weight's rows), or every row when no gradient is sparse."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                index = torch.arange(param.shape[0], device=param.device) if rows is None else rows.to(param.device)
-                self._update_rows(param, index, group, self.state[param])
+        params = [(p, group) for group in self.param_groups for p in group["params"] if p.grad is not None]
+        for param, _ in params:
+            if param.grad.is_sparse:
+                param.grad = param.grad.coalesce()  # once here, not per use (a no-op when it is already)
+        if rows is None:
+            rows = next((p.grad.indices()[0] for p, _ in params if p.grad.is_sparse), None)
+        for param, group in params:
+            index = torch.arange(param.shape[0], device=param.device) if rows is None else rows.to(param.device)
+            self._update_rows(param, index, _gradient_rows(param.grad, index), group, self.state[param])
         return loss
 
-    def _update_rows(self, param: torch.Tensor, rows: torch.Tensor, group: dict, state: dict) -> None:
+    def _update_rows(
+        self, param: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, group: dict, state: dict
+    ) -> None:
+        """Update `param[rows]` from `grad` (the gradient at those rows, `[len(rows), ...]`) and `state`."""
         raise NotImplementedError
 
     @staticmethod
@@ -75,9 +98,11 @@ class RowSparseSGD(_RowSparseOptimizer):
             raise ValueError("Nesterov momentum needs momentum > 0.")
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov})
 
-    def _update_rows(self, param: torch.Tensor, rows: torch.Tensor, group: dict, state: dict) -> None:
+    def _update_rows(
+        self, param: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, group: dict, state: dict
+    ) -> None:
         values = param.index_select(0, rows)
-        direction = param.grad.index_select(0, rows)
+        direction = grad
         if group["weight_decay"]:
             direction = direction.add(values, alpha=group["weight_decay"])
         if group["momentum"]:
@@ -110,13 +135,14 @@ class RowSparseAdamW(_RowSparseOptimizer):
             raise ValueError(f"invalid AdamW settings: lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}.")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
 
-    def _update_rows(self, param: torch.Tensor, rows: torch.Tensor, group: dict, state: dict) -> None:
+    def _update_rows(
+        self, param: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, group: dict, state: dict
+    ) -> None:
         if "exp_avg" not in state:
             state["exp_avg"] = torch.zeros_like(param)
             state["exp_avg_sq"] = torch.zeros_like(param)
         row_steps = self._row_steps(state, param)
         beta1, beta2 = group["betas"]
-        grad = param.grad.index_select(0, rows)
         row_steps.index_add_(0, rows, torch.ones_like(rows))
         steps = row_steps.index_select(0, rows).to(param.dtype).view(-1, *([1] * (param.dim() - 1)))
         exp_avg = state["exp_avg"].index_select(0, rows).lerp_(grad, 1 - beta1)

@@ -5,6 +5,10 @@ and bias Parameters, so the state dict, `save_pretrained` and the optimizer see 
 Inside `head.restricted_to(classes)` the model's own `forward` returns logits at those classes only (`[B, K']`): the
 `[B, C]` logits are never formed. Going through the model's forward (rather than calling its feature extractor
 directly) is what keeps DDP's gradient synchronisation and Accelerate's autocast in the loop.
+
+With `sparse_grad = True`, a restricted forward makes the weight's gradient a sparse tensor over the rows it used
+(see `subset_logits`): no `[C, d]` gradient is written, and the rows a step trained are that gradient's indices (what
+the row-sparse optimizers update).
 """
 
 from __future__ import annotations
@@ -30,10 +34,8 @@ class SampledLinear(nn.Linear):
         self.weight = linear.weight
         self.bias = linear.bias
         self._classes: torch.Tensor | None = None
-        #: Record the rows each forward with gradients uses, for `pop_touched_rows` (row-sparse optimizers).
-        self.track_rows = False
-        self._touched: list[torch.Tensor] = []
-        self._touched_all = False
+        #: Restricted forwards give the weight a sparse gradient over the rows they used (row-sparse optimizers).
+        self.sparse_grad = False
 
     @contextmanager
     def restricted_to(self, classes: torch.Tensor) -> Iterator[None]:
@@ -46,26 +48,14 @@ class SampledLinear(nn.Linear):
         finally:
             self._classes = None
 
-    def pop_touched_rows(self) -> torch.Tensor | None:
-        """The distinct rows that forwards with gradients used since the last call (sorted), or None when one of them
-        used every row (an unrestricted forward); then forget them. Needs `track_rows = True`."""
-        rows = None if self._touched_all or not self._touched else torch.unique(torch.cat(self._touched))
-        self._touched, self._touched_all = [], False
-        return rows
-
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if self.track_rows and torch.is_grad_enabled():  # a forward that will be trained on: record its rows
-            if self._classes is None:
-                self._touched_all = True
-            else:
-                self._touched.append(self._classes.flatten())
         if self._classes is None:
             return F.linear(features, self.weight, self.bias)
         if features.dim() != 2:
             raise ValueError(
                 f"sampled logits need the classifier's input to be [batch, features], got {tuple(features.shape)}."
             )
-        return subset_logits(features, self, self._classes)
+        return subset_logits(features, self, self._classes, sparse_grad=self.sparse_grad)
 
 
 def install_sampled_head(model: nn.Module) -> SampledLinear:

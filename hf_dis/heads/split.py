@@ -46,7 +46,9 @@ HF_FAMILIES: dict[str, HFFamily] = {
 UNION_COST_FACTOR = 16
 
 
-def subset_logits(features: torch.Tensor, head: nn.Linear, classes: torch.Tensor | None = None) -> torch.Tensor:
+def subset_logits(
+    features: torch.Tensor, head: nn.Linear, classes: torch.Tensor | None = None, *, sparse_grad: bool = False
+) -> torch.Tensor:
     """Logits of `head` at the classes S only.
 
     Args:
@@ -55,16 +57,22 @@ def subset_logits(features: torch.Tensor, head: nn.Linear, classes: torch.Tensor
         classes: None for all C classes (`[B, C]`); `[K']` for one S shared by the batch (one GEMM on the selected
             rows, `[B, K']`); `[B, K']` for a per-example S (`[B, K']`: one GEMM over the union of the batch's
             classes, then a gather, when that is cheap by `UNION_COST_FACTOR`; else each example's rows gathered).
+        sparse_grad: gather the weight's rows so that its gradient is a sparse tensor over those rows (as
+            `nn.Embedding(sparse=True)`) instead of a dense `[C, d]` one; the bias's gradient stays dense (`[C]`).
     """
     if classes is None:
         return head(features)
+
+    def weight_rows(index: torch.Tensor) -> torch.Tensor:
+        return F.embedding(index, head.weight, sparse=True) if sparse_grad else head.weight[index]
+
     if classes.dim() == 1:
-        return F.linear(features, head.weight[classes], None if head.bias is None else head.bias[classes])
+        return F.linear(features, weight_rows(classes), None if head.bias is None else head.bias[classes])
     union, position = torch.unique(classes, return_inverse=True)
     if features.shape[0] * union.numel() <= UNION_COST_FACTOR * classes.numel():
         bias = None if head.bias is None else head.bias[union]
-        return F.linear(features, head.weight[union], bias).gather(1, position)
-    logits = torch.bmm(head.weight[classes], features.unsqueeze(-1)).squeeze(-1)  # [B, K', d] @ [B, d, 1]
+        return F.linear(features, weight_rows(union), bias).gather(1, position)
+    logits = torch.bmm(weight_rows(classes), features.unsqueeze(-1)).squeeze(-1)  # [B, K', d] @ [B, d, 1]
     if head.bias is None:
         return logits
     return logits + head.bias[classes].to(logits.dtype)  # bf16 under autocast, like F.linear

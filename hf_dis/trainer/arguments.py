@@ -68,9 +68,10 @@ class DistillationArguments(TrainingArguments):
         > Classifier updates
 
         classifier_optimizer: dense (the Trainer's optimizer updates the classifier like any parameter) or row_sparse
-            (each step reads and writes only the classifier rows of the classes it sampled: lazy momentum and weight
-            decay, see hf_dis.heads.RowSparseAdamW; for very many classes). row_sparse follows optim: sgd gives
-            RowSparseSGD (momentum from optim_args), the adamw variants RowSparseAdamW.
+            (each step reads and writes only the classifier rows of the classes it sampled, and the weight's
+            gradient is sparse over them: lazy momentum and weight decay, see hf_dis.heads.RowSparseAdamW; for very
+            many classes). row_sparse follows optim: sgd gives RowSparseSGD (momentum from optim_args), the adamw
+            variants RowSparseAdamW.
 
         > Teacher input
 
@@ -185,9 +186,10 @@ class DistillationArguments(TrainingArguments):
         default="dense",
         metadata={
             "help": "dense (the Trainer's optimizer updates the classifier like any parameter) or row_sparse (each "
-            "step reads and writes only the classifier rows of the classes it sampled: lazy momentum and weight "
-            "decay, see hf_dis.heads.RowSparseAdamW; for very many classes). row_sparse follows optim: sgd gives "
-            "RowSparseSGD (momentum from optim_args), the adamw variants RowSparseAdamW."
+            "step reads and writes only the classifier rows of the classes it sampled, and the weight's gradient "
+            "is sparse over them: lazy momentum and weight decay, see hf_dis.heads.RowSparseAdamW; for very many "
+            "classes). row_sparse follows optim: sgd gives RowSparseSGD (momentum from optim_args), the adamw "
+            "variants RowSparseAdamW."
         },
     )
 

@@ -3,8 +3,16 @@
 The Trainer builds its optimizer as usual; the student's classifier weight and bias are then taken out of it and
 given to a `RowSparseSGD` / `RowSparseAdamW` with the same hyper-parameters (weight decay on the weight, none on the
 bias, as the Trainer groups them). That optimizer steps right after the Trainer's (a step post-hook), at the Trainer's
-current learning rate, on the rows the step's forwards used (`SampledLinear.pop_touched_rows`; their union over
-processes). Its state is saved as `classifier_optimizer.pt` in every checkpoint and restored on resume.
+current learning rate, on the rows the step's forwards used. Its state is saved as `classifier_optimizer.pt` in every
+checkpoint and restored on resume.
+
+The classifier weight's gradient is sparse on sampled steps (`SampledLinear.sparse_grad`): only the used rows are
+ever written, in the backward, the gradient clipping and the update, never a `[C, d]` buffer. DDP does not reduce it
+(the weight is on DDP's ignore list, which also skips it in DDP's first broadcast: `broadcast_from_main_process`
+does that instead); `reduce_row_gradient` averages it over processes after the last backward of each optimizer step,
+on the union of the rows the processes used, before the Trainer clips gradients, so that clipping and the logged
+gradient norm see the same averaged gradient as with a dense classifier. Full forwards (DIS probe steps, full KD)
+give a dense gradient, reduced densely.
 """
 
 from __future__ import annotations
@@ -13,6 +21,9 @@ import os
 from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from transformers import TrainerCallback, TrainingArguments
 
 from hf_dis.heads import RowSparseAdamW, RowSparseSGD, SampledLinear
@@ -41,17 +52,47 @@ def remove_parameters(optimizer: torch.optim.Optimizer, parameters: list[torch.T
         group["params"] = [p for p in group["params"] if id(p) not in excluded]
 
 
-def union_over_processes(rows: torch.Tensor | None, num_rows: int, accelerator) -> torch.Tensor | None:
-    """The rows any process touched (gradients are averaged over processes), None when one of them touched all."""
-    if accelerator.num_processes == 1:
-        return rows
-    mask = torch.zeros(num_rows + 1, device=accelerator.device)
-    if rows is None:
-        mask[num_rows] = 1.0  # "every row" flag
-    else:
-        mask[rows.to(accelerator.device)] = 1.0
-    mask = accelerator.reduce(mask, reduction="sum")
-    return None if mask[num_rows] > 0 else mask[:num_rows].nonzero().flatten()
+def reduce_row_gradient(weight: torch.Tensor, accelerator) -> None:
+    """Make `weight.grad` the average over processes of every process's gradient, sparse (coalesced) when each
+    process's is sparse: a post-accumulate-grad hook of the classifier weight, acting on the step's last micro-batch
+    (when the Trainer synchronises gradients), as DDP does for the other parameters."""
+    if not accelerator.sync_gradients:
+        return
+    grad = weight.grad.coalesce() if weight.grad.is_sparse else weight.grad
+    if accelerator.num_processes > 1:
+        num_rows = weight.shape[0]
+        used = torch.zeros(num_rows + 1, device=grad.device)  # rows this process used, then a "dense" flag
+        if grad.is_sparse:
+            used[grad.indices()[0]] = 1.0
+        else:
+            used[num_rows] = 1.0
+        used = accelerator.reduce(used, reduction="sum")
+        if used[num_rows] > 0:  # some process has a dense gradient: reduce densely
+            grad = accelerator.reduce(grad.to_dense() if grad.is_sparse else grad, reduction="mean")
+        else:
+            rows = used[:num_rows].nonzero().flatten()
+            values = grad.values().new_zeros((rows.numel(), *weight.shape[1:]))
+            values.index_add_(0, torch.searchsorted(rows, grad.indices()[0]), grad.values())
+            values = accelerator.reduce(values, reduction="mean")
+            grad = torch.sparse_coo_tensor(
+                rows.unsqueeze(0), values, weight.shape, is_coalesced=True, check_invariants=False
+            )
+    weight.grad = grad
+
+
+def exclude_from_ddp(model: nn.Module, parameter: torch.Tensor) -> None:
+    """Put `parameter` on the ignore list DDP reads when it wraps `model` (its gradient is reduced by
+    `reduce_row_gradient` instead)."""
+    names = [name for name, p in model.named_parameters() if p is parameter]
+    ignored = set(getattr(model, "_ddp_params_and_buffers_to_ignore", ()))
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, sorted(ignored | set(names)))
+
+
+def broadcast_from_main_process(tensor: torch.Tensor) -> None:
+    """Copy the main process's `tensor` to every process (DDP's first broadcast skips the parameters it ignores)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        with torch.no_grad():
+            dist.broadcast(tensor, src=0)
 
 
 class ClassifierOptimizerCallback(TrainerCallback):

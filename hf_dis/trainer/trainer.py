@@ -29,6 +29,7 @@ import hashlib
 import os
 import random
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import datasets
@@ -51,10 +52,12 @@ from hf_dis.trainer.buffer_sync import BufferSyncCallback
 from hf_dis.trainer.loss_logging import LossPartsLogging
 from hf_dis.trainer.row_sparse_updates import (
     ClassifierOptimizerCallback,
+    broadcast_from_main_process,
     build_row_sparse_optimizer,
+    exclude_from_ddp,
     load_classifier_state,
+    reduce_row_gradient,
     remove_parameters,
-    union_over_processes,
 )
 from hf_dis.trainer.sampler_state import SamplerStateCallback, load_sampler_state, resolve_checkpoint
 from hf_dis.trainer.teacher import TeacherInputs, expected_image_size, freeze, load_teacher, model_normalization
@@ -139,7 +142,9 @@ class DistillationTrainer(LossPartsLogging, Trainer):
         self.input_size: tuple[int, int] | None = None  # (height, width) of the training images, for the model card
         self.classifier_optimizer: torch.optim.Optimizer | None = None  # classifier_optimizer="row_sparse" only
         self._pending_classifier_state: dict[str, Any] | None = None
-        self.student_head.track_rows = args.classifier_optimizer == "row_sparse"
+        if args.classifier_optimizer == "row_sparse":
+            self.student_head.sparse_grad = True
+            exclude_from_ddp(self.model, self.student_head.weight)
         self._card_options: dict[str, Any] = {}
         self._head_times: tuple[int, dict[str, float]] | None = None  # (global step, head_step_times) for the card
 
@@ -357,18 +362,18 @@ class DistillationTrainer(LossPartsLogging, Trainer):
         if self._pending_classifier_state is not None:
             self.classifier_optimizer.load_state_dict(self._pending_classifier_state)
             self._pending_classifier_state = None
+        broadcast_from_main_process(head.weight)
+        head.weight.register_post_accumulate_grad_hook(partial(reduce_row_gradient, accelerator=self.accelerator))
         optimizer.register_step_post_hook(self._step_classifier)
         self.add_callback(ClassifierOptimizerCallback(self.classifier_optimizer))
         return optimizer
 
     def _step_classifier(self, optimizer: torch.optim.Optimizer, *_: Any) -> None:
-        """After the Trainer's optimizer stepped: the classifier rows this step used, at its learning rate."""
-        rows = union_over_processes(
-            self.student_head.pop_touched_rows(), self.student_head.out_features, self.accelerator
-        )
+        """After the Trainer's optimizer stepped: the classifier rows this step used (those of the weight's sparse
+        gradient; every row after a full forward), at its learning rate."""
         for group in self.classifier_optimizer.param_groups:
             group["lr"] = optimizer.param_groups[0]["lr"]  # the scheduler drives the Trainer's groups
-        self.classifier_optimizer.step(rows)
+        self.classifier_optimizer.step()
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
         for callback in self.callback_handler.callbacks:  # rebuilt from a checkpoint without our sampler: bind it
