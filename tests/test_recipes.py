@@ -210,6 +210,21 @@ def test_market1501_recipe_on_the_release_format(tmp_path):
                    "--sampler", "full", *QUICK, cache=tmp_path / "cache")  # fmt: skip
     metrics = results(student)
     assert metrics["eval_num_valid_queries"] == 4 and metrics["eval_num_skipped_queries"] == 0
+    for folder in (teacher, student):  # BoT's last stride 1 by default on Market-1501 with a timm ResNet
+        assert json.loads((folder / "config.json").read_text())["last_stride"] == 1
+
+
+def test_last_stride_defaults_follow_bot(tmp_path):
+    from hf_dis.recipes.data import DataArguments
+
+    market, glyphs = DataArguments(dataset="market1501", data_dir="m"), DataArguments(dataset="glyphs")
+    student, _, _ = distill_market1501.parse_args(["--output_dir", str(tmp_path)])
+    assert student.reid_last_stride(market, "resnet50") == 1 and student.reid_last_stride(glyphs, "resnet50") is None
+    assert student.reid_last_stride(market, "convnext_tiny") is None  # not a ResNet: its own strides
+    student, _, _ = distill_market1501.parse_args(["--output_dir", str(tmp_path), "--last_stride", "2"])
+    assert student.reid_last_stride(market, "resnet50") is None
+    with pytest.raises(ValueError, match="last_stride is a re-ID backbone option"):
+        train_teacher.parse_args(["--output_dir", str(tmp_path), "--last_stride", "1"])
 
 
 def _free_port() -> int:

@@ -18,7 +18,7 @@ from hf_dis.data.market1501 import REID_FEATURES
 from hf_dis.heads import split_classifier
 from hf_dis.losses import batch_hard_triplet_loss
 from hf_dis.metrics import reid_eval_metrics, reid_metrics_from_features
-from hf_dis.models import ReIDModel
+from hf_dis.models import ReIDConfig, ReIDModel
 
 # --- losses ------------------------------------------------------------------------------------------------------
 
@@ -170,6 +170,28 @@ def test_reid_model_outputs_init_save_and_split(tmp_path):
     assert split_classifier(model).head_path == "classifier"
 
 
+@pytest.mark.parametrize("backbone", ["test_resnet", "resnet10t"])  # a strided shortcut; an average-pool one
+def test_last_stride_one_doubles_the_final_feature_map_and_is_saved(backbone, tmp_path):
+    plain = ReIDModel.from_backbone(backbone, 4, seed=0).eval()
+    bot = ReIDModel.from_backbone(backbone, 4, seed=0, last_stride=1).eval()
+    pixels = torch.randn(2, 3, 64, 32)
+    assert plain.backbone.forward_features(pixels).shape[-2:] == (2, 1)
+    assert bot.backbone.forward_features(pixels).shape[-2:] == (4, 2)
+    shapes = {name: tensor.shape for name, tensor in plain.state_dict().items()}
+    assert shapes == {name: tensor.shape for name, tensor in bot.state_dict().items()}  # same weights fit
+    bot.save_pretrained(tmp_path)
+    loaded = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    assert loaded.config.last_stride == 1 and loaded.backbone.forward_features(pixels).shape[-2:] == (4, 2)
+    torch.testing.assert_close(loaded(pixels).embeddings, bot(pixels).embeddings)
+
+
+def test_last_stride_needs_a_resnet_family_timm_backbone():
+    with pytest.raises(ValueError, match="needs a timm ResNet-family backbone"):
+        ReIDModel.from_backbone("test_convnext", 4, last_stride=1)
+    with pytest.raises(ValueError, match="last_stride must be 1"):
+        ReIDConfig("resnet50", last_stride=2)
+
+
 def test_reid_model_on_a_transformers_backbone(tmp_path):
     import transformers
 
@@ -187,6 +209,8 @@ def test_reid_model_on_a_transformers_backbone(tmp_path):
     assert torch.allclose(loaded(pixels).logits, model(pixels).logits)
     with pytest.raises(ValueError, match="timm backbones only"):
         ReIDModel.from_backbone(str(tmp_path / "backbone"), 5, output_stride=16)
+    with pytest.raises(ValueError, match=r"\['last_stride'\] apply to timm backbones only"):
+        ReIDModel.from_backbone(str(tmp_path / "backbone"), 5, last_stride=1)
 
 
 # --- evaluation pieces -------------------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ class ReIDConfig(PretrainedConfig):
         backbone_source: ``timm`` or ``transformers``.
         backbone_config: the transformers backbone's config as a dict (`backbone_source="transformers"`).
         backbone_kwargs: extra keywords of `timm.create_model` (e.g. ``{"output_stride": 16}``).
+        last_stride: 1 for BoT's "last stride 1": the last stage of a timm ResNet-family backbone does not downsample
+            (no dilation either), which doubles the final feature map's height and width; None keeps the backbone's.
         num_labels: the number of training identities.
     """
 
@@ -49,16 +51,22 @@ class ReIDConfig(PretrainedConfig):
         backbone_source: str = "timm",
         backbone_config: dict[str, Any] | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
+        last_stride: int | None = None,
         **kwargs: Any,
     ) -> None:
         if backbone_source not in ("timm", "transformers"):
             raise ValueError(f"backbone_source must be 'timm' or 'transformers', got {backbone_source!r}.")
         if backbone_source == "transformers" and backbone_config is None:
             raise ValueError("a transformers backbone needs its config: pass backbone_config (a dict).")
+        if last_stride not in (None, 1):
+            raise ValueError(f"last_stride must be 1 (BoT) or None (the backbone's own), got {last_stride!r}.")
+        if last_stride is not None and backbone_source != "timm":
+            raise ValueError("last_stride=1 applies to timm ResNet-family backbones only.")
         self.backbone = backbone
         self.backbone_source = backbone_source
         self.backbone_config = backbone_config
         self.backbone_kwargs = dict(backbone_kwargs or {})
+        self.last_stride = last_stride
         super().__init__(**kwargs)
 
 
@@ -87,6 +95,8 @@ class ReIDModel(PreTrainedModel):
         super().__init__(config)
         if config.backbone_source == "timm":
             self.backbone = timm.create_model(config.backbone, num_classes=0, **config.backbone_kwargs)
+            if config.last_stride == 1:
+                _keep_last_stage_resolution(self.backbone, config.backbone)
             width = self.backbone.num_features
         else:
             self.backbone = AutoModel.from_config(AutoConfig.for_model(**config.backbone_config))
@@ -98,21 +108,32 @@ class ReIDModel(PreTrainedModel):
 
     @classmethod
     def from_backbone(
-        cls, backbone: str, num_labels: int, *, pretrained: bool = False, seed: int | None = None, **backbone_kwargs
+        cls,
+        backbone: str,
+        num_labels: int,
+        *,
+        pretrained: bool = False,
+        seed: int | None = None,
+        last_stride: int | None = None,
+        **backbone_kwargs,
     ) -> ReIDModel:
         """A fresh re-ID model on a timm architecture (a name `timm.list_models()` knows) or a transformers backbone
         (a local directory or a Hub id), with its pretrained weights when `pretrained` (the neck and the classifier
-        are always new). With `seed`, the random initialisation is reproducible."""
+        are always new). With `seed`, the random initialisation is reproducible; `last_stride`: see `ReIDConfig`."""
         if seed is not None:
             torch.manual_seed(seed)
         if timm.is_model(backbone) and not os.path.isdir(backbone):
-            model = cls(ReIDConfig(backbone, "timm", backbone_kwargs=backbone_kwargs, num_labels=num_labels))
+            config = ReIDConfig(
+                backbone, "timm", backbone_kwargs=backbone_kwargs, last_stride=last_stride, num_labels=num_labels
+            )
+            model = cls(config)
             if pretrained:
                 source = timm.create_model(backbone, pretrained=True, num_classes=0, **backbone_kwargs)
                 model.backbone.load_state_dict(source.state_dict())
             return model
-        if backbone_kwargs:
-            raise ValueError(f"backbone_kwargs apply to timm backbones only, got {sorted(backbone_kwargs)}.")
+        if backbone_kwargs or last_stride is not None:
+            given = sorted(backbone_kwargs) + (["last_stride"] if last_stride is not None else [])
+            raise ValueError(f"{given} apply to timm backbones only; {backbone!r} is a transformers model.")
         if pretrained:
             source = AutoModel.from_pretrained(backbone)
             config = ReIDConfig(
@@ -161,6 +182,28 @@ class ReIDModel(PreTrainedModel):
         if labels is not None and logits.shape[-1] == self.config.num_labels:
             loss = F.cross_entropy(logits.float(), labels)
         return ReIDOutput(loss=loss, logits=logits, features=features, embeddings=embeddings)
+
+
+def _keep_last_stage_resolution(backbone: nn.Module, name: str) -> None:
+    """BoT's "last stride 1", in place: the first block of the last stage (`layer4`) of a timm ResNet-family backbone
+    stops downsampling (its stride-2 convolutions stride 1, an average-pool shortcut is dropped). No parameter
+    changes, so pretrained weights load as they are. Defined here so that a saved model's code is self-contained."""
+    stage = getattr(backbone, "layer4", None)
+    changed = 0
+    if isinstance(stage, nn.Sequential) and len(stage) > 0:
+        block = stage[0]
+        for path, module in list(block.named_modules()):
+            if isinstance(module, nn.Conv2d) and tuple(module.stride) == (2, 2):
+                module.stride = (1, 1)
+                changed += 1
+            elif isinstance(module, nn.AvgPool2d) and module.stride in (2, (2, 2)):
+                block.set_submodule(path, nn.Identity())
+                changed += 1
+    if not changed:
+        raise ValueError(
+            f"last_stride=1 needs a timm ResNet-family backbone (a layer4 whose first block downsamples); {name!r} has "
+            "none."
+        )
 
 
 def _transformers_width(config: PretrainedConfig) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hf_dis.recipes.data import DataArguments, load_splits, num_labels, reid_splits
-from hf_dis.recipes.models import ModelOptions, build_reid_model, normalisation
+from hf_dis.recipes.models import ModelOptions, ReIDBackboneOptions, build_reid_model, normalisation
 from hf_dis.recipes.optimization import BoTRecipe, recipe_optimizers
 from hf_dis.recipes.parsing import parse_recipe_args
 from hf_dis.recipes.runner import train_and_report
@@ -26,12 +26,12 @@ from hf_dis.trainer import ReIDDistillationArguments, ReIDDistillationTrainer
 
 
 @dataclass
-class StudentArguments(ModelOptions):
+class StudentArguments(ReIDBackboneOptions, ModelOptions):
     """The student.
 
     Args:
         student: A timm architecture name or a transformers model (local directory or Hub id); for re-ID, the backbone.
-        pretrained, image_size: see `ModelOptions`.
+        pretrained, image_size: see `ModelOptions`; last_stride: see `ReIDBackboneOptions`.
     """
 
     student: str = field(
@@ -63,7 +63,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     student_args, data, args = parse_args(argv)
     splits = load_splits(data, "reid")
     student = build_reid_model(
-        student_args.student, num_labels(splits), pretrained=student_args.use_pretrained(data), seed=args.seed
+        student_args.student,
+        num_labels(splits),
+        pretrained=student_args.use_pretrained(data),
+        seed=args.seed,
+        last_stride=student_args.reid_last_stride(data, student_args.student),
     )
     size = student_args.input_size(data, "reid")
     train, evaluation = reid_splits(splits, data, normalisation(student, student_args.student), size)

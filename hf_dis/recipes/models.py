@@ -73,10 +73,48 @@ def build_classifier(name: str, num_classes: int, *, pretrained: bool, seed: int
     return AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(name, num_labels=num_classes))
 
 
-def build_reid_model(name: str, num_identities: int, *, pretrained: bool, seed: int) -> ReIDModel:
+@dataclass
+class ReIDBackboneOptions:
+    """The re-ID backbone's BoT option.
+
+    Args:
+        last_stride: 1: BoT's last stride 1 (the last stage of a timm ResNet-family backbone does not downsample: a
+            final feature map twice as high and wide); 2: the backbone's own. Unset: 1 for Market-1501 with a timm
+            ResNet-family backbone (as BoT), 2 otherwise.
+    """
+
+    last_stride: int | None = field(
+        default=None,
+        metadata={
+            "help": "1: BoT's last stride 1 (the last stage of a timm ResNet-family backbone does not downsample: a "
+            "final feature map twice as high and wide); 2: the backbone's own. Unset: 1 for Market-1501 with a timm "
+            "ResNet-family backbone (as BoT), 2 otherwise."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.last_stride not in (None, 1, 2):
+            raise ValueError(f"last_stride must be 1 or 2, got {self.last_stride}.")
+
+    def reid_last_stride(self, data: DataArguments, backbone: str) -> int | None:
+        """`ReIDModel`'s `last_stride` for `backbone`: 1, or None for the backbone's own."""
+        if self.last_stride is not None:
+            return 1 if self.last_stride == 1 else None
+        timm_resnet = timm.is_model(backbone) and not os.path.isdir(backbone)
+        timm_resnet = timm_resnet and timm.models.is_model_in_modules(backbone, ["resnet"])
+        return 1 if data.dataset == "market1501" and timm_resnet else None
+
+
+def build_reid_model(
+    name: str, num_identities: int, *, pretrained: bool, seed: int, last_stride: int | None = None
+) -> ReIDModel:
     """A `ReIDModel` on the backbone `name` (timm architecture, or transformers directory / Hub id)."""
     return _pretrained_or_explain(
-        name, pretrained, lambda: ReIDModel.from_backbone(name, num_identities, pretrained=pretrained, seed=seed)
+        name,
+        pretrained,
+        lambda: ReIDModel.from_backbone(
+            name, num_identities, pretrained=pretrained, seed=seed, last_stride=last_stride
+        ),
     )
 
 

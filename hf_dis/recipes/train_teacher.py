@@ -22,7 +22,7 @@ from transformers import Trainer, TrainingArguments
 
 from hf_dis.metrics import classification_metrics
 from hf_dis.recipes.data import DataArguments, classification_splits, load_splits, num_labels, reid_splits
-from hf_dis.recipes.models import ModelOptions, build_classifier, build_reid_model, normalisation
+from hf_dis.recipes.models import ModelOptions, ReIDBackboneOptions, build_classifier, build_reid_model, normalisation
 from hf_dis.recipes.optimization import BoTRecipe, CIFARRecipe, recipe_optimizers
 from hf_dis.recipes.parsing import parse_recipe_args
 from hf_dis.recipes.runner import train_and_report
@@ -32,14 +32,14 @@ TASKS = ("classification", "reid")
 
 
 @dataclass
-class ModelArguments(ModelOptions):
+class ModelArguments(ReIDBackboneOptions, ModelOptions):
     """The model to train.
 
     Args:
         task: classification or reid.
         model: A timm architecture name (resnet50, ...) or a transformers model (local directory or Hub id); for
             re-ID, the backbone.
-        pretrained, image_size: see `ModelOptions`.
+        pretrained, image_size: see `ModelOptions`; last_stride (re-ID): see `ReIDBackboneOptions`.
     """
 
     task: str = field(default="classification", metadata={"help": "classification or reid."})
@@ -52,8 +52,11 @@ class ModelArguments(ModelOptions):
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {list(TASKS)}, got {self.task!r}.")
+        if self.task == "classification" and self.last_stride is not None:
+            raise ValueError("last_stride is a re-ID backbone option (--task reid).")
 
 
 @dataclass
@@ -86,7 +89,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     splits = load_splits(data, model_args.task)
     pretrained, size = model_args.use_pretrained(data), model_args.input_size(data, model_args.task)
     if model_args.task == "reid":
-        model = build_reid_model(model_args.model, num_labels(splits), pretrained=pretrained, seed=args.seed)
+        model = build_reid_model(
+            model_args.model,
+            num_labels(splits),
+            pretrained=pretrained,
+            seed=args.seed,
+            last_stride=model_args.reid_last_stride(data, model_args.model),
+        )
         train, evaluation = reid_splits(splits, data, normalisation(model, model_args.model), size)
         trainer_type, extra = ReIDTrainer, {}
     else:
