@@ -4,18 +4,25 @@ classifier's optimizer step, for full KD against the samplers, as the number of 
 Rows: `full` (dense head, Hinton KD, AdamW over all C rows) and, for uniform / ftis / dis in both scopes and several
 K, the sampled head and loss (drawing included) followed by dense AdamW, or with a sparse weight gradient and
 `RowSparseAdamW` on the sampled rows only (what `classifier_optimizer="row_sparse"` does). Milliseconds per step
-(median), and on a GPU the peak memory of the step. Random features and teacher logits (the teacher's and the
-backbone's costs are not part of this benchmark: see bench_step).
+(median) and peak memory: on a GPU the peak of torch's allocator during the timed steps; on a Linux CPU the peak
+resident set during the timed steps less the resident set before the first case (the interpreter and libraries),
+with glibc told to map every allocation over 128 KiB on its own and give it back when freed (so the resident set
+follows the live tensors). Both count what stays alive across steps (weights, optimizer state, inputs) plus the
+step's own peak. Random features and teacher logits (the teacher's and the backbone's costs are not part of this
+benchmark: see bench_step).
 
     python benchmarks/bench_head.py                     # GPU: C up to 10^6, batch 256, features 512
     python benchmarks/bench_head.py --device cpu --max-classes 100000 --batch-size 64
+    python benchmarks/bench_head.py --device cpu --classes 1000000 --samplers dis --batch-size 64 --out /tmp/1e6
     python benchmarks/bench_head.py --smoke --out /tmp/x  # tiny sizes, seconds (the test suite runs this)
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import re
 from pathlib import Path
 
 import matplotlib
@@ -40,19 +47,41 @@ def sample_sizes(num_classes: int) -> list[int]:
     return sizes or [max(num_classes // 10, 1)]
 
 
-def time_steps(step, device: torch.device, repeats: int) -> tuple[float, float | None]:
-    """Median milliseconds of `step()` after two warm-up calls, and the peak memory (MB) of the timed calls on a GPU."""
+def track_cpu_memory() -> float | None:
+    """Make the resident set follow the live allocations (glibc: a fixed 128 KiB mmap threshold) and return the
+    current resident set (MB), the baseline the CPU peaks are taken from; None where this is not Linux with glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: also turns off its dynamic growth
+        return _proc_status_mb("VmRSS")
+    except (OSError, AttributeError):
+        return None
+
+
+def _proc_status_mb(field: str) -> float:
+    with open("/proc/self/status") as status:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", status.read(), re.M).group(1)) / 1024
+
+
+def time_steps(step, device: torch.device, repeats: int, cpu_baseline: float | None) -> tuple[float, float | None]:
+    """Median milliseconds of `step()` after two warm-up calls, and the peak memory (MB) of the timed calls: torch's
+    allocator on a GPU, the resident set above `cpu_baseline` on a CPU (None without a baseline)."""
     for _ in range(2):
         step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+    elif cpu_baseline is not None:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # reset the peak resident set (VmHWM) to the current one
     milliseconds = median_step_ms(step, device, repeats, warmup=0)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return milliseconds, peak
+    if device.type == "cuda":
+        return milliseconds, torch.cuda.max_memory_allocated(device) / 2**20
+    return milliseconds, None if cpu_baseline is None else _proc_status_mb("VmHWM") - cpu_baseline
 
 
-def run_case(num_classes: int, args: argparse.Namespace, device: torch.device) -> list[dict]:
+def run_case(
+    num_classes: int, args: argparse.Namespace, device: torch.device, cpu_baseline: float | None
+) -> list[dict]:
     generator = torch.Generator(device=device).manual_seed(0)
     features = torch.randn(args.batch_size, args.width, device=device, generator=generator, requires_grad=True)
     teacher_logits = 4 * torch.randn(args.batch_size, num_classes, device=device, generator=generator)
@@ -60,7 +89,7 @@ def run_case(num_classes: int, args: argparse.Namespace, device: torch.device) -
     rows = []
 
     def record(method: str, step, **fields) -> None:
-        milliseconds, peak = time_steps(step, device, args.repeats)
+        milliseconds, peak = time_steps(step, device, args.repeats, cpu_baseline)
         rows.append({"num_classes": num_classes, "method": method, "ms": milliseconds, "peak_mb": peak, **fields})
         print(f"C={num_classes:>8} {method:<40} {milliseconds:9.3f} ms" + (f" {peak:9.1f} MB" if peak else ""))
 
@@ -138,7 +167,8 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--max-classes", type=int, default=CLASS_COUNTS[-1])
+    parser.add_argument("--classes", type=int, nargs="+", default=CLASS_COUNTS, help="values of C")
+    parser.add_argument("--max-classes", type=int, default=CLASS_COUNTS[-1], help="skip the values of C above it")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=10)
@@ -149,15 +179,20 @@ def main() -> None:
     if args.smoke:
         args.max_classes, args.batch_size, args.width, args.repeats = 751, 8, 16, 2
     device = torch.device(args.device)
-    rows = [row for count in CLASS_COUNTS if count <= args.max_classes for row in run_case(count, args, device)]
-    info = {**run_info(device), "batch_size": args.batch_size, "width": args.width, "repeats": args.repeats}
+    cpu_baseline = track_cpu_memory() if device.type == "cpu" else None
+    counts = [count for count in args.classes if count <= args.max_classes]
+    rows = [row for count in counts for row in run_case(count, args, device, cpu_baseline)]
+    memory = "torch allocator peak" if device.type == "cuda" else "peak resident set above the runtime's"
+    info = {**run_info(device), "batch_size": args.batch_size, "width": args.width, "repeats": args.repeats,
+            "peak_memory": memory if device.type == "cuda" or cpu_baseline is not None else "not measured"}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "bench_head.jsonl", "w") as f:
         f.write(json.dumps({"meta": info}) + "\n")
         f.writelines(json.dumps(row) + "\n" for row in rows)
     (args.out / "bench_head.md").write_text(
         f"Generated by `benchmarks/bench_head.py` on {info['date']}: {info['device']}, torch {info['torch']}, batch "
-        f"{args.batch_size}, features {args.width}, median of {args.repeats} steps.\n\n" + markdown(rows)
+        f"{args.batch_size}, features {args.width}, median of {args.repeats} steps; peak MB: {info['peak_memory']}."
+        "\n\n" + markdown(rows)
     )
     plot(rows, args.out / "bench_head.png")
 

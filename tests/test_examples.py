@@ -116,6 +116,9 @@ def test_bench_head_smoke(tmp_path):
     # C = 100 and 751: full, then 3 samplers x 2 scopes x 2 optimizers at one K
     assert len(rows) == 2 * (1 + 3 * 2 * 2) and all(row["ms"] > 0 for row in rows)
     assert {row["optimizer"] for row in rows} == {"adamw", "row_sparse_adamw"}
+    if sys.platform == "linux":  # the resident set's peak above the runtime's: at least the head's weights
+        assert meta["peak_memory"].startswith("peak resident set")
+        assert all(row["peak_mb"] >= 751 * 16 * 4 / 2**20 for row in rows if row["num_classes"] == 751)
     assert (tmp_path / "bench_head.png").stat().st_size > 0 and "| 751 | full |" in (
         tmp_path / "bench_head.md"
     ).read_text()
