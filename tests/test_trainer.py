@@ -717,6 +717,54 @@ def test_distilling_from_the_cache_equals_the_live_teacher_without_running_it(tm
     assert live.sampler.state_dict()["num_updates"] == from_cache.sampler.state_dict()["num_updates"] == 2
 
 
+def test_distilling_from_the_cache_needs_no_teacher(tmp_path):
+    """Without a teacher, training from the cache gives the same student as with one; evaluation on uncached data
+    reports the cross-entropy; the card describes the teacher the cache recorded (kept through save_to_disk)."""
+    from hf_dis.data import cache_teacher_logits, image_transform, labelled_batches, teacher_cache_info
+
+    teacher = timm_model("test_resnet", seed=1).eval()
+    transform = image_transform(teacher, training=False, image_size=32)
+    data = image_dataset(12)
+    cache_teacher_logits(teacher, data, transform, top_r=5).save_to_disk(tmp_path / "cached")
+    cached = datasets.load_from_disk(tmp_path / "cached")
+    assert teacher_cache_info(cached) == {"teacher": "test_resnet (timm)", "architecture": "test_resnet (timm)",
+                                          "parameters": sum(p.numel() for p in teacher.parameters()), "top_r": 5,
+                                          "num_views": None, "seed": None}  # fmt: skip
+    assert teacher_cache_info(data) is None
+
+    def train(name, with_teacher):
+        args = make_args(tmp_path, output_dir=str(tmp_path / name), sampler="dis", num_sampled=5, max_steps=3,
+                         per_device_eval_batch_size=4)  # fmt: skip
+        trainer = DistillationTrainer(
+            model=timm_model(), args=args, teacher=teacher if with_teacher else None,
+            train_dataset=cached.with_transform(labelled_batches(transform)),
+            eval_dataset=data.with_transform(labelled_batches(transform)),
+        )  # fmt: skip
+        trainer.train()
+        return trainer
+
+    with_teacher, without = train("with", True), train("without", False)
+    assert without.teacher is None
+    for (name, p), q in zip(with_teacher.model.named_parameters(), without.model.parameters(), strict=True):
+        assert torch.equal(p, q), name
+    metrics = without.evaluate()
+    assert metrics["eval_ce_loss"] == pytest.approx(metrics["eval_loss"]) and "eval_kd_loss" not in metrics
+    card = (tmp_path / "without" / "README.md").read_text()
+    assert "distilled from **test_resnet (timm)** (test_resnet (timm))" in card
+    assert "cached once: top 5 classes per example, on the un-augmented image" in card
+
+    args = make_args(tmp_path, output_dir=str(tmp_path / "none"))
+    with pytest.raises(ValueError, match="or train on a dataset with cached teacher logits"):
+        DistillationTrainer(
+            model=timm_model(), args=args, train_dataset=data.with_transform(labelled_batches(transform))
+        )
+    wrong = cache_teacher_logits(timm_model("test_resnet", num_classes=2 * NUM_CLASSES), data, transform, top_r=5)
+    trainer = DistillationTrainer(model=timm_model(), args=args, train_dataset=wrong.with_transform(
+        labelled_batches(transform)))  # fmt: skip
+    with pytest.raises(ValueError, match="do not fit the student's 20 classes"):
+        trainer.train()
+
+
 def augmenting_transform(model):
     config = hf_dis.data.data_config(model, image_size=32)
     return hf_dis.data.padded_crop_transform(

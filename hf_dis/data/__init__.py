@@ -6,7 +6,13 @@ from hf_dis.data.glyphs import charset_code_points, load_glyphs, render_glyph
 from hf_dis.data.identity_sampler import IdentitySampler
 from hf_dis.data.market1501 import load_market1501
 from hf_dis.data.reid import REID_EVAL_KEYS, reid_eval_batches, reid_eval_dataset
-from hf_dis.data.teacher_cache import TEACHER_CACHE_COLUMNS, cache_teacher_logits, dense_teacher_logits, seeded_view
+from hf_dis.data.teacher_cache import (
+    TEACHER_CACHE_COLUMNS,
+    cache_teacher_logits,
+    dense_teacher_logits,
+    seeded_view,
+    teacher_cache_info,
+)
 from hf_dis.data.transforms import data_config, image_transform, labelled_batches, padded_crop_transform
 
 __all__ = [
@@ -24,6 +30,7 @@ __all__ = [
     "load_market1501",
     "padded_crop_transform",
     "seeded_view",
+    "teacher_cache_info",
     "reid_eval_batches",
     "reid_eval_dataset",
     "render_glyph",

@@ -18,11 +18,15 @@ Which image the teacher saw, two ways:
   hands over that view's logits: teacher and student see the same pixels, and the augmentation is limited to those
   V draws per image **[choice]** (V = 1 is an augmented image fixed for the whole training).
 
-`DistillationTrainer` uses the cached columns whenever a training batch carries them.
+`DistillationTrainer` uses the cached columns whenever a training batch carries them, and needs no teacher at all
+when the training set carries them: the cache also records which teacher made it (name, architecture, parameters,
+R, views, seed) in the dataset's `info.description` (a JSON line; it survives `map`, `select`, `shuffle` and
+`save_to_disk`), which `teacher_cache_info` reads back for the student's model card.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Callable
@@ -33,11 +37,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from hf_dis.models.describe import describe, num_parameters
+
 TOP_CLASSES, TOP_LOGITS, TAIL_LOGIT = "teacher_top_classes", "teacher_top_logits", "teacher_tail_logit"
 #: The columns a training batch carries to the trainer (one view per example).
 TEACHER_CACHE_COLUMNS = (TOP_CLASSES, TOP_LOGITS, TAIL_LOGIT)
 #: Per row of a cache with augmented views: the seed of each view.
 VIEW_SEEDS = "teacher_view_seeds"
+#: The key of the cache's record in the dataset's `info.description`.
+CACHE_INFO_KEY = "hf_dis_teacher_cache"
 
 
 def view_seed(seed: int, index: int, view: int) -> int:
@@ -134,9 +142,32 @@ def cache_teacher_logits(
     if num_views is not None:
         features[VIEW_SEEDS] = datasets.Sequence(datasets.Value("int64"), length=views)
     what = "the teacher's logits" if num_views is None else f"the teacher's logits on {views} augmented views"
-    return dataset.map(
+    cached = dataset.map(
         add_columns, with_indices=True, batched=True, batch_size=batch_size, features=features, desc=f"Caching {what}"
     )
+    record = {
+        "teacher": getattr(teacher, "name_or_path", None) or describe(teacher),
+        "architecture": describe(teacher),
+        "parameters": num_parameters(teacher),
+        "top_r": top_r,
+        "num_views": num_views,
+        "seed": seed if num_views is not None else None,
+    }
+    description = cached.info.description or ""
+    cached.info.description = (description + "\n" if description else "") + json.dumps({CACHE_INFO_KEY: record})
+    return cached
+
+
+def teacher_cache_info(dataset: datasets.Dataset) -> dict[str, Any] | None:
+    """What `cache_teacher_logits` recorded about the teacher and the cache (teacher, architecture, parameters,
+    top_r, num_views, seed), or None for a dataset it did not make."""
+    for line in reversed((dataset.info.description or "").splitlines()):
+        if CACHE_INFO_KEY in line:
+            try:
+                return json.loads(line)[CACHE_INFO_KEY]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                return None
+    return None
 
 
 def read_cached_views(batch: dict[str, list], transform: Callable, image_column: str = "image") -> dict[str, list]:

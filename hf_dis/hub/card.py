@@ -18,7 +18,6 @@ from typing import Any
 import jinja2
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from torch import nn
 
 CARD_DATA_NAME = "distillation_card.json"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -131,6 +130,7 @@ def render_card(data: StudentCardData, repo_id: str | None = None) -> ModelCard:
         citation=CITATION,
         sampler_names=SAMPLER_NAMES,
         percent=_percent,
+        thousands=_thousands,
         input_height=height,
         input_width=width,
     )
@@ -158,8 +158,8 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
-def num_parameters(model: nn.Module) -> int:
-    return sum(parameter.numel() for parameter in model.parameters())
+def _thousands(value: int | None) -> str:
+    return "an unknown number of" if value is None else f"{value:,}"
 
 
 def device_name(device: torch.device) -> str:

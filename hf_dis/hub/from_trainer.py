@@ -9,12 +9,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-from transformers import PreTrainedModel, TimmWrapperForImageClassification
+import datasets
 
+from hf_dis.data.teacher_cache import teacher_cache_info
 from hf_dis.diagnostics import head_step_ms
-from hf_dis.hub.card import StudentCardData, device_name, num_parameters
-from hf_dis.models import ReIDModel
+from hf_dis.hub.card import StudentCardData, device_name
+from hf_dis.models.describe import describe, num_parameters
 from hf_dis.trainer import DistillationTrainer, ReIDDistillationArguments
 from hf_dis.trainer.teacher import model_normalization
 
@@ -58,12 +58,18 @@ def student_card_data(
         student["input size"] = "x".join(str(side) for side in trainer.input_size)
     if normalisation is not None:
         student["normalisation mean"], student["normalisation std"] = list(normalisation.mean), list(normalisation.std)
-    teacher_name = args.teacher_model if isinstance(args.teacher_model, str) else type(trainer.teacher).__name__
-    teacher = {
-        "name": teacher_name,
-        "architecture": describe(trainer.teacher),
-        "parameters": num_parameters(trainer.teacher),
-    }
+    cache = teacher_cache_info(trainer.train_dataset) if isinstance(trainer.train_dataset, datasets.Dataset) else None
+    if trainer.teacher is not None:
+        teacher_name = args.teacher_model if isinstance(args.teacher_model, str) else type(trainer.teacher).__name__
+        teacher = {
+            "name": teacher_name,
+            "architecture": describe(trainer.teacher),
+            "parameters": num_parameters(trainer.teacher),
+        }
+    else:  # distilled from cached logits only: what the cache recorded
+        teacher = {key: (cache or {}).get(key) for key in ("teacher", "architecture", "parameters")}
+        teacher["name"] = teacher.pop("teacher") or "an unrecorded teacher"
+        teacher["architecture"] = teacher["architecture"] or "unknown architecture"
     if isinstance(args.teacher_model, str) and not os.path.isdir(args.teacher_model) and "/" in args.teacher_model:
         teacher["hub_id"] = args.teacher_model
     sampler = trainer.sampler
@@ -83,9 +89,12 @@ def student_card_data(
     }
     if sampler.refit_every is not None:
         distillation["refit every (optimizer steps)"] = sampler.refit_every
+    if cache is not None:
+        views = "the un-augmented image" if cache["num_views"] is None else f"{cache['num_views']} augmented views"
+        distillation["teacher logits"] = f"cached once: top {cache['top_r']:,} classes per example, on {views}"
     if sampler.name == "full":
-        distillation = {key: distillation[key] for key in ("sampler", "temperature (T)", "alpha (hard-label CE weight)",
-                                                           "label smoothing")}  # fmt: skip
+        kept = ("sampler", "temperature (T)", "alpha (hard-label CE weight)", "label smoothing", "teacher logits")
+        distillation = {key: value for key, value in distillation.items() if key in kept}
     train_log = _last_log(trainer, "train_runtime")
     speed: dict[str, Any] = {"device": device_name(args.device)}
     for key, name in SPEED_KEYS.items():
@@ -119,18 +128,6 @@ def head_step_times(trainer: DistillationTrainer) -> dict[str, float]:
     full = head_step_ms(*sizes, device=args.device, repeats=10)
     sampled = head_step_ms(*sizes, sampler, temperature=args.temperature, device=args.device, repeats=10)
     return {"head step, all classes (ms)": round(full, 3), "head step, sampled (ms)": round(sampled, 3)}
-
-
-def describe(model: nn.Module) -> str:
-    """A short architecture name: the timm architecture, the re-ID backbone, or the transformers model type."""
-    if isinstance(model, TimmWrapperForImageClassification):
-        return f"{model.config.architecture} (timm)"
-    if isinstance(model, ReIDModel):
-        return f"{model.config.backbone} ({model.config.backbone_source}) + BNNeck"
-    if isinstance(model, PreTrainedModel):
-        return f"{type(model).__name__} ({model.config.model_type})"
-    architecture = getattr(model, "pretrained_cfg", {}).get("architecture")
-    return f"{architecture} (timm)" if architecture else type(model).__name__
 
 
 def _hyperparameters(trainer: DistillationTrainer) -> dict[str, Any]:

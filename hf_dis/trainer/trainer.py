@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.types
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, Trainer
 
@@ -72,7 +73,9 @@ class DistillationTrainer(LossPartsLogging, Trainer):
             `SampledLinear` that shares its parameters (state dict and saved files are unchanged).
         args: `DistillationArguments`.
         teacher: an `nn.Module` (frozen and moved to the training device here), or a local directory / Hub id /
-            timm name; defaults to `args.teacher_model`.
+            timm name; defaults to `args.teacher_model`. None with a training set that carries cached teacher logits
+            (`hf_dis.data.cache_teacher_logits`): no teacher is loaded or run, and evaluation on data without cached
+            logits reports the student's cross-entropy as its loss (the KD term needs the teacher).
         teacher_processing_class: the teacher's image processor, when its input normalisation is not in a timm
             `pretrained_cfg` (the student's comes from `processing_class`).
         sampler: a `ClassSampler` to use instead of the one `args` describes.
@@ -101,7 +104,13 @@ class DistillationTrainer(LossPartsLogging, Trainer):
             raise ValueError("DistillationTrainer needs the student as model= (model_init is not supported).")
         if kwargs.get("compute_loss_func") is not None:
             raise ValueError("DistillationTrainer computes its own loss; compute_loss_func is not supported.")
-        teacher = _build_teacher(teacher if teacher is not None else args.teacher_model)
+        teacher = teacher if teacher is not None else args.teacher_model
+        if teacher is None and not _carries_teacher_cache(kwargs.get("train_dataset")):
+            raise ValueError(
+                "no teacher: pass teacher= (an nn.Module, a directory or a Hub id), set args.teacher_model, or train "
+                "on a dataset with cached teacher logits (hf_dis.data.cache_teacher_logits)."
+            )
+        teacher = None if teacher is None else _build_teacher(teacher)
         if teacher is model:
             raise ValueError("the teacher and the student are the same module; pass two models.")
         if not isinstance(model, PreTrainedModel) and hasattr(model, "forward_head"):
@@ -110,21 +119,24 @@ class DistillationTrainer(LossPartsLogging, Trainer):
             model = wrap_timm_model(model) or model
         self.student_head = install_sampled_head(model)
         num_classes = self.student_head.out_features
-        teacher_classes = _num_classes(teacher)
+        teacher_classes = None if teacher is None else _num_classes(teacher)
         if teacher_classes is not None and teacher_classes != num_classes:
             raise ValueError(
                 f"the teacher predicts {teacher_classes} classes and the student {num_classes}: they must predict the "
                 "same classes, in the same order. Build the student with the teacher's number of classes."
             )
         super().__init__(model=model, args=args, **kwargs)
-        if not hasattr(teacher, "hf_device_map"):  # a model loaded with device_map= stays where it was placed
-            teacher = teacher.to(self.accelerator.device)
-        self.teacher = freeze(teacher)
-        self.teacher_inputs = TeacherInputs(
-            model_normalization(model, self.processing_class),
-            model_normalization(teacher, teacher_processing_class),
-            None if args.teacher_image_size is None else (args.teacher_image_size,) * 2,
-        )
+        self.teacher: nn.Module | None = None  # None: the cached logits of the training data stand in for it
+        self.teacher_inputs: TeacherInputs | None = None
+        if teacher is not None:
+            if not hasattr(teacher, "hf_device_map"):  # a model loaded with device_map= stays where it was placed
+                teacher = teacher.to(self.accelerator.device)
+            self.teacher = freeze(teacher)
+            self.teacher_inputs = TeacherInputs(
+                model_normalization(model, self.processing_class),
+                model_normalization(teacher, teacher_processing_class),
+                None if args.teacher_image_size is None else (args.teacher_image_size,) * 2,
+            )
         if sampler is None:
             sampler = build_sampler(
                 args.sampler, num_classes, args.num_sampled_for(num_classes), **args.sampler_options()
@@ -159,13 +171,15 @@ class DistillationTrainer(LossPartsLogging, Trainer):
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         args = self.args
         pixel_values, labels = inputs["pixel_values"], inputs.get(args.label_names[0])
+        training = model.training
         if TOP_CLASSES in inputs:  # a cached teacher (hf_dis.data.cache_teacher_logits): no teacher forward
             teacher_logits = dense_teacher_logits(
                 inputs[TOP_CLASSES], inputs[TOP_LOGITS], inputs[TAIL_LOGIT], self.student_head.out_features
             ).to(pixel_values.device)
+        elif self.teacher is None and not training:
+            return self._cross_entropy_only(model, pixel_values, labels, return_outputs)
         else:
             teacher_logits = self.teacher_logits(pixel_values)
-        training = model.training
         if not training or self.sampler.name == "full" or self._is_probe_step():
             outputs = model(pixel_values)
             student_logits = _logits_of(outputs)
@@ -209,6 +223,22 @@ class DistillationTrainer(LossPartsLogging, Trainer):
             loss = self._scale_for_accumulation(loss, pixel_values.shape[0], num_items_in_batch)
         return (loss, {"logits": student_logits}) if return_outputs else loss
 
+    def _cross_entropy_only(
+        self, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor | None, return_outputs: bool
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The evaluation loss without a teacher (training from cached logits, evaluating on data without them):
+        the student's cross-entropy, plus the auxiliary losses; the KD term is not computed, nor logged."""
+        outputs = model(pixel_values)
+        student_logits = _logits_of(outputs)
+        if labels is None:
+            raise ValueError("evaluating without a teacher needs labels (the KD term needs the teacher's logits).")
+        loss = F.cross_entropy(student_logits.float(), labels, label_smoothing=self.args.label_smoothing_factor)
+        self.loss_parts["eval"].add("ce_loss", loss)
+        for name, (weight, value) in self.auxiliary_losses(outputs, labels).items():
+            self.loss_parts["eval"].add(name, value)
+            loss = loss + weight * value
+        return (loss, {"logits": student_logits}) if return_outputs else loss
+
     def auxiliary_losses(self, outputs: Any, labels: torch.Tensor | None) -> dict[str, tuple[float, torch.Tensor]]:
         """Terms added to the distillation loss, as `{name: (weight, batch mean)}`; each is logged under its name.
         None here; subclasses add theirs (the re-ID trainer its triplet loss) from the student's `outputs`."""
@@ -217,6 +247,11 @@ class DistillationTrainer(LossPartsLogging, Trainer):
     def teacher_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`[B, C]` float32 teacher logits on the student's batch (converted to the teacher's input), without
         gradients, under the same mixed precision as the student."""
+        if self.teacher is None:
+            raise ValueError(
+                "this trainer has no teacher (it distils from cached logits) and the batch carries none: give every "
+                "training batch the cache columns (hf_dis.data.cache_teacher_logits), or pass teacher=."
+            )
         with torch.no_grad(), self.accelerator.autocast():
             return _logits_of(self.teacher(self.teacher_inputs(pixel_values))).float()
 
@@ -409,6 +444,20 @@ class DistillationTrainer(LossPartsLogging, Trainer):
             check_labels(torch.as_tensor(labels).reshape(-1), 1, num_classes)
         pixel_values = batch["pixel_values"].to(self.accelerator.device)
         self.input_size = tuple(pixel_values.shape[-2:])
+        if TOP_CLASSES in batch:
+            cached = torch.as_tensor(batch[TOP_CLASSES])
+            if cached.dim() != 2 or cached.min() < 0 or cached.max() >= num_classes:
+                raise ValueError(
+                    f"the cached teacher logits do not fit the student's {num_classes} classes (class ids "
+                    f"{cached.min().item()}..{cached.max().item()}, shape {tuple(cached.shape)} per batch)."
+                )
+        if self.teacher is None:
+            if TOP_CLASSES not in batch:
+                raise ValueError(
+                    f"no teacher, and the training batches carry no cached teacher logits (keys: {sorted(batch)}): "
+                    "read the cached dataset through hf_dis.data.labelled_batches, or pass teacher=."
+                )
+            return
         try:
             teacher_logits = self.teacher_logits(pixel_values)
         except Exception as error:  # any failure here is a mismatch between the batch and the teacher
@@ -425,9 +474,12 @@ class DistillationTrainer(LossPartsLogging, Trainer):
             )
 
 
-def _build_teacher(teacher: nn.Module | str | None) -> nn.Module:
-    if teacher is None:
-        raise ValueError("no teacher: pass teacher= (an nn.Module, a directory or a Hub id) or set args.teacher_model.")
+def _carries_teacher_cache(dataset: Any) -> bool:
+    """A `datasets` table with the teacher-cache columns (other datasets cannot be checked before training)."""
+    return isinstance(dataset, datasets.Dataset) and TOP_CLASSES in dataset.column_names
+
+
+def _build_teacher(teacher: nn.Module | str) -> nn.Module:
     if isinstance(teacher, str):
         teacher = load_teacher(teacher)
     if not isinstance(teacher, nn.Module):
