@@ -12,7 +12,7 @@ step's own peak. Random features and teacher logits (the teacher's and the backb
 benchmark: see bench_step).
 
     python benchmarks/bench_head.py                     # GPU: C up to 10^6, batch 256, features 512
-    python benchmarks/bench_head.py --device cpu --max-classes 100000 --batch-size 64
+    python benchmarks/bench_head.py --device cpu --batch-size 64 --repeats 3   # the committed CPU run
     python benchmarks/bench_head.py --device cpu --classes 1000000 --samplers dis --batch-size 64 --out /tmp/1e6
     python benchmarks/bench_head.py --smoke --out /tmp/x  # tiny sizes, seconds (the test suite runs this)
 """

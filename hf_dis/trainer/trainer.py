@@ -215,10 +215,7 @@ class DistillationTrainer(LossPartsLogging, Trainer):
                 self.loss_parts["train"].add(key, value)
         mode = "train" if training else "eval"
         self._record_parts(mode, parts)
-        loss = parts.loss
-        for name, (weight, value) in self.auxiliary_losses(outputs, labels).items():
-            self.loss_parts[mode].add(name, value)
-            loss = loss + weight * value
+        loss = self._with_auxiliary_losses(mode, parts.loss, outputs, labels)
         if training:
             loss = self._scale_for_accumulation(loss, pixel_values.shape[0], num_items_in_batch)
         return (loss, {"logits": student_logits}) if return_outputs else loss
@@ -228,16 +225,23 @@ class DistillationTrainer(LossPartsLogging, Trainer):
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The evaluation loss without a teacher (training from cached logits, evaluating on data without them):
         the student's cross-entropy, plus the auxiliary losses; the KD term is not computed, nor logged."""
-        outputs = model(pixel_values)
-        student_logits = _logits_of(outputs)
         if labels is None:
             raise ValueError("evaluating without a teacher needs labels (the KD term needs the teacher's logits).")
+        outputs = model(pixel_values)
+        student_logits = _logits_of(outputs)
         loss = F.cross_entropy(student_logits.float(), labels, label_smoothing=self.args.label_smoothing_factor)
         self.loss_parts["eval"].add("ce_loss", loss)
-        for name, (weight, value) in self.auxiliary_losses(outputs, labels).items():
-            self.loss_parts["eval"].add(name, value)
-            loss = loss + weight * value
+        loss = self._with_auxiliary_losses("eval", loss, outputs, labels)
         return (loss, {"logits": student_logits}) if return_outputs else loss
+
+    def _with_auxiliary_losses(
+        self, mode: str, loss: torch.Tensor, outputs: Any, labels: torch.Tensor | None
+    ) -> torch.Tensor:
+        """`loss` plus the weighted `auxiliary_losses`, each logged under its name."""
+        for name, (weight, value) in self.auxiliary_losses(outputs, labels).items():
+            self.loss_parts[mode].add(name, value)
+            loss = loss + weight * value
+        return loss
 
     def auxiliary_losses(self, outputs: Any, labels: torch.Tensor | None) -> dict[str, tuple[float, torch.Tensor]]:
         """Terms added to the distillation loss, as `{name: (weight, batch mean)}`; each is logged under its name.
