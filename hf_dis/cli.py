@@ -20,6 +20,7 @@ commands:
   distill cifar100       distil a classifier with the CIFAR-100 KD recipe (240 epochs, SGD, T = 4)
   distill market1501     distil a re-ID model with the BoT recipe (P x K batches, triplet, Adam)
   evaluate               evaluate a saved model (top-1/top-5, or rank-1/5/10, mAP and mINP)
+  render-glyphs          render a glyph task and save it, for machines without the fonts (--data_dir)
   card OUTPUT_DIR        (re)write a distilled student's model card (README.md) from its run's data
   push OUTPUT_DIR --repo-id NAME
                          upload a distilled student (model, card, results) to the Hugging Face Hub
@@ -79,13 +80,14 @@ def _push(argv: Sequence[str]) -> None:
 
 
 def _commands() -> dict[str, Callable[[Sequence[str]], object]]:
-    from hf_dis.recipes import distill_cifar100, distill_market1501, evaluate, train_teacher
+    from hf_dis.recipes import distill_cifar100, distill_market1501, evaluate, render_glyphs, train_teacher
 
     return {
         "train-teacher": train_teacher.main,
         "distill cifar100": distill_cifar100.main,
         "distill market1501": distill_market1501.main,
         "evaluate": evaluate.main,
+        "render-glyphs": render_glyphs.main,
         "card": _card,
         "push": _push,
     }
@@ -103,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[0] == "distill":
             message = "distill needs a recipe: hf-dis distill cifar100 ... or hf-dis distill market1501 ..."
         else:
-            message = f"unknown command {argv[0]!r}; the commands are train-teacher, distill, evaluate, card, push."
+            names = "train-teacher, distill, evaluate, render-glyphs, card, push"
+            message = f"unknown command {argv[0]!r}; the commands are {names}."
         print(f"hf-dis: {message} (hf-dis --help shows them)", file=sys.stderr)
         return 2
     sys.argv[0] = f"hf-dis {command}"  # argparse names the program in usage and errors

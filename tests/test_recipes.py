@@ -4,6 +4,7 @@ to end on small glyph tasks and on a Market-1501 fixture in the release's format
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from PIL import Image
 from transformers import TrainingArguments
 
 from hf_dis.data import IdentitySampler
-from hf_dis.recipes import distill_cifar100, distill_market1501, evaluate, train_teacher
+from hf_dis.recipes import distill_cifar100, distill_market1501, evaluate, render_glyphs, train_teacher
 from hf_dis.recipes.optimization import steps_per_epoch, warmup_multistep_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,6 +128,33 @@ def test_cli_help_and_errors():
     )
     assert result.returncode == 0 and "usage: hf-dis distill cifar100" in result.stdout
     assert "--teacher_model" in result.stdout and "--glyph_classes" in result.stdout
+
+
+def test_a_rendered_glyph_task_is_read_back_where_the_fonts_are_not(tmp_path, monkeypatch):
+    """hf-dis render-glyphs saves the task; --data_dir reads exactly it back (no fonts needed: nothing is rendered)."""
+    from hf_dis.recipes.data import DataArguments, load_splits
+
+    monkeypatch.setenv("HF_DIS_CACHE", str(tmp_path / "cache"))
+    task = tmp_path / "task"
+    result = hf_dis_command(
+        "render-glyphs", "--glyph_classes", "12", "--output_dir", str(task), cache=tmp_path / "cache"
+    )
+    assert re.search(r"saved a classification glyph task to .*: 12 training classes; train [\d,]+, test", result.stdout)
+    rendered = load_splits(DataArguments(glyph_classes=12), "classification")
+    monkeypatch.setattr("hf_dis.recipes.data.load_glyphs", lambda *a, **k: pytest.fail("rendered instead of loaded"))
+    saved = load_splits(DataArguments(data_dir=str(task)), "classification")
+    for split in ("train", "test"):
+        assert saved[split]["label"] == rendered[split]["label"]
+        assert saved[split][0]["image"].tobytes() == rendered[split][0]["image"].tobytes()
+    assert DataArguments(data_dir=str(task)).name("classification") == "hf_dis glyphs (classification, saved task task)"
+    with pytest.raises(ValueError, match=r"\['glyph_classes'\] choose how glyphs are rendered"):
+        load_splits(DataArguments(data_dir=str(task), glyph_classes=12), "classification")
+    with pytest.raises(ValueError, match="a reid task has"):
+        load_splits(DataArguments(data_dir=str(task)), "reid")
+    with pytest.raises(ValueError, match="is not a saved glyph task"):
+        load_splits(DataArguments(data_dir=str(tmp_path)), "classification")
+    with pytest.raises(ValueError, match="already holds a saved task"):
+        render_glyphs.main(["--glyph_classes", "12", "--output_dir", str(task)])
 
 
 # --- end to end --------------------------------------------------------------------------------------------------

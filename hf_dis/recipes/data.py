@@ -4,6 +4,7 @@ model: classification (CIFAR-100 or glyphs) and re-ID (Market-1501 or glyphs).""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -30,7 +31,8 @@ class DataArguments:
         dataset: cifar100 or glyphs (classification); market1501 or glyphs (re-ID). glyphs renders characters from
             this machine's fonts: no download, runs anywhere.
         data_dir: Local copy of the dataset: CIFAR-100 (cifar-100-python, a parquet copy or an image folder; unset
-            downloads from the Hub) or the Market-1501 release folder (required).
+            downloads from the Hub), the Market-1501 release folder (required), or a glyph task saved by `hf-dis
+            render-glyphs` (for a machine without the fonts; unset renders here).
         glyph_classes: glyphs: number of characters (classification) or identities (re-ID); unset uses all that
             qualify.
         glyph_image_size: glyphs: side of the rendered images.
@@ -49,7 +51,8 @@ class DataArguments:
         default=None,
         metadata={
             "help": "Local copy of the dataset: CIFAR-100 (cifar-100-python, a parquet copy or an image folder; unset "
-            "downloads from the Hub) or the Market-1501 release folder (required)."
+            "downloads from the Hub), the Market-1501 release folder (required), or a glyph task saved by `hf-dis "
+            "render-glyphs` (for a machine without the fonts; unset renders here)."
         },
     )
     glyph_classes: int | None = field(
@@ -76,6 +79,15 @@ class DataArguments:
                 "Market-1501 is read from a local copy: pass --data_dir (the Market-1501-v15.09.15 folder or its "
                 "parent). It cannot be downloaded by this library."
             )
+        if self.dataset == "glyphs" and self.data_dir is not None:
+            rendering = {"glyph_classes": self.glyph_classes, "glyph_charset": self.glyph_charset,
+                         "glyph_system_fonts": self.glyph_system_fonts or None}  # fmt: skip
+            given = sorted(name for name, value in rendering.items() if value is not None)
+            if given:
+                raise ValueError(
+                    f"{given} choose how glyphs are rendered, but --data_dir {self.data_dir} holds a task already "
+                    "rendered: drop them (the saved task fixes its characters and fonts)."
+                )
 
     def name(self, task: str) -> str:
         """The dataset as a model card names it: a Hub id when it came from the Hub."""
@@ -83,9 +95,14 @@ class DataArguments:
             return "uoft-cs/cifar100" if self.data_dir is None else "CIFAR-100"
         if self.dataset == "market1501":
             return "Market-1501"
+        if self.data_dir is not None:
+            return f"hf_dis glyphs ({task}, saved task {Path(self.data_dir).name})"
         return f"hf_dis glyphs ({task}, {self.glyph_classes or 'all'} characters)"
 
     def glyphs(self, protocol: str) -> datasets.DatasetDict:
+        """The glyph task: loaded from `data_dir` (a task `hf-dis render-glyphs` saved), else rendered here."""
+        if self.data_dir is not None:
+            return load_saved_glyphs(self.data_dir, protocol)
         return load_glyphs(
             self.glyph_classes,
             protocol=protocol,
@@ -93,6 +110,26 @@ class DataArguments:
             image_size=self.glyph_image_size,
             include_system_fonts=self.glyph_system_fonts,
         )
+
+
+GLYPH_SPLITS = {"classification": ("train", "test"), "reid": ("train", "query", "gallery")}
+
+
+def load_saved_glyphs(path: str, protocol: str) -> datasets.DatasetDict:
+    """A glyph task saved with `DatasetDict.save_to_disk` (by `hf-dis render-glyphs`), checked to be a `protocol`
+    task."""
+    if not (Path(path) / "dataset_dict.json").is_file():
+        raise ValueError(
+            f"{path} is not a saved glyph task (no dataset_dict.json): write one with `hf-dis render-glyphs "
+            f"--task {protocol} --output_dir {path}` on a machine with the fonts."
+        )
+    task = datasets.load_from_disk(path)
+    if tuple(sorted(task)) != tuple(sorted(GLYPH_SPLITS[protocol])):
+        raise ValueError(
+            f"{path} holds the splits {sorted(task)}; a {protocol} task has {list(GLYPH_SPLITS[protocol])}: render it "
+            f"with --task {protocol}."
+        )
+    return task
 
 
 def load_splits(data: DataArguments, task: str) -> datasets.DatasetDict:
