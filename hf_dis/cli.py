@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -21,6 +22,7 @@ commands:
   distill market1501     distil a re-ID model with the BoT recipe (P x K batches, triplet, Adam)
   evaluate               evaluate a saved model (top-1/top-5, or rank-1/5/10, mAP and mINP)
   render-glyphs          render a glyph task and save it, for machines without the fonts (--data_dir)
+  cache-teacher          run a teacher once over a training set and save its logits (distill --teacher_cache)
   card OUTPUT_DIR        (re)write a distilled student's model card (README.md) from its run's data
   push OUTPUT_DIR --repo-id NAME
                          upload a distilled student (model, card, results) to the Hugging Face Hub
@@ -79,18 +81,22 @@ def _push(argv: Sequence[str]) -> None:
     print(f"pushed to {commit.commit_url}")
 
 
-def _commands() -> dict[str, Callable[[Sequence[str]], object]]:
-    from hf_dis.recipes import distill_cifar100, distill_market1501, evaluate, render_glyphs, train_teacher
+#: The recipe behind each command: a module of `hf_dis.recipes` with `main(argv)` and `parse_args(argv)`.
+RECIPE_MODULES = {
+    "train-teacher": "train_teacher",
+    "distill cifar100": "distill_cifar100",
+    "distill market1501": "distill_market1501",
+    "evaluate": "evaluate",
+    "render-glyphs": "render_glyphs",
+    "cache-teacher": "cache_teacher",
+}
 
-    return {
-        "train-teacher": train_teacher.main,
-        "distill cifar100": distill_cifar100.main,
-        "distill market1501": distill_market1501.main,
-        "evaluate": evaluate.main,
-        "render-glyphs": render_glyphs.main,
-        "card": _card,
-        "push": _push,
+
+def _commands() -> dict[str, Callable[[Sequence[str]], object]]:
+    recipes = {
+        command: importlib.import_module(f"hf_dis.recipes.{module}").main for command, module in RECIPE_MODULES.items()
     }
+    return {**recipes, "card": _card, "push": _push}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[0] == "distill":
             message = "distill needs a recipe: hf-dis distill cifar100 ... or hf-dis distill market1501 ..."
         else:
-            names = "train-teacher, distill, evaluate, render-glyphs, card, push"
+            names = "train-teacher, distill, evaluate, render-glyphs, cache-teacher, card, push"
             message = f"unknown command {argv[0]!r}; the commands are {names}."
         print(f"hf-dis: {message} (hf-dis --help shows them)", file=sys.stderr)
         return 2

@@ -42,13 +42,14 @@ def readme_commands() -> list[list[str]]:
 
 def test_readme_recipe_commands_parse(tmp_path, monkeypatch):
     """Each recipe command in the README names real options (a renamed flag fails here, not on a user's machine)."""
-    from hf_dis.recipes import distill_cifar100, distill_market1501, evaluate, render_glyphs, train_teacher
+    import importlib
+
+    from hf_dis.cli import RECIPE_MODULES
 
     recipes = {
-        "train-teacher": train_teacher, "train_teacher.py": train_teacher, "distill cifar100": distill_cifar100,
-        "distill_cifar100.py": distill_cifar100, "distill market1501": distill_market1501,
-        "distill_market1501.py": distill_market1501, "evaluate": evaluate, "render-glyphs": render_glyphs,
-    }  # fmt: skip
+        command: importlib.import_module(f"hf_dis.recipes.{module}") for command, module in RECIPE_MODULES.items()
+    }
+    recipes.update({f"{module}.py": recipes[command] for command, module in RECIPE_MODULES.items()})  # examples/*.py
     monkeypatch.chdir(tmp_path)  # output directories land here
     commands = readme_commands()
     seen = set()
@@ -66,4 +67,4 @@ def test_readme_recipe_commands_parse(tmp_path, monkeypatch):
         options = [word for word in options if word != "..."]
         recipes[name].parse_args(options)
         seen.add(recipes[name].__name__)
-    assert len(seen) == 5 and len(commands) >= 14
+    assert len(seen) == len(RECIPE_MODULES) and len(commands) >= 16

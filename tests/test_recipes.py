@@ -178,6 +178,23 @@ def test_classification_chain_on_glyphs(tmp_path):
     assert results(evaluated)["eval_accuracy"] == distilled["eval_accuracy"]
     assert results(evaluated)["eval_top5"] == distilled["eval_top5"]
 
+    # cache-teacher -> distill cifar100 --teacher_cache, with no teacher at all
+    cached, from_cache = tmp_path / "teacher-cache", tmp_path / "from-cache"
+    output = hf_dis_command("cache-teacher", *data, "--teacher_model", str(teacher), "--num_views", "2",
+                            "--output_dir", str(cached), cache=tmp_path / "cache").stdout  # fmt: skip
+    assert "with the teacher's top 16 logits (2 augmented views each)" in output
+    distil_from_cache = ["distill", "cifar100", *data, "--student", "test_resnet", "--teacher_cache", str(cached),
+                         "--max_steps", "2", "--per_device_train_batch_size", "16", *QUICK]  # fmt: skip
+    hf_dis_command(*distil_from_cache, "--output_dir", str(from_cache), cache=tmp_path / "cache")
+    assert {"eval_accuracy", "eval_loss"} <= set(results(from_cache)) and "eval_kd_loss" not in results(from_cache)
+    card = (from_cache / "README.md").read_text()
+    assert "cached once: top 16 classes per example, on 2 augmented views" in card
+    assert f"distilled from **{teacher}**" in card
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DIS_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "hf_dis.cli", *distil_from_cache, "--image_size", "40", "--output_dir", "x"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert result.returncode != 0 and "were made at 32 px and the student trains at 40 px" in result.stderr
+
 
 def test_reid_chain_on_glyphs_with_two_processes(tmp_path):
     """train-teacher --task reid, then the Market-1501 recipe's script under accelerate launch with 2 CPU processes."""

@@ -82,6 +82,7 @@ def cache_teacher_logits(
     device: str | torch.device | None = None,
     num_views: int | None = None,
     seed: int = 0,
+    record: dict[str, Any] | None = None,
 ) -> datasets.Dataset:
     """`dataset` with the cache columns (the teacher in eval mode, on `device`, default its own).
 
@@ -95,6 +96,7 @@ def cache_teacher_logits(
         num_views: V seeded augmented views per row (columns `[V, R]`, `[V, R]`, `[V]` and `teacher_view_seeds`);
             None: one view, `transform` applied as it is (columns `[R]`, `[R]`, scalar).
         seed: the views' seed (see `view_seed`).
+        record: more facts (JSON values) to keep in the cache's record, e.g. how `transform` was made.
     """
     if top_r < 1:
         raise ValueError(f"top_r must be >= 1, got {top_r}.")
@@ -152,6 +154,7 @@ def cache_teacher_logits(
         "top_r": top_r,
         "num_views": num_views,
         "seed": seed if num_views is not None else None,
+        **(record or {}),
     }
     description = cached.info.description or ""
     cached.info.description = (description + "\n" if description else "") + json.dumps({CACHE_INFO_KEY: record})

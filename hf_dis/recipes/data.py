@@ -3,6 +3,7 @@ model: classification (CIFAR-100 or glyphs) and re-ID (Market-1501 or glyphs).""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,16 +147,26 @@ def num_labels(splits: datasets.DatasetDict) -> int:
     return label.num_classes if isinstance(label, datasets.ClassLabel) else len(set(splits["train"]["label"]))
 
 
+def classification_transforms(
+    data: DataArguments, normalisation: dict[str, Any], image_size: tuple[int, int], *, training: bool
+) -> Callable:
+    """The classification recipes' image transform: pad-and-crop + flip for training (no flip for glyphs), resize
+    for evaluation, normalised with `normalisation` (a data config's `mean` and `std`)."""
+    options = dict(image_size=image_size, mean=normalisation["mean"], std=normalisation["std"])
+    if not training:
+        return padded_crop_transform(training=False, **options)
+    hflip = 0.5 if data.dataset == "cifar100" else 0.0  # a mirrored character is another character
+    return padded_crop_transform(training=True, hflip=hflip, padding=max(image_size) // 8, **options)
+
+
 def classification_splits(
     splits: datasets.DatasetDict, data: DataArguments, normalisation: dict[str, Any], image_size: tuple[int, int]
 ) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """(train, test) transformed: pad-and-crop + flip for training (no flip for glyphs), resize for test, normalised
-    with `normalisation` (a data config's `mean` and `std`)."""
-    options = dict(image_size=image_size, mean=normalisation["mean"], std=normalisation["std"])
-    hflip = 0.5 if data.dataset == "cifar100" else 0.0  # a mirrored character is another character
-    train_transform = padded_crop_transform(training=True, hflip=hflip, padding=max(image_size) // 8, **options)
+    """(train, test) transformed by `classification_transforms`."""
+    train_transform = classification_transforms(data, normalisation, image_size, training=True)
+    test_transform = classification_transforms(data, normalisation, image_size, training=False)
     train = splits["train"].with_transform(labelled_batches(train_transform))
-    test = splits["test"].with_transform(labelled_batches(padded_crop_transform(training=False, **options)))
+    test = splits["test"].with_transform(labelled_batches(test_transform))
     return train, test
 
 

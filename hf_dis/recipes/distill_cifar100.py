@@ -7,7 +7,9 @@ the classes the sampler of choice draws (DIS by default; `--sampler full` is cla
     hf-dis distill cifar100 --dataset glyphs --glyph_classes 200 --teacher_model runs/glyph-teacher \
         --student resnet18 --output_dir runs/glyph-student --num_train_epochs 3
 
-The student is saved to --output_dir with the last epoch's top-1 / top-5 in eval_results.json.
+With `--teacher_cache FOLDER` (written by `hf-dis cache-teacher`) the teacher's logits come from the saved training
+set and no teacher is loaded or run. The student is saved to --output_dir with the last epoch's top-1 / top-5 in
+eval_results.json.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import datasets
+
+from hf_dis.data import TEACHER_CACHE_COLUMNS, teacher_cache_info
 from hf_dis.metrics import classification_metrics
 from hf_dis.recipes.data import DataArguments, classification_splits, load_splits, num_labels
 from hf_dis.recipes.models import ModelOptions, build_classifier, normalisation
@@ -44,6 +49,13 @@ class CIFARDistillationArguments(CIFARRecipe, DistillationArguments):
     """`DistillationArguments` with the CIFAR KD recipe's defaults (T = 4)."""
 
     temperature: float = field(default=4.0, metadata=DistillationArguments.__dataclass_fields__["temperature"].metadata)
+    teacher_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "A training set saved by `hf-dis cache-teacher`: distil from its cached teacher logits instead of "
+            "running the teacher (then --teacher_model is optional)."
+        },
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[StudentArguments, DataArguments, CIFARDistillationArguments]:
@@ -58,9 +70,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     student = build_classifier(
         student_args.student, num_labels(splits), pretrained=student_args.use_pretrained(data), seed=args.seed
     )
-    train, test = classification_splits(
-        splits, data, normalisation(student, student_args.student), student_args.input_size(data, "classification")
-    )
+    size = student_args.input_size(data, "classification")
+    if args.teacher_cache is not None:
+        splits["train"] = load_cached_training_set(args.teacher_cache, splits["train"], size)
+    train, test = classification_splits(splits, data, normalisation(student, student_args.student), size)
     trainer = DistillationTrainer(
         model=student,
         args=args,
@@ -70,6 +83,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         optimizers=recipe_optimizers(student, args, len(train)),
     )
     return train_and_report(trainer, data.name("classification"))
+
+
+def load_cached_training_set(path: str, train: datasets.Dataset, input_size: tuple[int, int]) -> datasets.Dataset:
+    """The training set `hf-dis cache-teacher` saved at `path`, checked against the recipe's: the same images in the
+    same order (labels), and augmented views made at the student's input size."""
+    cached = datasets.load_from_disk(path)
+    info = teacher_cache_info(cached)
+    if info is None or not set(TEACHER_CACHE_COLUMNS) <= set(cached.column_names):
+        raise ValueError(f"{path} holds no teacher cache: write one with `hf-dis cache-teacher`.")
+    if len(cached) != len(train) or cached["label"] != train["label"]:
+        raise ValueError(
+            f"the teacher cache at {path} was made on another training set ({len(cached):,} images, this recipe's "
+            f"has {len(train):,} or other labels): make it with the same --dataset options."
+        )
+    if info["num_views"] is not None and info.get("image_size") not in (None, input_size[0]):
+        raise ValueError(
+            f"the teacher cache's augmented views were made at {info['image_size']} px and the student trains at "
+            f"{input_size[0]} px: the views would not match; cache again with --image_size {input_size[0]}."
+        )
+    return cached
 
 
 if __name__ == "__main__":

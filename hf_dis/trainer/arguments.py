@@ -18,6 +18,12 @@ from hf_dis.sampling import SCOPES, list_samplers
 DEFAULT_SAMPLED_FRACTION = 0.1
 DEFAULT_MAX_SAMPLED = 4096
 
+
+def default_num_sampled(num_classes: int) -> int:
+    """K when `num_sampled` is unset: a tenth of the classes, at least 1, at most `DEFAULT_MAX_SAMPLED`."""
+    return min(num_classes, DEFAULT_MAX_SAMPLED, max(1, round(DEFAULT_SAMPLED_FRACTION * num_classes)))
+
+
 _OWNED_OPTIONS = {
     "proposal_temperature": ("ftis", "topk"),
     "dis_num_components": ("dis",),
@@ -270,7 +276,7 @@ class DistillationArguments(TrainingArguments):
             return None
         if self.num_sampled is not None:
             return self.num_sampled
-        return min(num_classes, DEFAULT_MAX_SAMPLED, max(1, round(DEFAULT_SAMPLED_FRACTION * num_classes)))
+        return default_num_sampled(num_classes)
 
     def sampler_options(self) -> dict[str, Any]:
         """Keyword options of `build_sampler` for this sampler (unset sampler-specific options left to it)."""
