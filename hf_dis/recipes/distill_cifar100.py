@@ -46,7 +46,8 @@ class StudentArguments(ModelOptions):
 
 @dataclass
 class CIFARDistillationArguments(CIFARRecipe, DistillationArguments):
-    """`DistillationArguments` with the CIFAR KD recipe's defaults (T = 4)."""
+    """`DistillationArguments` with the CIFAR KD recipe's defaults (T = 4), and `teacher_cache`: a training set saved
+    by `hf-dis cache-teacher`, to distil from its cached teacher logits instead of running the teacher."""
 
     temperature: float = field(default=4.0, metadata=DistillationArguments.__dataclass_fields__["temperature"].metadata)
     teacher_cache: str | None = field(
