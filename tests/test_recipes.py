@@ -257,6 +257,15 @@ def test_market1501_recipe_on_the_release_format(tmp_path):
     assert metrics["eval_num_valid_queries"] == 4 and metrics["eval_num_skipped_queries"] == 0
     for folder in (teacher, student):  # BoT's last stride 1 by default on Market-1501 with a timm ResNet
         assert json.loads((folder / "config.json").read_text())["last_stride"] == 1
+    # the re-ID teacher run once over the training set (2 views per image), then distilled from without it
+    cached, from_cache = tmp_path / "teacher-cache", tmp_path / "from-cache"
+    hf_dis_command("cache-teacher", "--task", "reid", *data[:6], "--teacher_model", str(teacher), "--num_views", "2",
+                   "--output_dir", str(cached), cache=tmp_path / "cache")  # fmt: skip
+    hf_dis_command("distill", "market1501", *data, "--student", "test_resnet", "--teacher_cache", str(cached),
+                   "--output_dir", str(from_cache), "--max_steps", "2", "--per_device_train_batch_size", "8", *QUICK,
+                   cache=tmp_path / "cache")  # fmt: skip
+    assert results(from_cache)["eval_num_valid_queries"] == 4
+    assert "on 2 augmented views" in (from_cache / "README.md").read_text()
 
 
 def test_last_stride_defaults_follow_bot(tmp_path):

@@ -1,16 +1,16 @@
-r"""Run a trained teacher once over a classification training set and save the set with the teacher's logits
-(`hf_dis.data.cache_teacher_logits`), so that `hf-dis distill cifar100 --teacher_cache FOLDER` distils without loading
-or running the teacher.
+r"""Run a trained teacher once over a training set and save the set with the teacher's logits
+(`hf_dis.data.cache_teacher_logits`), so that `hf-dis distill cifar100 --teacher_cache FOLDER` (or `distill
+market1501`, with `--task reid`) distils without loading or running the teacher.
 
     hf-dis cache-teacher --dataset glyphs --glyph_classes 200 --teacher_model runs/glyph-teacher --num_views 4 \
         --output_dir runs/glyph-teacher-cache
     hf-dis distill cifar100 --dataset glyphs --glyph_classes 200 --teacher_cache runs/glyph-teacher-cache \
         --student resnet10t --output_dir runs/glyph-student-cached
 
-With --num_views V, the cache holds the teacher's logits on V augmented views of each image, made by the CIFAR
-recipe's training augmentation at its input size, and the student is shown exactly those views (one drawn per image
-each epoch); without it, the teacher's logits on the un-augmented image (the student still trains on augmented
-images). The teacher sees its own normalisation, the student its own: the views' geometry is the same.
+With --num_views V, the cache holds the teacher's logits on V augmented views of each image, made by the
+distillation recipe's training augmentation at its input size, and the student is shown exactly those views (one
+drawn per image each epoch); without it, the teacher's logits on the un-augmented image (the student still trains on
+augmented images). The teacher sees its own normalisation, the student its own: the views' geometry is the same.
 """
 
 from __future__ import annotations
@@ -22,8 +22,14 @@ from pathlib import Path
 import torch
 
 from hf_dis.data import cache_teacher_logits
-from hf_dis.recipes.data import DataArguments, classification_transforms, load_splits, num_labels
-from hf_dis.recipes.models import normalisation
+from hf_dis.recipes.data import (
+    DataArguments,
+    classification_transforms,
+    load_splits,
+    num_labels,
+    reid_transforms,
+)
+from hf_dis.recipes.models import ModelOptions, normalisation
 from hf_dis.recipes.parsing import parse_recipe_args
 from hf_dis.sampling import build_sampler
 from hf_dis.trainer.arguments import default_num_sampled
@@ -35,6 +41,7 @@ class CacheArguments:
     """The teacher, the cache and where it goes.
 
     Args:
+        task: classification (for `distill cifar100`) or reid (for `distill market1501`).
         teacher_model: The trained teacher: a local directory, a Hub id or a timm name.
         output_dir: The folder to save the training set with the teacher's logits to.
         top_r: Classes whose logits are kept exactly per image (the others share one). Unset: the rank limit DIS
@@ -42,10 +49,15 @@ class CacheArguments:
         num_views: Augmented views cached per image (the recipe's training augmentation, seeded). Unset: one
             un-augmented view.
         seed: Seed of the views.
-        image_size: Input side of the images, as the distillation recipe's --image_size. Unset: 32.
+        image_size: Input side (classification) or height (re-ID), as the distillation recipe's --image_size.
+            Unset: the recipe's (256 for Market-1501, 32 otherwise).
         batch_size: Images per teacher forward.
     """
 
+    task: str = field(
+        default="classification",
+        metadata={"help": "classification (for `distill cifar100`) or reid (for `distill market1501`)."},
+    )
     teacher_model: str | None = field(
         default=None, metadata={"help": "The trained teacher: a local directory, a Hub id or a timm name."}
     )
@@ -69,13 +81,18 @@ class CacheArguments:
     seed: int = field(default=0, metadata={"help": "Seed of the views."})
     image_size: int | None = field(
         default=None,
-        metadata={"help": "Input side of the images, as the distillation recipe's --image_size. Unset: 32."},
+        metadata={
+            "help": "Input side (classification) or height (re-ID), as the distillation recipe's --image_size. Unset: "
+            "the recipe's (256 for Market-1501, 32 otherwise)."
+        },
     )
     batch_size: int = field(default=256, metadata={"help": "Images per teacher forward."})
 
     def __post_init__(self) -> None:
         if not self.teacher_model or not self.output_dir:
             raise ValueError("--teacher_model and --output_dir are required.")
+        if self.task not in ("classification", "reid"):
+            raise ValueError(f"task must be classification or reid, got {self.task!r}.")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[DataArguments, CacheArguments]:
@@ -89,12 +106,13 @@ def main(argv: Sequence[str] | None = None) -> Path:
     output = Path(options.output_dir)
     if (output / "dataset_info.json").is_file():
         raise ValueError(f"{output} already holds a saved dataset; choose another --output_dir or remove it.")
-    splits = load_splits(data, "classification")
+    splits = load_splits(data, options.task)
     num_classes = num_labels(splits)
     teacher = load_teacher(options.teacher_model)
-    size = options.image_size or 32
-    transform = classification_transforms(
-        data, normalisation(teacher, options.teacher_model), (size, size), training=options.num_views is not None
+    size = ModelOptions(image_size=options.image_size).input_size(data, options.task)
+    transforms = classification_transforms if options.task == "classification" else reid_transforms
+    transform = transforms(
+        data, normalisation(teacher, options.teacher_model), size, training=options.num_views is not None
     )
     top_r = options.top_r or build_sampler("dis", num_classes, default_num_sampled(num_classes)).rank_limit
     cached = cache_teacher_logits(
@@ -106,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         num_views=options.num_views,
         seed=options.seed,
         device="cuda" if torch.cuda.is_available() else "cpu",
-        record={"image_size": size},
+        record={"image_size": size[0]},
     )
     cached.save_to_disk(str(output))
     views = "the un-augmented images" if options.num_views is None else f"{options.num_views} augmented views each"

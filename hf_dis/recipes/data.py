@@ -11,6 +11,7 @@ from typing import Any
 import datasets
 
 from hf_dis.data import (
+    TEACHER_CACHE_COLUMNS,
     labelled_batches,
     load_cifar100,
     load_glyphs,
@@ -18,6 +19,7 @@ from hf_dis.data import (
     padded_crop_transform,
     reid_eval_batches,
     reid_eval_dataset,
+    teacher_cache_info,
 )
 
 CLASSIFICATION_DATASETS = ("cifar100", "glyphs")
@@ -170,18 +172,47 @@ def classification_splits(
     return train, test
 
 
+def reid_transforms(
+    data: DataArguments, normalisation: dict[str, Any], image_size: tuple[int, int], *, training: bool
+) -> Callable:
+    """The re-ID recipes' image transform, BoT style: flip (not for glyphs), pad by 10 pixels at 256 x 128 and crop,
+    random erasing for training; resize for evaluation; normalised with `normalisation`."""
+    options = dict(image_size=image_size, mean=normalisation["mean"], std=normalisation["std"])
+    if not training:
+        return padded_crop_transform(training=False, **options)
+    hflip = 0.5 if data.dataset == "market1501" else 0.0
+    return padded_crop_transform(
+        training=True, hflip=hflip, padding=max(image_size) // 25, random_erasing=0.5, **options
+    )
+
+
 def reid_splits(
     splits: datasets.DatasetDict, data: DataArguments, normalisation: dict[str, Any], image_size: tuple[int, int]
 ) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """(train, query + gallery evaluation set) transformed BoT style: flip (not for glyphs), pad by 10 pixels at
-    256 x 128 and crop, random erasing."""
-    options = dict(image_size=image_size, mean=normalisation["mean"], std=normalisation["std"])
-    hflip = 0.5 if data.dataset == "market1501" else 0.0
-    train_transform = padded_crop_transform(
-        training=True, hflip=hflip, padding=max(image_size) // 25, random_erasing=0.5, **options
-    )
+    """(train, query + gallery evaluation set) transformed by `reid_transforms`."""
+    train_transform = reid_transforms(data, normalisation, image_size, training=True)
     train = splits["train"].with_transform(labelled_batches(train_transform))
     evaluation = reid_eval_dataset(splits["query"], splits["gallery"]).with_transform(
-        reid_eval_batches(padded_crop_transform(training=False, **options))
+        reid_eval_batches(reid_transforms(data, normalisation, image_size, training=False))
     )
     return train, evaluation
+
+
+def load_cached_training_set(path: str, train: datasets.Dataset, input_size: tuple[int, int]) -> datasets.Dataset:
+    """The training set `hf-dis cache-teacher` saved at `path`, checked against the recipe's: the same images in the
+    same order (labels), and augmented views made at the student's input size."""
+    cached = datasets.load_from_disk(path)
+    info = teacher_cache_info(cached)
+    if info is None or not set(TEACHER_CACHE_COLUMNS) <= set(cached.column_names):
+        raise ValueError(f"{path} holds no teacher cache: write one with `hf-dis cache-teacher`.")
+    if len(cached) != len(train) or cached["label"] != train["label"]:
+        raise ValueError(
+            f"the teacher cache at {path} was made on another training set ({len(cached):,} images, this recipe's "
+            f"has {len(train):,} or other labels): make it with the same --dataset options."
+        )
+    if info["num_views"] is not None and info.get("image_size") not in (None, input_size[0]):
+        raise ValueError(
+            f"the teacher cache's augmented views were made at {info['image_size']} px and the student trains at "
+            f"{input_size[0]} px: the views would not match; cache again with --image_size {input_size[0]}."
+        )
+    return cached

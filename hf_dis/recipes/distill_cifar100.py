@@ -17,11 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import datasets
-
-from hf_dis.data import TEACHER_CACHE_COLUMNS, teacher_cache_info
 from hf_dis.metrics import classification_metrics
-from hf_dis.recipes.data import DataArguments, classification_splits, load_splits, num_labels
+from hf_dis.recipes.data import (
+    DataArguments,
+    classification_splits,
+    load_cached_training_set,
+    load_splits,
+    num_labels,
+)
 from hf_dis.recipes.models import ModelOptions, build_classifier, normalisation
 from hf_dis.recipes.optimization import CIFARRecipe, recipe_optimizers
 from hf_dis.recipes.parsing import parse_recipe_args
@@ -84,26 +87,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         optimizers=recipe_optimizers(student, args, len(train)),
     )
     return train_and_report(trainer, data.name("classification"))
-
-
-def load_cached_training_set(path: str, train: datasets.Dataset, input_size: tuple[int, int]) -> datasets.Dataset:
-    """The training set `hf-dis cache-teacher` saved at `path`, checked against the recipe's: the same images in the
-    same order (labels), and augmented views made at the student's input size."""
-    cached = datasets.load_from_disk(path)
-    info = teacher_cache_info(cached)
-    if info is None or not set(TEACHER_CACHE_COLUMNS) <= set(cached.column_names):
-        raise ValueError(f"{path} holds no teacher cache: write one with `hf-dis cache-teacher`.")
-    if len(cached) != len(train) or cached["label"] != train["label"]:
-        raise ValueError(
-            f"the teacher cache at {path} was made on another training set ({len(cached):,} images, this recipe's "
-            f"has {len(train):,} or other labels): make it with the same --dataset options."
-        )
-    if info["num_views"] is not None and info.get("image_size") not in (None, input_size[0]):
-        raise ValueError(
-            f"the teacher cache's augmented views were made at {info['image_size']} px and the student trains at "
-            f"{input_size[0]} px: the views would not match; cache again with --image_size {input_size[0]}."
-        )
-    return cached
 
 
 if __name__ == "__main__":
