@@ -1,9 +1,11 @@
-"""Where and with what a benchmark ran: recorded at the top of every results file."""
+"""Where and with what a benchmark ran, recorded at the top of every results file, and the writing of those files."""
 
 from __future__ import annotations
 
 import datetime
+import json
 import platform
+from pathlib import Path
 
 import timm
 import torch
@@ -28,3 +30,12 @@ def run_info(device: torch.device | str = "cpu") -> dict[str, str]:
         "hf_dis": hf_dis.__version__,
         "python": platform.python_version(),
     }
+
+
+def write_results(out: Path, name: str, meta: dict, rows: list[dict], markdown: str) -> None:
+    """`out/NAME.jsonl` (a `{"meta": meta}` line, then one line per row) and `out/NAME.md` (`markdown`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / f"{name}.jsonl", "w") as f:
+        f.write(json.dumps({"meta": meta}) + "\n")
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    (out / f"{name}.md").write_text(markdown)

@@ -198,6 +198,24 @@ def reid_splits(
     return train, evaluation
 
 
+@dataclass
+class TeacherCacheOption:
+    """The distillation recipes' teacher cache.
+
+    Args:
+        teacher_cache: A training set saved by `hf-dis cache-teacher` (--task reid for re-ID): distil from its cached
+            teacher logits instead of running the teacher (then --teacher_model is optional).
+    """
+
+    teacher_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "A training set saved by `hf-dis cache-teacher` (--task reid for re-ID): distil from its cached "
+            "teacher logits instead of running the teacher (then --teacher_model is optional)."
+        },
+    )
+
+
 def load_cached_training_set(path: str, train: datasets.Dataset, input_size: tuple[int, int]) -> datasets.Dataset:
     """The training set `hf-dis cache-teacher` saved at `path`, checked against the recipe's: the same images in the
     same order (labels), and augmented views made at the student's input size."""

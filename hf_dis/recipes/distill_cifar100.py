@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from hf_dis.metrics import classification_metrics
 from hf_dis.recipes.data import (
     DataArguments,
+    TeacherCacheOption,
     classification_splits,
     load_cached_training_set,
     load_splits,
@@ -48,18 +49,11 @@ class StudentArguments(ModelOptions):
 
 
 @dataclass
-class CIFARDistillationArguments(CIFARRecipe, DistillationArguments):
-    """`DistillationArguments` with the CIFAR KD recipe's defaults (T = 4), and `teacher_cache`: a training set saved
-    by `hf-dis cache-teacher`, to distil from its cached teacher logits instead of running the teacher."""
+class CIFARDistillationArguments(CIFARRecipe, TeacherCacheOption, DistillationArguments):
+    """`DistillationArguments` with the CIFAR KD recipe's defaults (T = 4), and `teacher_cache` (see
+    `TeacherCacheOption`)."""
 
     temperature: float = field(default=4.0, metadata=DistillationArguments.__dataclass_fields__["temperature"].metadata)
-    teacher_cache: str | None = field(
-        default=None,
-        metadata={
-            "help": "A training set saved by `hf-dis cache-teacher`: distil from its cached teacher logits instead of "
-            "running the teacher (then --teacher_model is optional)."
-        },
-    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[StudentArguments, DataArguments, CIFARDistillationArguments]:

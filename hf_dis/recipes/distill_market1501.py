@@ -17,7 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from hf_dis.recipes.data import DataArguments, load_cached_training_set, load_splits, num_labels, reid_splits
+from hf_dis.recipes.data import (
+    DataArguments,
+    TeacherCacheOption,
+    load_cached_training_set,
+    load_splits,
+    num_labels,
+    reid_splits,
+)
 from hf_dis.recipes.models import ModelOptions, ReIDBackboneOptions, build_reid_model, normalisation
 from hf_dis.recipes.optimization import BoTRecipe, recipe_optimizers
 from hf_dis.recipes.parsing import parse_recipe_args
@@ -44,21 +51,14 @@ class StudentArguments(ReIDBackboneOptions, ModelOptions):
 
 
 @dataclass
-class BoTDistillationArguments(BoTRecipe, ReIDDistillationArguments):
-    """`ReIDDistillationArguments` with the BoT recipe's defaults (T = 4, CE weight 0.5), and `teacher_cache`: a
-    training set saved by `hf-dis cache-teacher --task reid`, to distil from its cached logits without the teacher."""
+class BoTDistillationArguments(BoTRecipe, TeacherCacheOption, ReIDDistillationArguments):
+    """`ReIDDistillationArguments` with the BoT recipe's defaults (T = 4, CE weight 0.5), and `teacher_cache` (see
+    `TeacherCacheOption`)."""
 
     temperature: float = field(
         default=4.0, metadata=ReIDDistillationArguments.__dataclass_fields__["temperature"].metadata
     )
     alpha: float = field(default=0.5, metadata=ReIDDistillationArguments.__dataclass_fields__["alpha"].metadata)
-    teacher_cache: str | None = field(
-        default=None,
-        metadata={
-            "help": "A training set saved by `hf-dis cache-teacher --task reid`: distil from its cached teacher logits "
-            "instead of running the teacher (then --teacher_model is optional)."
-        },
-    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[StudentArguments, DataArguments, BoTDistillationArguments]:
