@@ -37,8 +37,9 @@ METHODS = ("backbone_only", "full_kd", "dis_live_teacher", "dis_cached_teacher")
 
 def build(args: argparse.Namespace, num_classes: int, device: torch.device):
     torch.manual_seed(0)
-    student = timm.create_model(args.student, num_classes=num_classes).to(device).train()
-    teacher = timm.create_model(args.teacher, num_classes=num_classes).to(device).eval().requires_grad_(False)
+    with device:  # made where they run: a 10^6-class classifier takes long to initialise on the CPU
+        student = timm.create_model(args.student, num_classes=num_classes).train()
+        teacher = timm.create_model(args.teacher, num_classes=num_classes).eval().requires_grad_(False)
     head = install_sampled_head(student)
     head.sparse_grad = True  # restricted forwards: a sparse gradient over the sampled rows
     classifier = [p for p in (head.weight, head.bias) if p is not None]

@@ -10,14 +10,20 @@ through the library's recipes (`hf_dis.recipes`: `train_teacher`, `distill_cifar
 output folder.
 
     python benchmarks/reproduce.py benchmarks/studies/glyphs_gb2312_classification.yaml
+    python benchmarks/reproduce.py STUDY.yaml --jobs 8     # 8 student runs at a time (one GPU has room for many
+                                                           # small students; each runs in its own process)
+    python benchmarks/reproduce.py STUDY.yaml --report     # the table and plot of the runs finished so far (on
+                                                           # the machine they ran on: it is named in the table)
     python benchmarks/reproduce.py benchmarks/studies/smoke.yaml       # seconds: the test suite runs it
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import multiprocessing
 import statistics
-import sys
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +31,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
 from run_info import run_info  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
 
@@ -83,16 +90,16 @@ def flags(options: dict[str, object]) -> list[str]:
 
 
 def runs(study: Study) -> list[dict]:
-    """Every student run of the grid: scratch and full KD per seed, then sampler x fraction x seed."""
-    grid = [
-        {"method": method, "fraction": None, "seed": seed} for method in ("scratch", "full") for seed in study.seeds
-    ]
-    grid += [
-        {"method": sampler, "fraction": fraction, "seed": seed}
-        for sampler in study.samplers
-        for fraction in study.fractions
-        for seed in study.seeds
-    ]
+    """Every student run of the grid, seed by seed (a study stopped early holds whole seeds): scratch, full KD, then
+    sampler x fraction."""
+    grid = []
+    for seed in study.seeds:
+        grid += [{"method": method, "fraction": None, "seed": seed} for method in ("scratch", "full")]
+        grid += [
+            {"method": sampler, "fraction": fraction, "seed": seed}
+            for sampler in study.samplers
+            for fraction in study.fractions
+        ]
     return grid
 
 
@@ -191,22 +198,45 @@ def load_study(config_path: str) -> Study:
     return parse(config_path)[0]
 
 
-def main(config_path: str) -> None:
-    study = load_study(config_path)
-    root = Path(study.output_dir)
-    root.mkdir(parents=True, exist_ok=True)
+def set_start_method(method: str) -> None:
+    """multiprocessing's default start method in this process (a bound method of its default context would be
+    pickled with a copy of that context, and set the copy's)."""
+    multiprocessing.set_start_method(method, force=True)
+
+
+def run_grid(study: Study, teacher: str, root: Path, done: dict[str, dict], jobs: int) -> None:
+    """Run every student run not in `done`, `jobs` at a time, appending each to results.jsonl as it finishes (an
+    interrupted study resumes there)."""
+    pending = [run for run in runs(study) if run_key(run) not in done]
     results = root / "results.jsonl"
-    finished = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
-    done = {row["key"]: row for row in finished}
-    teacher = teacher_folder(study, root)
-    for run in runs(study):
-        if run_key(run) in done:
-            continue  # finished in an earlier invocation
-        row = {"key": run_key(run), **run_student(study, run, teacher, root)}
-        with results.open("a") as handle:  # one line per finished run: an interrupted study resumes here
+
+    def record(run: dict, row: dict) -> None:
+        row = {"key": run_key(run), **row}
+        with results.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
         done[row["key"]] = row
-    info = run_info()
+
+    if jobs == 1:
+        for run in pending:
+            record(run, run_student(study, run, teacher, root))
+        return
+    # Spawned, not forked: the parent may hold a CUDA context (it trained the teacher), which a forked child cannot
+    # use. A spawned child makes spawn its own default; the initializer restores this platform's, so the data
+    # loaders' workers inside it are started as usual (a spawned loader worker cannot take the recipes' transforms).
+    context = multiprocessing.get_context("spawn")
+    platform_default = (multiprocessing.get_start_method(),)
+    with ProcessPoolExecutor(jobs, context, initializer=set_start_method, initargs=platform_default) as pool:
+        running = {pool.submit(run_student, study, run, teacher, root): run for run in pending}
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                record(running.pop(future), future.result())
+
+
+def report(study: Study, root: Path, done: dict[str, dict], teacher: str) -> None:
+    """results.md, study.json and results.png from the finished runs; the machine named is this one (the recipes
+    train on its GPU when it has one), so report where the study ran."""
+    info = run_info("cuda" if torch.cuda.is_available() else "cpu")
     summary = summarise(study, list(done.values()))
     teacher_metrics = json.loads((Path(teacher) / "eval_results.json").read_text())
     (root / "results.md").write_text(
@@ -218,7 +248,27 @@ def main(config_path: str) -> None:
     print((root / "results.md").read_text())
 
 
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="the study's YAML or JSON file")
+    parser.add_argument("--jobs", type=int, default=1, help="student runs at a time, each in its own process")
+    parser.add_argument("--report", action="store_true", help="only write the results of the finished runs")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}.")
+    study = load_study(args.config)
+    root = Path(study.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    results = root / "results.jsonl"
+    finished = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
+    done = {row["key"]: row for row in finished}
+    if args.report:
+        teacher = study.teacher_dir or str(root / "teacher")
+    else:
+        teacher = teacher_folder(study, root)
+        run_grid(study, teacher, root, done, args.jobs)
+    report(study, root, done, teacher)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(__doc__)
-    main(sys.argv[1])
+    main()

@@ -145,7 +145,7 @@ def test_reproduce_smoke_study_runs_and_resumes(tmp_path):
     config["output_dir"] = str(tmp_path / "study")
     (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(config))
     env = {"HF_DIS_CACHE": str(tmp_path / "cache")}
-    run_script("benchmarks/reproduce.py", str(tmp_path / "smoke.yaml"), env=env)
+    run_script("benchmarks/reproduce.py", str(tmp_path / "smoke.yaml"), "--jobs", "2", env=env)
     results = tmp_path / "study" / "results.jsonl"
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     # scratch and full KD per seed, then 2 samplers x 1 fraction x 2 seeds
@@ -161,6 +161,11 @@ def test_reproduce_smoke_study_runs_and_resumes(tmp_path):
     stamp = teacher_results.stat().st_mtime_ns
     run_script("benchmarks/reproduce.py", str(tmp_path / "smoke.yaml"), env=env)  # resumes: nothing left to run
     assert len(results.read_text().splitlines()) == len(rows) and teacher_results.stat().st_mtime_ns == stamp
+    (tmp_path / "study" / "results.md").unlink()
+    run_script("benchmarks/reproduce.py", str(tmp_path / "smoke.yaml"), "--report", env=env)  # the table only
+    rewritten = (tmp_path / "study" / "results.md").read_text()
+    assert rewritten.split("| method")[1] == table.split("| method")[1]  # the same table (its header has the date)
+    assert len(results.read_text().splitlines()) == len(rows)
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "benchmarks" / "studies").glob("*.yaml")), ids=lambda p: p.stem)

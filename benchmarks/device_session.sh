@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# One lease of the GPU machine, in one call: the large-scale benchmarks (bench_head, bench_step) and the short
+# glyph studies (classification and re-ID, 3 seeds), each stage time-boxed so that a slow one cannot starve the
+# next; what is finished is packed into $OUT/results.tar after every stage, so a call stopped at its limit still
+# brings it back.
+#
+#   bash benchmarks/device_session.sh prepare   # here, where the fonts and the network are (about a minute)
+#   bash benchmarks/device_session.sh run       # there: the device tool's `run`, carry [".device/glyphs.tar.xz",
+#                                               # ".device/wheels"], timeout_s 600
+#
+# prepare renders the two GB2312 level-1 glyph tasks (the GPU machine has no fonts), packs them with xz (62 MB of
+# images shrink to 27 MB, under the 64 MiB a call may carry) and downloads the wheels that machine lacks (datasets,
+# evaluate and theirs) plus the transformers and timm this project was tested with. `.device/` must be in
+# .git/info/exclude. Unpack results.tar at the repository's root: benchmarks/results/gpu/ and the studies' folders.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+prepare() {
+    set -e
+    grep -qx "/.device/" .git/info/exclude || echo "/.device/" >>.git/info/exclude
+    mkdir -p .device/wheels
+    local options=(--glyph_charset gb2312-level1 --glyph_system_fonts true)
+    hf-dis render-glyphs --task classification "${options[@]}" --output_dir .device/glyphs-cls
+    hf-dis render-glyphs --task reid "${options[@]}" --output_dir .device/glyphs-reid
+    tar -C .device -cf - glyphs-cls glyphs-reid | xz -9 -T2 >.device/glyphs.tar.xz
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .device/wheels \
+        datasets==5.2.0 evaluate==0.4.6 dill==0.4.1 multiprocess==0.70.19 fsspec==2026.9.0 \
+        transformers==5.24.0 timm==1.0.31
+    du -sh .device/glyphs.tar.xz .device/wheels
+}
+
+# Seconds since the call began at which each stage must end (the call's limit is 600 s).
+BENCH_HEAD_END=110
+BENCH_STEP_END=210
+CLASSIFICATION_END=390
+REID_END=560
+
+stage() {  # stage NAME END_SECOND COMMAND...: run COMMAND until END_SECOND at the latest, then pack
+    local name=$1 end=$2
+    shift 2
+    local left=$((end - SECONDS))
+    echo "=== $name: $left s at most (t = $SECONDS s)"
+    if ((left > 10)); then
+        timeout -k 10 "$left" "$@"
+        echo "=== $name: exit $? (t = $SECONDS s)"
+    else
+        echo "=== $name: skipped, no time left"
+    fi
+    pack
+}
+
+pack() {
+    tar -cf "$OUT/results.tar" --ignore-failed-read benchmarks/results/gpu \
+        reproduce_output/*/results.* reproduce_output/*/study.json reproduce_output/*/teacher/*_results.json \
+        2>/dev/null
+}
+
+run() {
+    : "${OUT:?the device tool sets OUT}"
+    exec > >(tee "$OUT/session.log") 2>&1
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .device/wheels/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1
+    # The carried transformers needs recent regex, tokenizers, ...: where that machine's are older, use its own.
+    python3 -c "import transformers" 2>/dev/null || rm -rf /tmp/site/transformers*
+    tar -C .device -xJf .device/glyphs.tar.xz || exit 1
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    python3 -c "import torch, timm, transformers, datasets, hf_dis; print('torch', torch.__version__, 'timm', \
+timm.__version__, 'transformers', transformers.__version__, 'datasets', datasets.__version__, \
+torch.cuda.get_device_name())" || exit 1
+    mkdir -p benchmarks/results/gpu
+    stage bench_head "$BENCH_HEAD_END" python3 benchmarks/bench_head.py --out benchmarks/results/gpu
+    stage bench_step "$BENCH_STEP_END" python3 benchmarks/bench_step.py --out benchmarks/results/gpu
+    stage classification "$CLASSIFICATION_END" \
+        python3 benchmarks/reproduce.py benchmarks/studies/glyphs_gb2312_classification_short.yaml --jobs 8
+    stage reid "$REID_END" python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short.yaml --jobs 8
+    for study in glyphs_gb2312_classification_short glyphs_reid_short; do  # the tables of what finished
+        timeout 20 python3 benchmarks/reproduce.py "benchmarks/studies/$study.yaml" --report >/dev/null
+    done
+    pack
+    echo "=== done (t = $SECONDS s)"
+}
+
+case "${1:-}" in
+prepare) prepare ;;
+run) run ;;
+*) echo "usage: $0 prepare|run" >&2 && exit 2 ;;
+esac
