@@ -15,6 +15,11 @@ benchmark: see bench_step).
     python benchmarks/bench_head.py --device cpu --batch-size 64 --repeats 3   # the committed CPU run
     python benchmarks/bench_head.py --device cpu --classes 1000000 --samplers dis --batch-size 64 --out /tmp/1e6
     python benchmarks/bench_head.py --smoke --out /tmp/x  # tiny sizes, seconds (the test suite runs this)
+    python benchmarks/bench_head.py --profile --classes 100 1000000   # where a step's time goes (below)
+
+`--profile` records one more step of each case under `torch.profiler`: the kernels it launches and the host-device
+synchronisations it makes (GPU; on a CPU, the top-level ATen operators it runs and no synchronisation count), and
+its three most expensive operators by self time: what the fixed per-step cost of sampling is made of.
 """
 
 from __future__ import annotations
@@ -78,6 +83,33 @@ def time_steps(step, device: torch.device, repeats: int, cpu_baseline: float | N
     return milliseconds, None if cpu_baseline is None else _proc_status_mb("VmHWM") - cpu_baseline
 
 
+#: CUDA runtime calls that block the host until the device has caught up.
+SYNCHRONISING_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
+KERNEL_LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
+
+
+def profile_step(step, device: torch.device) -> dict:
+    """One call of `step()` under torch.profiler: kernels launched and synchronisations (GPU) or top-level ATen
+    operators run (CPU), and the three operators with the most self time."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    events = profiler.events()
+    top = sorted(profiler.key_averages(), key=lambda event: event.self_device_time_total
+                 if device.type == "cuda" else event.self_cpu_time_total, reverse=True)[:3]  # fmt: skip
+    if device.type == "cuda":
+        launches = sum(event.name in KERNEL_LAUNCHES for event in events)
+        syncs = sum(event.name in SYNCHRONISING_CALLS for event in events)
+    else:
+        launches = sum(event.name.startswith("aten::") and event.cpu_parent is None for event in events)
+        syncs = None
+    return {"launches": launches, "syncs": syncs, "top_ops": [event.key for event in top]}
+
+
 def run_case(
     num_classes: int, args: argparse.Namespace, device: torch.device, cpu_baseline: float | None
 ) -> list[dict]:
@@ -89,7 +121,9 @@ def run_case(
 
     def record(method: str, step, **fields) -> None:
         milliseconds, peak = time_steps(step, device, args.repeats, cpu_baseline)
-        rows.append({"num_classes": num_classes, "method": method, "ms": milliseconds, "peak_mb": peak, **fields})
+        profile = profile_step(step, device) if args.profile else {}
+        rows.append({"num_classes": num_classes, "method": method, "ms": milliseconds, "peak_mb": peak, **fields,
+                     **profile})  # fmt: skip
         print(f"C={num_classes:>8} {method:<40} {milliseconds:9.3f} ms" + (f" {peak:9.1f} MB" if peak else ""))
 
     head = torch.nn.Linear(args.width, num_classes, device=device)
@@ -129,12 +163,19 @@ def run_case(
 
 
 def markdown(rows: list[dict]) -> str:
+    profiled = "launches" in rows[0]
     lines = ["| C | method | ms / step | x full | peak MB |", "|---|---|---|---|---|"]
+    if profiled:
+        lines = [lines[0] + " launches | syncs | top operators |", lines[1] + "---|---|---|"]
     full = {row["num_classes"]: row["ms"] for row in rows if row["method"] == "full"}
     for row in rows:
         peak = "-" if row["peak_mb"] is None else f"{row['peak_mb']:.0f}"
         speedup = full[row["num_classes"]] / row["ms"]
-        lines.append(f"| {row['num_classes']:,} | {row['method']} | {row['ms']:.3f} | {speedup:.2f} | {peak} |")
+        line = f"| {row['num_classes']:,} | {row['method']} | {row['ms']:.3f} | {speedup:.2f} | {peak} |"
+        if profiled:
+            syncs = "-" if row["syncs"] is None else row["syncs"]
+            line += f" {row['launches']} | {syncs} | {', '.join(row['top_ops'])} |"
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -173,6 +214,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--samplers", nargs="+", default=["uniform", "ftis", "dis"])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: C in (100, 751), batch 8, width 16")
+    parser.add_argument("--profile", action="store_true", help="count each step's kernels and synchronisations")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.smoke:
@@ -188,6 +230,11 @@ def main() -> None:
         f"Generated by `benchmarks/bench_head.py` on {info['date']}: {info['device']}, torch {info['torch']}, batch "
         f"{args.batch_size}, features {args.width}, median of {args.repeats} steps; peak MB: {info['peak_memory']}."
     )
+    if args.profile:
+        header += (
+            " Profiled: one more step per row; launches = kernels launched (GPU) or top-level ATen operators run "
+            "(CPU), syncs = host-device synchronisations (GPU only), top operators by self time."
+        )
     write_results(args.out, "bench_head", info, rows, header + "\n\n" + markdown(rows))
     plot(rows, args.out / "bench_head.png")
 

@@ -7,6 +7,9 @@
 #   bash benchmarks/device_session.sh prepare   # here, where the fonts and the network are (about a minute)
 #   bash benchmarks/device_session.sh run       # there: the device tool's `run`, carry [".device/glyphs.tar.xz",
 #                                               # ".device/wheels"], timeout_s 600
+#   bash benchmarks/device_session.sh run profile:120 reid:560   # only the stages named, each with the second
+#                                                                # of the call at which it must end (the known
+#                                                                # ones: stage_command)
 #
 # prepare renders the two GB2312 level-1 glyph tasks (the GPU machine has no fonts), packs them with xz (62 MB of
 # images shrink to 27 MB, under the 64 MiB a call may carry) and downloads the wheels that machine lacks (datasets,
@@ -30,11 +33,21 @@ prepare() {
     du -sh .device/glyphs.tar.xz .device/wheels
 }
 
-# Seconds since the call began at which each stage must end (the call's limit is 600 s).
-BENCH_HEAD_END=110
-BENCH_STEP_END=210
-CLASSIFICATION_END=390
-REID_END=560
+# The stages and the second of the call at which each must end (the call's limit is 600 s), when none are named.
+DEFAULT_STAGES=(bench_head:110 bench_step:210 classification:390 reid:560)
+
+stage_command() {
+    case "$1" in
+    bench_head) echo python3 benchmarks/bench_head.py --out benchmarks/results/gpu ;;
+    bench_step) echo python3 benchmarks/bench_step.py --out benchmarks/results/gpu ;;
+    profile) echo python3 benchmarks/bench_head.py --profile --classes 100 10000 1000000 --samplers uniform dis \
+        --out benchmarks/results/gpu/profile ;;
+    classification)
+        echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_gb2312_classification_short.yaml --jobs 8 ;;
+    reid) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short.yaml --jobs 8 ;;
+    *) return 1 ;;
+    esac
+}
 
 stage() {  # stage NAME END_SECOND COMMAND...: run COMMAND until END_SECOND at the latest, then pack
     local name=$1 end=$2
@@ -58,6 +71,12 @@ pack() {
 
 run() {
     : "${OUT:?the device tool sets OUT}"
+    local named
+    for named in "${@:-${DEFAULT_STAGES[@]}}"; do  # every stage known and timed, before anything runs
+        [[ $named =~ ^[a-z_]+:[0-9]+$ ]] && stage_command "${named%%:*}" >/dev/null ||
+            { echo "not STAGE:END_SECOND with a known stage (bench_head bench_step profile classification" \
+                "reid): $named" >&2 && exit 2; }
+    done
     exec > >(tee "$OUT/session.log") 2>&1
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .device/wheels/*.whl || exit 1
@@ -70,11 +89,11 @@ run() {
 timm.__version__, 'transformers', transformers.__version__, 'datasets', datasets.__version__, \
 torch.cuda.get_device_name())" || exit 1
     mkdir -p benchmarks/results/gpu
-    stage bench_head "$BENCH_HEAD_END" python3 benchmarks/bench_head.py --out benchmarks/results/gpu
-    stage bench_step "$BENCH_STEP_END" python3 benchmarks/bench_step.py --out benchmarks/results/gpu
-    stage classification "$CLASSIFICATION_END" \
-        python3 benchmarks/reproduce.py benchmarks/studies/glyphs_gb2312_classification_short.yaml --jobs 8
-    stage reid "$REID_END" python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short.yaml --jobs 8
+    local named
+    for named in "${@:-${DEFAULT_STAGES[@]}}"; do
+        # shellcheck disable=SC2046  # the command's words are meant to split
+        stage "${named%%:*}" "${named##*:}" $(stage_command "${named%%:*}")
+    done
     for study in glyphs_gb2312_classification_short glyphs_reid_short; do  # the tables of what finished
         timeout 20 python3 benchmarks/reproduce.py "benchmarks/studies/$study.yaml" --report >/dev/null
     done
@@ -84,6 +103,6 @@ torch.cuda.get_device_name())" || exit 1
 
 case "${1:-}" in
 prepare) prepare ;;
-run) run ;;
-*) echo "usage: $0 prepare|run" >&2 && exit 2 ;;
+run) shift && run "$@" ;;
+*) echo "usage: $0 prepare | run [STAGE:END_SECOND ...]" >&2 && exit 2 ;;
 esac

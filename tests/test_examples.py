@@ -109,13 +109,17 @@ def test_quickstart_smoke(tmp_path):
 def test_bench_head_smoke(tmp_path):
     import json
 
-    run_script("benchmarks/bench_head.py", "--smoke", "--device", "cpu", "--out", str(tmp_path))
+    run_script("benchmarks/bench_head.py", "--smoke", "--profile", "--device", "cpu", "--out", str(tmp_path))
     lines = (tmp_path / "bench_head.jsonl").read_text().splitlines()
     meta, rows = json.loads(lines[0])["meta"], [json.loads(line) for line in lines[1:]]
     assert meta["device"].startswith("CPU") and meta["hf_dis"]
     # C = 100 and 751: full, then 3 samplers x 2 scopes x 2 optimizers at one K
     assert len(rows) == 2 * (1 + 3 * 2 * 2) and all(row["ms"] > 0 for row in rows)
     assert {row["optimizer"] for row in rows} == {"adamw", "row_sparse_adamw"}
+    # profiled: the ATen operators of one step (no synchronisation count on a CPU); drawing adds operators
+    assert all(row["syncs"] is None and len(row["top_ops"]) == 3 for row in rows)
+    full_ops = next(row["launches"] for row in rows if row["method"] == "full")
+    assert all(row["launches"] > full_ops for row in rows if row["method"] != "full")
     if sys.platform == "linux":  # the resident set's peak above the runtime's: at least the head's weights
         assert meta["peak_memory"].startswith("peak resident set")
         assert all(row["peak_mb"] >= 751 * 16 * 4 / 2**20 for row in rows if row["num_classes"] == 751)

@@ -151,8 +151,8 @@ class DISSampler(ClassSampler):
     def _draw_batch(self, top: torch.Tensor, probs: torch.Tensor, tail_q: torch.Tensor, generator: torch.Generator):
         """Draw from Q(j) = mean_b q_b(j), built sparsely: every class gets tail_q, plus each example's head ranks."""
         batch_size, num_ranks = top.shape
-        base = float(tail_q) if num_ranks < self.num_classes else 0.0
-        batch_q = torch.full((self.num_classes,), base, device=top.device)
+        base = tail_q if num_ranks < self.num_classes else torch.zeros((), device=top.device)  # stays on the device
+        batch_q = base.expand(self.num_classes).clone()
         batch_q.index_add_(0, top.flatten(), (probs[:num_ranks] - base).repeat(batch_size) / batch_size)
         classes = torch.multinomial(batch_q, self.num_sampled, replacement=True, generator=generator)
         return classes, inclusion_log_prob(batch_q[classes], self.num_sampled)
