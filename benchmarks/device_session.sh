@@ -40,7 +40,7 @@ stage_command() {
     case "$1" in
     bench_head) echo python3 benchmarks/bench_head.py --out benchmarks/results/gpu ;;
     bench_step) echo python3 benchmarks/bench_step.py --out benchmarks/results/gpu ;;
-    profile) echo python3 benchmarks/bench_head.py --profile --classes 100 10000 1000000 --samplers uniform dis \
+    profile) echo python3 benchmarks/bench_head.py --profile --classes 100 3755 1000000 --samplers uniform dis \
         --out benchmarks/results/gpu/profile ;;
     classification)
         echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_gb2312_classification_short.yaml --jobs 8 ;;

@@ -324,3 +324,42 @@ def test_data_config_from_a_transformers_processor():
     assert config["input_size"] == (3, 48, 48) and config["mean"] == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match="carries no data config"):
         data_config(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize(
+    "image_size, options",
+    [((32, 32), dict(hflip=0.0, padding=4)), ((32, 16), dict(hflip=0.5, padding=2, random_erasing=0.5)),
+     ((24, 24), dict(hflip=0.5, padding=3, random_erasing=1.0))],
+)  # fmt: skip
+def test_padded_crop_makes_torchvisions_images_with_its_random_draws(image_size, options, monkeypatch):
+    """Same seed, same images and same generator state after, for one image or a batch; erased boxes included."""
+    from hf_dis.data import padded_crop_transform
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_loader import torchvision_pipeline  # the reference the benchmark times too
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (30 + k, 20 + 3 * k, 3), dtype=np.uint8)) for k in range(12)]
+    images.append(Image.fromarray(rng.integers(0, 256, (*image_size, 3), dtype=np.uint8)).convert("L"))  # grey
+    mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 0.2)
+    for training in (True, False):
+        fast = padded_crop_transform(training=training, image_size=image_size, mean=mean, std=std, **options)
+        reference = torchvision_pipeline(image_size, mean, std, training=training, **options)
+        torch.manual_seed(3)
+        expected = torch.stack([reference(image) for image in images])
+        after = torch.rand(1)
+        torch.manual_seed(3)
+        assert torch.equal(fast.batch(images), expected) and torch.equal(torch.rand(1), after)
+        torch.manual_seed(3)
+        assert torch.equal(torch.stack([fast(image) for image in images]), expected)
+        if training and options.get("random_erasing"):  # some boxes were erased: pixels exactly 0 in every channel
+            assert (expected == 0).all(1).any()
+    batch = labelled_batches(fast)({"image": images, "label": list(range(len(images)))})
+    assert batch["pixel_values"].shape == (len(images), 3, *image_size)  # one tensor: the batch path was taken
+
+
+def test_padded_crop_refuses_bad_options():
+    from hf_dis.data import padded_crop_transform
+
+    with pytest.raises(ValueError, match="padding must be >= 0"):
+        padded_crop_transform(training=True, image_size=(8, 8), padding=-1)

@@ -128,6 +128,18 @@ def test_bench_head_smoke(tmp_path):
     ).read_text()
 
 
+def test_bench_loader_smoke(tmp_path):
+    import json
+
+    run_script("benchmarks/bench_loader.py", "--smoke", "--out", str(tmp_path), env={"HF_DIS_CACHE": str(tmp_path)})
+    rows = [json.loads(line) for line in (tmp_path / "bench_loader.jsonl").read_text().splitlines()[1:]]
+    assert [(row["case"], row["pipeline"].split(",")[0]) for row in rows] == [
+        (case, pipeline) for case in ("glyphs 32 x 32", "re-ID 256 x 128")
+        for pipeline in ("torchvision", "padded_crop_transform")
+    ]  # fmt: skip
+    assert all(row["images_per_second"] > 0 for row in rows) and (tmp_path / "bench_loader.png").stat().st_size
+
+
 def test_bench_step_smoke(tmp_path):
     import json
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import datasets
 import numpy as np
 
+from hf_dis.data.transforms import transform_images
+
 #: Columns an evaluation batch carries besides pixel_values; `reid_eval_metrics` reads them in this order.
 REID_EVAL_KEYS = ("pid", "camid", "is_query")
 
@@ -34,7 +36,7 @@ def reid_eval_batches(transform: Callable, image_column: str = "image") -> Calla
     """A function for `Dataset.with_transform` on `reid_eval_dataset`: `pixel_values`, `pid`, `camid`, `is_query`."""
 
     def apply(batch: dict[str, list]) -> dict[str, list]:
-        out = {"pixel_values": [transform(image) for image in batch[image_column]]}
+        out = {"pixel_values": transform_images(transform, batch[image_column])}
         out.update({key: batch[key] for key in REID_EVAL_KEYS})
         return out
 
