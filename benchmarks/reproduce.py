@@ -236,9 +236,12 @@ def run_grid(study: Study, teacher: str, root: Path, done: dict[str, dict], jobs
 def report(study: Study, root: Path, done: dict[str, dict], teacher: str) -> None:
     """results.md, study.json and results.png from the finished runs; the machine named is this one (the recipes
     train on its GPU when it has one), so report where the study ran."""
+    teacher_results = Path(teacher) / "eval_results.json"
+    if not done or not teacher_results.is_file():
+        raise SystemExit(f"nothing to report in {root}: no finished run, or no teacher results ({teacher_results}).")
     info = run_info("cuda" if torch.cuda.is_available() else "cpu")
     summary = summarise(study, list(done.values()))
-    teacher_metrics = json.loads((Path(teacher) / "eval_results.json").read_text())
+    teacher_metrics = json.loads(teacher_results.read_text())
     (root / "results.md").write_text(
         markdown(study, summary, info)
         + f"\nTeacher ({study.teacher_model}): {100 * teacher_metrics[METRICS[study.task][0]]:.2f}.\n"

@@ -356,6 +356,7 @@ def test_padded_crop_makes_torchvisions_images_with_its_random_draws(image_size,
             assert (expected == 0).all(1).any()
     batch = labelled_batches(fast)({"image": images, "label": list(range(len(images)))})
     assert batch["pixel_values"].shape == (len(images), 3, *image_size)  # one tensor: the batch path was taken
+    assert fast.batch([]).shape == (0, 3, *image_size)
 
 
 def test_padded_crop_refuses_bad_options():

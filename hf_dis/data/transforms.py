@@ -115,8 +115,8 @@ class PaddedCropTransform:
     It is torchvision's Resize (bicubic), RandomHorizontalFlip, Pad + RandomCrop, ToTensor, Normalize and
     RandomErasing(value=0) with the same random draws in the same order, so it makes the same images for the same
     seed (tested), but crops in NumPy and converts and normalises a whole batch in three tensor operations: the
-    per-image torchvision modules cost several times the PNG decoding of a small image, and a small-image study's
-    data loaders, not its GPU, set its speed.
+    per-image torchvision modules cost several times the PNG decoding of a small image (`benchmarks/bench_loader.py`),
+    and on a GPU a small-image study's speed can be its data loaders'.
     """
 
     def __init__(
@@ -153,6 +153,8 @@ class PaddedCropTransform:
 
     def batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """`[N, 3, H, W]` float32, each image drawn in turn as `__call__` would draw it."""
+        if not images:
+            return torch.empty(0, 3, self.height, self.width)
         arrays = np.stack([self._resized(image) for image in images])  # [N, H, W, 3] uint8
         erasures = []
         if self.training:
