@@ -107,11 +107,13 @@ def run_key(run: dict) -> str:
     return f"{run['method']}-{run['fraction']}-{run['seed']}"
 
 
-def teacher_folder(study: Study, root: Path) -> str:
+def teacher_folder(study: Study, root: Path, *, train: bool = True) -> str:
+    """The study's teacher: its `teacher_dir`, else `root/teacher`, trained there first when `train` and not yet
+    trained."""
     if study.teacher_dir is not None:
         return study.teacher_dir
     folder = root / "teacher"
-    if not (folder / "eval_results.json").is_file():
+    if train and not (folder / "eval_results.json").is_file():
         options = ["--task", study.task, "--model", study.teacher_model, "--output_dir", str(folder)]
         train_teacher.main([*options, "--seed", str(study.seeds[0]), *flags(study.data), *flags(study.teacher_options)])
     return str(folder)
@@ -265,10 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     results = root / "results.jsonl"
     finished = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
     done = {row["key"]: row for row in finished}
-    if args.report:
-        teacher = study.teacher_dir or str(root / "teacher")
-    else:
-        teacher = teacher_folder(study, root)
+    teacher = teacher_folder(study, root, train=not args.report)
+    if not args.report:
         run_grid(study, teacher, root, done, args.jobs)
     report(study, root, done, teacher)
 
