@@ -4,12 +4,12 @@ classifier's optimizer step, for full KD against the samplers, as the number of 
 Rows: `full` (dense head, Hinton KD, AdamW over all C rows) and, for uniform / ftis / dis in both scopes and several
 K, the sampled head and loss (drawing included) followed by dense AdamW, or with a sparse weight gradient and
 `RowSparseAdamW` on the sampled rows only (what `classifier_optimizer="row_sparse"` does). Milliseconds per step
-(median) and peak memory: on a GPU the peak of torch's allocator during the timed steps; on a Linux CPU the peak
-resident set during the timed steps less the resident set before the first case (the interpreter and libraries),
-with glibc told to map every allocation over 128 KiB on its own and give it back when freed (so the resident set
-follows the live tensors). Both count what stays alive across steps (weights, optimizer state, inputs) plus the
-step's own peak. Random features and teacher logits (the teacher's and the backbone's costs are not part of this
-benchmark: see bench_step).
+(median), the memory live between steps (weights, optimizer state, inputs) and the peak memory during the timed
+steps (the live memory plus the step's own peak): on a GPU from torch's allocator; on a Linux CPU from the resident
+set, less the resident set before the first case (the interpreter and libraries), with glibc told to map every
+allocation over 128 KiB on its own and give it back when freed (so the resident set follows the live tensors).
+Random features and teacher logits (the teacher's and the backbone's costs are not part of this benchmark: see
+bench_step).
 
     python benchmarks/bench_head.py                     # GPU: C up to 10^6, batch 256, features 512
     python benchmarks/bench_head.py --device cpu --batch-size 64 --repeats 3   # the committed CPU run
@@ -18,16 +18,21 @@ benchmark: see bench_step).
     python benchmarks/bench_head.py --profile --classes 100 1000000   # where a step's time goes (below)
 
 `--profile` records one more step of each case under `torch.profiler`: the kernels it launches and the host-device
-synchronisations it makes (GPU; on a CPU, the top-level ATen operators it runs and no synchronisation count), and
-its three most expensive operators by self time: what the fixed per-step cost of sampling is made of.
+synchronisations it makes (on a CPU: the top-level ATen operators it runs, and the operators that would synchronise
+on an accelerator, `hf_dis.diagnostics.host_sync_ops`, with hf_dis's value checks off as they are there, torch
+AdamW's reads of its step count included, which are host tensors there), its three most expensive operators by self
+time and, on a GPU, the three that allocate the most device memory: what the fixed per-step cost of sampling and its
+peak memory are made of.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import re
 from pathlib import Path
+from unittest import mock
 
 import matplotlib
 
@@ -37,7 +42,7 @@ import torch  # noqa: E402
 from run_info import run_info, write_results  # noqa: E402
 
 import hf_dis  # noqa: E402
-from hf_dis.diagnostics import median_step_ms  # noqa: E402
+from hf_dis.diagnostics import host_sync_ops, median_step_ms  # noqa: E402
 from hf_dis.heads import RowSparseAdamW  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -66,21 +71,27 @@ def _proc_status_mb(field: str) -> float:
         return int(re.search(rf"^{field}:\s+(\d+) kB", status.read(), re.M).group(1)) / 1024
 
 
-def time_steps(step, device: torch.device, repeats: int, cpu_baseline: float | None) -> tuple[float, float | None]:
-    """Median milliseconds of `step()` after two warm-up calls, and the peak memory (MB) of the timed calls: torch's
-    allocator on a GPU, the resident set above `cpu_baseline` on a CPU (None without a baseline)."""
+def time_steps(
+    step, device: torch.device, repeats: int, cpu_baseline: float | None
+) -> tuple[float, float | None, float | None]:
+    """Median milliseconds of `step()` after two warm-up calls, the memory (MB) live between steps (weights,
+    optimizer state, inputs) and the peak of the timed calls: torch's allocator on a GPU, the resident set above
+    `cpu_baseline` on a CPU (None without a baseline)."""
     for _ in range(2):
         step()
+    live = None
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+        live = torch.cuda.memory_allocated(device) / 2**20
     elif cpu_baseline is not None:
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")  # reset the peak resident set (VmHWM) to the current one
+        live = _proc_status_mb("VmRSS") - cpu_baseline
     milliseconds = median_step_ms(step, device, repeats, warmup=0)
     if device.type == "cuda":
-        return milliseconds, torch.cuda.max_memory_allocated(device) / 2**20
-    return milliseconds, None if cpu_baseline is None else _proc_status_mb("VmHWM") - cpu_baseline
+        return milliseconds, live, torch.cuda.max_memory_allocated(device) / 2**20
+    return milliseconds, live, None if cpu_baseline is None else _proc_status_mb("VmHWM") - cpu_baseline
 
 
 #: CUDA runtime calls that block the host until the device has caught up.
@@ -90,24 +101,29 @@ KERNEL_LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", 
 
 def profile_step(step, device: torch.device) -> dict:
     """One call of `step()` under torch.profiler: kernels launched and synchronisations (GPU) or top-level ATen
-    operators run (CPU), and the three operators with the most self time."""
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if device.type == "cuda":
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=activities) as profiler:
+    operators run and operators that would synchronise on an accelerator (CPU), the three operators with the most
+    self time and, on a GPU, the three that allocate the most device memory (MB)."""
+    cuda = device.type == "cuda"
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    with torch.profiler.profile(activities=activities, profile_memory=cuda) as profiler:
         step()
-        if device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize(device)
-    events = profiler.events()
-    top = sorted(profiler.key_averages(), key=lambda event: event.self_device_time_total
-                 if device.type == "cuda" else event.self_cpu_time_total, reverse=True)[:3]  # fmt: skip
-    if device.type == "cuda":
-        launches = sum(event.name in KERNEL_LAUNCHES for event in events)
-        syncs = sum(event.name in SYNCHRONISING_CALLS for event in events)
-    else:
+    events, averages = profiler.events(), profiler.key_averages()
+    top = sorted(averages, key=lambda event: event.self_device_time_total if cuda else event.self_cpu_time_total,
+                 reverse=True)[:3]  # fmt: skip
+    if not cuda:
         launches = sum(event.name.startswith("aten::") and event.cpu_parent is None for event in events)
-        syncs = None
-    return {"launches": launches, "syncs": syncs, "top_ops": [event.key for event in top]}
+        with mock.patch.dict(os.environ, {"HF_DIS_CHECK_VALUES": "0"}):  # value checks off, as on an accelerator
+            syncs = sum(host_sync_ops(step).values())
+        return {"launches": launches, "syncs": syncs, "top_ops": [event.key for event in top]}
+    allocating = sorted(averages, key=lambda event: event.self_device_memory_usage, reverse=True)[:3]
+    return {
+        "launches": sum(event.name in KERNEL_LAUNCHES for event in events),
+        "syncs": sum(event.name in SYNCHRONISING_CALLS for event in events),
+        "top_ops": [event.key for event in top],
+        "top_memory_ops": [f"{event.key} {event.self_device_memory_usage / 2**20:.0f}" for event in allocating],
+    }
 
 
 def run_case(
@@ -120,9 +136,10 @@ def run_case(
     rows = []
 
     def record(method: str, step, **fields) -> None:
-        milliseconds, peak = time_steps(step, device, args.repeats, cpu_baseline)
+        milliseconds, live, peak = time_steps(step, device, args.repeats, cpu_baseline)
         profile = profile_step(step, device) if args.profile else {}
-        rows.append({"num_classes": num_classes, "method": method, "ms": milliseconds, "peak_mb": peak, **fields,
+        rows.append({"num_classes": num_classes, "method": method, "ms": milliseconds, "live_mb": live, "peak_mb": peak,
+                     **fields,
                      **profile})  # fmt: skip
         print(f"C={num_classes:>8} {method:<40} {milliseconds:9.3f} ms" + (f" {peak:9.1f} MB" if peak else ""))
 
@@ -164,17 +181,21 @@ def run_case(
 
 def markdown(rows: list[dict]) -> str:
     profiled = "launches" in rows[0]
-    lines = ["| C | method | ms / step | x full | peak MB |", "|---|---|---|---|---|"]
+    lines = ["| C | method | ms / step | x full | live MB | peak MB |", "|---|---|---|---|---|---|"]
+    memory_profiled = "top_memory_ops" in rows[0]
     if profiled:
         lines = [lines[0] + " launches | syncs | top operators |", lines[1] + "---|---|---|"]
+    if memory_profiled:
+        lines = [lines[0] + " top allocations (MB) |", lines[1] + "---|"]
     full = {row["num_classes"]: row["ms"] for row in rows if row["method"] == "full"}
     for row in rows:
-        peak = "-" if row["peak_mb"] is None else f"{row['peak_mb']:.0f}"
+        live, peak = ("-" if row[key] is None else f"{row[key]:.0f}" for key in ("live_mb", "peak_mb"))
         speedup = full[row["num_classes"]] / row["ms"]
-        line = f"| {row['num_classes']:,} | {row['method']} | {row['ms']:.3f} | {speedup:.2f} | {peak} |"
+        line = f"| {row['num_classes']:,} | {row['method']} | {row['ms']:.3f} | {speedup:.2f} | {live} | {peak} |"
         if profiled:
-            syncs = "-" if row["syncs"] is None else row["syncs"]
-            line += f" {row['launches']} | {syncs} | {', '.join(row['top_ops'])} |"
+            line += f" {row['launches']} | {row['syncs']} | {', '.join(row['top_ops'])} |"
+        if memory_profiled:
+            line += f" {', '.join(row['top_memory_ops'])} |"
         lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -233,7 +254,10 @@ def main() -> None:
     if args.profile:
         header += (
             " Profiled: one more step per row; launches = kernels launched (GPU) or top-level ATen operators run "
-            "(CPU), syncs = host-device synchronisations (GPU only), top operators by self time."
+            "(CPU); syncs = host-device synchronisations (GPU) or operators that would make one on an accelerator "
+            "(CPU: hf_dis.diagnostics.host_sync_ops, torch AdamW's reads of its host-side step count included); top "
+            "operators by self time"
+            + ("; top allocations: operators by device memory allocated." if device.type == "cuda" else ".")
         )
     write_results(args.out, "bench_head", info, rows, header + "\n\n" + markdown(rows))
     plot(rows, args.out / "bench_head.png")

@@ -1,8 +1,9 @@
-"""Whole distillation steps with timm backbones: a student step with no head at all (the limit), full KD with the
-live teacher, DIS with the live teacher, and DIS from a teacher cache (no teacher forward), at several image sizes
-and numbers of classes. Each step: forward(s), loss, backward, AdamW on the backbone; the classifier has
-`RowSparseAdamW` and, on sampled steps, a sparse gradient over the sampled rows (what
-`classifier_optimizer="row_sparse"` runs; full KD updates every row). Random images and labels; median
+"""Whole distillation steps with timm backbones: the limits, with no classifier at all (the student's backbone
+step alone, the limit of distilling from a cache; and with the teacher's backbone forward too, the limit of
+distilling from a live teacher), full KD with the live teacher, DIS with the live teacher, and DIS from a teacher
+cache (no teacher forward), at several image sizes and numbers of classes. Each step: forward(s), loss, backward,
+AdamW on the backbone; the classifier has `RowSparseAdamW` and, on sampled steps, a sparse gradient over the sampled
+rows (what `classifier_optimizer="row_sparse"` runs; full KD updates every row). Random images and labels; median
 milliseconds per step; JSON lines, a Markdown table and a bar plot.
 
     python benchmarks/bench_step.py                       # GPU: ResNet-18 student, ResNet-50 teacher, batch 256,
@@ -32,7 +33,7 @@ from hf_dis.heads import RowSparseAdamW, install_sampled_head  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TEMPERATURE = 2.0
-METHODS = ("backbone_only", "full_kd", "dis_live_teacher", "dis_cached_teacher")
+METHODS = ("backbone_only", "backbones_only", "full_kd", "dis_live_teacher", "dis_cached_teacher")
 
 
 def build(args: argparse.Namespace, num_classes: int, device: torch.device):
@@ -54,9 +55,12 @@ def make_step(method: str, parts, batch, sampler, args, num_classes: int):
 
     def step() -> None:
         with autocast:
-            if method == "backbone_only":
+            if method in ("backbone_only", "backbones_only"):
                 features = student.forward_head(student.forward_features(pixels), pre_logits=True)
                 loss = features.float().square().mean()
+                if method == "backbones_only":  # the teacher's forward without its classifier
+                    with torch.no_grad():
+                        teacher.forward_head(teacher.forward_features(pixels), pre_logits=True)
             else:
                 if method == "dis_cached_teacher":
                     teacher_logits = dense_teacher_logits(*cache, num_classes)
@@ -74,7 +78,7 @@ def make_step(method: str, parts, batch, sampler, args, num_classes: int):
                     loss = loss.loss
         loss.backward()
         optimizer.step()
-        if method != "backbone_only":
+        if method not in ("backbone_only", "backbones_only"):
             classifier_optimizer.step()  # the sparse gradient's rows; every row after a full forward
         student.zero_grad(set_to_none=True)
 
@@ -104,14 +108,17 @@ def run(args: argparse.Namespace, device: torch.device) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| C | px | method | ms / step | x full KD | / backbone only |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| C | px | method | ms / step | x full KD | / student backbone | / both backbones |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
-        same = [r for r in rows if r["num_classes"] == row["num_classes"] and r["image_size"] == row["image_size"]]
-        full = next(r["ms"] for r in same if r["method"] == "full_kd")
-        backbone = next(r["ms"] for r in same if r["method"] == "backbone_only")
+        same = {r["method"]: r["ms"] for r in rows
+                if r["num_classes"] == row["num_classes"] and r["image_size"] == row["image_size"]}  # fmt: skip
         lines.append(
             f"| {row['num_classes']:,} | {row['image_size']} | {row['method']} | {row['ms']:.2f} | "
-            f"{full / row['ms']:.2f} | {row['ms'] / backbone:.2f} |"
+            f"{same['full_kd'] / row['ms']:.2f} | {row['ms'] / same['backbone_only']:.2f} | "
+            f"{row['ms'] / same['backbones_only']:.2f} |"
         )
     return "\n".join(lines) + "\n"
 

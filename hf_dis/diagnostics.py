@@ -1,7 +1,8 @@
 """Diagnostics of the sampled KD estimators: how far the mean sampled gradient is from the full one (Monte Carlo),
 what one sampled set covers (teacher mass, effective sample size), which the trainer logs, and what the sampled head
 costs against the full one (`head_step_ms`, reported in model cards and by the quickstart; `median_step_ms` is
-the timing the benchmarks share).
+the timing the benchmarks share), and which operators of a step would make the host wait for an accelerator
+(`host_sync_ops`, checked on any device).
 
 `sampled_gradient_error` is used by the test suite and by `benchmarks/estimator_bias.py`; it helps pick K for a new
 task (run it on a batch of real teacher and student logits).
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from hf_dis.heads import subset_logits
 from hf_dis.losses import kd_loss, logits_at, sampled_distillation_loss
@@ -155,3 +158,44 @@ def median_step_ms(step: Callable[[], None], device: str | torch.device, repeats
         synchronize()
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
+
+
+#: ATen operators that make the host wait for an accelerator: they hand a value back to Python (`.item()`,
+#: `bool(tensor)`, `torch.equal`) or their output's size depends on the data (unique, nonzero, boolean masks, sparse
+#: coalescing), so the host must wait for every kernel queued before them.
+HOST_SYNC_OPS = frozenset(
+    {
+        "_local_scalar_dense",
+        "equal",
+        "is_nonzero",
+        "nonzero",
+        "masked_select",
+        "_unique2",
+        "unique_dim",
+        "unique_consecutive",
+        "_coalesce",
+        "repeat_interleave",
+    }  # fmt: skip
+)
+
+
+class _HostSyncRecorder(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in HOST_SYNC_OPS and not (name == "repeat_interleave" and (kwargs or {}).get("output_size")):
+            self.counts[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def host_sync_ops(step: Callable[[], None]) -> Counter[str]:
+    """The operators of `HOST_SYNC_OPS` that `step()` runs (in its forward, its backward and anything else it calls),
+    counted by name: each would make the host wait for the device were the tensors on an accelerator. Runs on any
+    device, the CPU included, so a test can keep a step free of them. Reads of tensors that live on the host anyway
+    (a CPU step counter of a torch optimizer) are counted too."""
+    with _HostSyncRecorder() as recorder:
+        step()
+    return recorder.counts

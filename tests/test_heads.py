@@ -6,6 +6,7 @@ from tiny_models import TINY_VIT, tiny_hf
 from torch import nn
 
 import hf_dis
+from hf_dis.diagnostics import host_sync_ops
 from hf_dis.heads import HF_FAMILIES
 
 NUM_CLASSES = 13
@@ -146,27 +147,34 @@ def test_timm_classifier_keeps_timms_initialisation():
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_per_example_union_and_gather_paths_agree(monkeypatch, bias):
-    """Both ways of computing per-example subset logits give the same values and the same gradients."""
+def test_per_example_dense_union_and_gather_paths_agree(monkeypatch, bias):
+    """The three ways of computing per-example subset logits give the same values and the same gradients; only the
+    all-classes GEMM need not find the batch's classes (a host-device synchronisation on an accelerator)."""
     import hf_dis.heads.split as split_module
 
     g = torch.Generator().manual_seed(0)
     features = torch.randn(6, 8, generator=g)
     classes = torch.randint(40, (6, 5), generator=g)
+    assert torch.unique(classes).numel() <= 7 * 5 < 40  # factor 7: the union GEMM, not the all-classes one
     results = []
-    for factor in (0, 10**9):  # 0: always gather rows; huge: always the union GEMM
+    for factor, unique_calls in ((0, 1), (7, 1), (10**9, 0)):  # gather rows; union GEMM; all-classes GEMM
         monkeypatch.setattr(split_module, "UNION_COST_FACTOR", factor)
         torch.manual_seed(1)
         head = nn.Linear(8, 40, bias=bias)
         inputs = features.clone().requires_grad_(True)
-        logits = hf_dis.subset_logits(inputs, head, classes)
-        (logits * torch.arange(5.0)).sum().backward()
-        results.append((logits.detach(), inputs.grad, head.weight.grad))
+
+        def step(head=head, inputs=inputs) -> None:
+            logits = hf_dis.subset_logits(inputs, head, classes)
+            (logits * torch.arange(5.0)).sum().backward()
+            results.append((logits.detach(), inputs.grad, head.weight.grad))
+
+        assert host_sync_ops(step)["_unique2"] == unique_calls
     expected = head(features).gather(1, classes).detach()
     for logits, *_ in results:
         torch.testing.assert_close(logits, expected)
-    for first, second in zip(results[0], results[1], strict=True):
-        torch.testing.assert_close(first, second)
+    for other in results[1:]:
+        for first, second in zip(results[0], other, strict=True):
+            torch.testing.assert_close(first, second)
 
 
 @pytest.mark.parametrize("scope", ["per_example", "batch"])
@@ -195,6 +203,35 @@ def test_sampled_student_forms_no_batch_by_classes_tensor(scope):
     assert saved_shapes  # the hook saw the forward
     assert not [shape for shape in saved_shapes if num_classes in shape]
     assert head.weight.grad.shape == (num_classes, head.in_features)  # the gradient reached the classifier
+
+
+@pytest.mark.parametrize("num_classes", [100, 5000])
+@pytest.mark.parametrize("scope", ["per_example", "batch"])
+@pytest.mark.parametrize("sampler_name", ["uniform", "topk", "ftis", "dis"])
+def test_sampled_step_makes_the_host_wait_only_to_find_a_large_union(sampler_name, scope, num_classes, monkeypatch):
+    """Drawing S, the head on S, the sampled loss (cross-entropy included) and its backward run no operator that would
+    make the host wait for an accelerator (value checks off, as on accelerators by default), except finding the union
+    of a per-example S over many classes. With the value checks on, the same step has such operators."""
+    monkeypatch.setenv("HF_DIS_CHECK_VALUES", "0")
+    batch_size, num_sampled = 16, 10
+    generator = torch.Generator().manual_seed(0)
+    head = nn.Linear(8, num_classes)
+    features = torch.randn(batch_size, 8, generator=generator, requires_grad=True)
+    teacher_logits = torch.randn(batch_size, num_classes, generator=generator)
+    labels = torch.randint(num_classes, (batch_size,), generator=generator)
+    sampler = hf_dis.build_sampler(sampler_name, num_classes, num_sampled, scope=scope)
+
+    def step() -> None:
+        drawn = sampler.sample(teacher_logits, labels, generator=generator)
+        assert drawn.classes.shape[-1] < num_classes  # a real sampled set in both scopes
+        student = hf_dis.subset_logits(features, head, drawn.classes)
+        hf_dis.sampled_distillation_loss(student, teacher_logits, drawn, labels, 2.0, 0.5).loss.backward()
+
+    union = scope == "per_example" and num_classes > hf_dis.heads.split.UNION_COST_FACTOR * (num_sampled + 2)
+    expected = {"_unique2": 1} if union else {}
+    assert dict(host_sync_ops(step)) == expected
+    monkeypatch.setenv("HF_DIS_CHECK_VALUES", "1")
+    assert sum(host_sync_ops(step).values()) > len(expected)
 
 
 # --- row-sparse optimizers ---------------------------------------------------------------------------------------
@@ -274,6 +311,18 @@ def test_row_sparse_optimizer_updates_touched_rows_as_if_skipped_steps_never_hap
             torch.testing.assert_close(mine[rows], expected, rtol=1e-5, atol=1e-6)
     for mine, start in zip(params, initial, strict=True):
         assert torch.equal(mine[[3, 5]], start[[3, 5]])
+
+
+@pytest.mark.parametrize("name", sorted(ROW_SPARSE))
+def test_row_sparse_step_on_a_sparse_gradient_waits_for_the_device_only_to_coalesce_it(name):
+    """Coalescing a sparse gradient has a data-dependent size (a host-device synchronisation on an accelerator);
+    nothing else in the step needs the host to wait: its rows are that gradient's own."""
+    sparse_type, _, options = ROW_SPARSE[name]
+    params = _head_params()
+    optimizer = sparse_type(params, **options)
+    params[0].grad = _sparse_rows(_grads(0)[0], [1, 4])
+    params[1].grad = _grads(0)[1]
+    assert dict(host_sync_ops(optimizer.step)) == {"_coalesce": 1}
 
 
 def test_row_sparse_optimizer_checks():

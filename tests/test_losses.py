@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import hf_dis
+from hf_dis._checks import check_logits
 from hf_dis.losses import ESTIMATORS
 
 
@@ -166,6 +167,23 @@ def test_loss_errors_name_the_offending_value():
         hf_dis.sampled_kd_loss(student, teacher, torch.zeros(37), 1.0, estimator="horvitz_thompson")
     with pytest.raises(ValueError, match="Unknown estimator 'ht'"):
         hf_dis.sampled_kd_loss(student, teacher, torch.zeros(37), 1.0, estimator="ht")
+
+
+def test_value_checks_follow_hf_dis_check_values(monkeypatch):
+    """Value checks read results back from the device: on by default on the CPU (tested above), off with
+    HF_DIS_CHECK_VALUES=0 (as on accelerators by default), the shape checks still on."""
+    student, teacher = torch.randn(3, 5), torch.randn(3, 5)
+    teacher[1, 2] = float("inf")
+    monkeypatch.setenv("HF_DIS_CHECK_VALUES", "0")
+    assert not torch.isfinite(hf_dis.kd_loss(student, teacher, 1.0))
+    with pytest.raises(IndexError):  # label 9: not our ValueError but torch's own indexing error
+        hf_dis.distillation_loss(student, torch.randn(3, 5), torch.tensor([0, 9, 1]), 1.0, 0.5)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        hf_dis.distillation_loss(student, torch.randn(3, 5), torch.tensor([0, 1]), 1.0, 0.5)
+    monkeypatch.setenv("HF_DIS_CHECK_VALUES", "1")
+    with pytest.raises(ValueError, match="teacher_logits must be finite"):
+        hf_dis.kd_loss(student, teacher, 1.0)
+    check_logits(torch.full((2, 40000), 60000.0, dtype=torch.float16), "logits")  # finite; only their sum overflows
 
 
 def test_distillation_loss_parts_and_label_checks():

@@ -6,6 +6,7 @@ import torch
 
 import hf_dis
 from hf_dis.diagnostics import sampled_gradient_error
+from hf_dis.losses import logits_at
 from hf_dis.sampling import LaplaceMixture
 from hf_dis.sampling.dis import log_rank_bins
 
@@ -59,6 +60,19 @@ def test_batch_scope_gradient_is_consistent():
         for k in (5, 40)
     ]
     assert errors[1].relative_error < 0.5 * errors[0].relative_error
+
+
+@pytest.mark.parametrize("name", ["uniform", "topk", "ftis", "dis"])
+def test_batch_scope_takes_every_class_when_its_columns_would_reach_C(name):
+    """Batch scope, 10 forced labels + 10 forced teacher top-1 + K draws >= C = 50 columns: S is every class with
+    pi = 1 and the sampled objective is exactly the full one; with one column fewer, S is drawn."""
+    teacher, student, labels = make_batch(2, batch=10, classes=50)
+    drawn = build(name, num_sampled=30, scope="batch").sample(teacher, labels)
+    assert torch.equal(drawn.classes, torch.arange(50)) and not drawn.mask.any() and not drawn.log_pi.any()
+    sampled = hf_dis.sampled_distillation_loss(logits_at(student, drawn.classes), teacher, drawn, labels, 2.0, 0.3)
+    full = hf_dis.distillation_loss(student, teacher, labels, 2.0, 0.3)
+    torch.testing.assert_close(sampled.loss, full.loss)
+    assert build(name, num_sampled=29, scope="batch").sample(teacher, labels).classes.numel() == 49
 
 
 def test_topk_is_biased():

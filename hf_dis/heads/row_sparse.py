@@ -57,11 +57,15 @@ class _RowSparseOptimizer(torch.optim.Optimizer):
         for param, _ in params:
             if param.grad.is_sparse:
                 param.grad = param.grad.coalesce()  # once here, not per use (a no-op when it is already)
+        rows_of = None  # the parameter whose sparse gradient gave the rows: its values are those rows' gradient
         if rows is None:
-            rows = next((p.grad.indices()[0] for p, _ in params if p.grad.is_sparse), None)
+            rows_of = next((p for p, _ in params if p.grad.is_sparse), None)
+            rows = None if rows_of is None else rows_of.grad.indices()[0]
         for param, group in params:
             index = torch.arange(param.shape[0], device=param.device) if rows is None else rows.to(param.device)
-            self._update_rows(param, index, _gradient_rows(param.grad, index), group, self.state[param])
+            # No comparison of the gradient's rows with themselves: it would cost a host-device synchronisation.
+            grad = param.grad.values() if param is rows_of else _gradient_rows(param.grad, index)
+            self._update_rows(param, index, grad, group, self.state[param])
         return loss
 
     def _update_rows(

@@ -39,9 +39,10 @@ HF_FAMILIES: dict[str, HFFamily] = {
 }
 
 
-#: Per-example sets: one dense product over the union U of the batch's classes is used when it costs at most this many
-#: times the multiply-adds of gathering each example's rows (B x |U| <= factor x B x K'). A dense GEMM runs tens of
-#: times faster per multiply-add than the batched matrix-vector products of the gathered path, and never
+#: Per-example sets: one dense product is used when it costs at most this many times the multiply-adds of gathering
+#: each example's rows: over all C classes when C <= factor x K' (nothing to find, so no host-device
+#: synchronisation), else over the union U of the batch's classes when B x |U| <= factor x B x K'. A dense GEMM runs
+#: tens of times faster per multiply-add than the batched matrix-vector products of the gathered path, and never
 #: materialises the `[B, K', d]` gathered weights.
 UNION_COST_FACTOR = 16
 
@@ -55,10 +56,12 @@ def subset_logits(
         features: `[B, d]`.
         head: the `nn.Linear(d, C)` classifier.
         classes: None for all C classes (`[B, C]`); `[K']` for one S shared by the batch (one GEMM on the selected
-            rows, `[B, K']`); `[B, K']` for a per-example S (`[B, K']`: one GEMM over the union of the batch's
-            classes, then a gather, when that is cheap by `UNION_COST_FACTOR`; else each example's rows gathered).
+            rows, `[B, K']`); `[B, K']` for a per-example S (`[B, K']`: one GEMM over all C classes or over the
+            union of the batch's classes, then a gather, when that is cheap by `UNION_COST_FACTOR`; else each
+            example's rows gathered).
         sparse_grad: gather the weight's rows so that its gradient is a sparse tensor over those rows (as
             `nn.Embedding(sparse=True)`) instead of a dense `[C, d]` one; the bias's gradient stays dense (`[C]`).
+            Per-example sets then never take the all-classes GEMM (its gradient would cover every row).
     """
     if classes is None:
         return head(features)
@@ -68,7 +71,9 @@ def subset_logits(
 
     if classes.dim() == 1:
         return F.linear(features, weight_rows(classes), None if head.bias is None else head.bias[classes])
-    union, position = torch.unique(classes, return_inverse=True)
+    if not sparse_grad and head.out_features <= UNION_COST_FACTOR * classes.shape[-1]:
+        return F.linear(features, head.weight, head.bias).gather(1, classes)
+    union, position = torch.unique(classes, return_inverse=True)  # the union's size: a host-device synchronisation
     if features.shape[0] * union.numel() <= UNION_COST_FACTOR * classes.numel():
         bias = None if head.bias is None else head.bias[union]
         return F.linear(features, weight_rows(union), bias).gather(1, position)

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from hf_dis._checks import check_logits, check_same_classes, check_temperature
+from hf_dis._checks import check_logits, check_same_classes, check_temperature, values_checked
 
 Estimator = Literal["self_normalized", "horvitz_thompson"]
 ESTIMATORS: tuple[str, ...] = ("self_normalized", "horvitz_thompson")
@@ -142,7 +142,7 @@ def sampled_cross_entropy(
     if mask is not None:
         is_label = is_label & ~mask
     found = is_label.any(-1)
-    if not bool(found.all()):
+    if values_checked(labels) and not bool(found.all()):
         missing = labels[~found][0].item()
         raise ValueError(
             f"label {missing} is not in the sampled classes; sample with the label forced in (force_label=True)."

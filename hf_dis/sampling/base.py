@@ -68,7 +68,8 @@ class ClassSampler:
         num_classes: C.
         num_sampled: K, the number of draws (the sampled set has K' = K + forced entries).
         scope: ``"per_example"`` (each example has its own S) or ``"batch"`` (one S for the whole batch, drawn
-            from the batch-averaged proposal, plus the union of every example's forced classes).
+            from the batch-averaged proposal, plus the union of every example's forced classes; when those and the
+            K draws would take at least C columns, S is all C classes with pi = 1: exact, and no dearer).
         force_label: always include the ground-truth label (pi = 1).
         force_teacher_topk: always include the teacher's top-m classes (pi = 1); 0 turns it off.
         eps: mass of the uniform floor mixed into the proposal.
@@ -133,6 +134,9 @@ class ClassSampler:
         """
         teacher_logits = teacher_logits.detach()
         self._check_inputs(teacher_logits, labels)
+        num_forced = self._num_forced(teacher_logits.shape[0], labels)
+        if self.scope == "batch" and num_forced + self.num_sampled >= self.num_classes:
+            return self._all_classes(teacher_logits)  # no fewer columns than C: sampling would save nothing
         generator = generator if generator is not None else self._own_generator(teacher_logits.device)
         forced = self._forced_classes(teacher_logits, labels)
         drawn, drawn_log_pi = self._draw(teacher_logits, generator)
@@ -141,6 +145,18 @@ class ClassSampler:
         classes = torch.cat([forced, drawn], dim=-1)
         log_pi = torch.cat([torch.zeros(forced.shape, device=drawn_log_pi.device), drawn_log_pi.float()], dim=-1)
         return SampledClasses(classes=classes, log_pi=log_pi, mask=duplicate_mask(classes))
+
+    def _num_forced(self, batch_size: int, labels: torch.Tensor | None) -> int:
+        """Columns the forced classes take in the batch scope (every example's, duplicates included)."""
+        return batch_size * (int(self.force_label and labels is not None) + self.force_teacher_topk)
+
+    def _all_classes(self, teacher_logits: torch.Tensor) -> SampledClasses:
+        """S = all C classes with pi = 1 (`[B, C]` per example, `[C]` for the batch): exactly the full objective."""
+        classes = torch.arange(self.num_classes, device=teacher_logits.device)
+        if self.scope == "per_example":
+            classes = classes.expand(teacher_logits.shape[0], -1)
+        zeros = torch.zeros(classes.shape, device=classes.device)
+        return SampledClasses(classes=classes, log_pi=zeros, mask=torch.zeros_like(classes, dtype=torch.bool))
 
     def _draw(self, teacher_logits: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """The K drawn classes and their log pi: `[B, K]` per example, `[K]` for the batch scope."""

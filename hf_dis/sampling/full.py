@@ -26,8 +26,4 @@ class FullSampler(ClassSampler):
         generator: torch.Generator | None = None,
     ) -> SampledClasses:
         self._check_inputs(teacher_logits, labels)
-        classes = torch.arange(self.num_classes, device=teacher_logits.device)
-        if self.scope == "per_example":
-            classes = classes.expand(teacher_logits.shape[0], -1)
-        zeros = torch.zeros(classes.shape, device=classes.device)
-        return SampledClasses(classes=classes, log_pi=zeros, mask=torch.zeros_like(classes, dtype=torch.bool))
+        return self._all_classes(teacher_logits)
