@@ -89,10 +89,17 @@ def sampled_gradient_error(
     )
 
 
+#: The sampled-set statistics read at most this many of the teacher's logits per call: with many classes they are
+#: computed on the batch's first `STATS_MAX_ENTRIES // C` examples (at least one), whose mean estimates the batch's.
+STATS_MAX_ENTRIES = 2**24
+
+
 def sampled_set_stats(
     teacher_logits: torch.Tensor, drawn: SampledClasses, temperature: float, *, log_q_correction: bool = True
 ) -> dict[str, torch.Tensor]:
-    """What a sampled set holds, averaged over the batch (0-dim tensors, so that no device sync happens here).
+    """What a sampled set holds, averaged over the batch (0-dim tensors, so that no device sync happens here); with
+    more than `STATS_MAX_ENTRIES` teacher logits, averaged over the batch's first examples only (so that a logging
+    diagnostic never costs a float32 copy of the `[B, C]` logits at 10^6 classes).
 
     - ``teacher_mass``: sum of the teacher's probabilities softmax(z_t / T) over the distinct classes of S (1 when S
       covers everything the teacher believes).
@@ -100,7 +107,10 @@ def sampled_set_stats(
       a_t = z_t / T - log pi when `log_q_correction` (between 1 and K'; low values mean a few classes carry it all).
     - ``num_classes``: distinct classes in S per example.
     """
-    scaled = teacher_logits.detach().float() / temperature
+    rows = max(1, min(teacher_logits.shape[0], STATS_MAX_ENTRIES // teacher_logits.shape[1]))
+    if drawn.classes.dim() == 2:
+        drawn = SampledClasses(drawn.classes[:rows], drawn.log_pi[:rows], drawn.mask[:rows])
+    scaled = teacher_logits[:rows].detach().float() / temperature
     keep = ~drawn.mask.expand(scaled.shape[0], -1)
     scaled_S = logits_at(scaled, drawn.classes)
     # p_t on S only, from the log-partition: the [B, C] probabilities are not materialised on every logged step.

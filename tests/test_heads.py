@@ -1,12 +1,16 @@
+import math
+
 import pytest
 import timm
 import torch
 import transformers
 from tiny_models import TINY_VIT, tiny_hf
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 import hf_dis
-from hf_dis.diagnostics import host_sync_ops
+from hf_dis.diagnostics import host_sync_ops, sampled_set_stats
 from hf_dis.heads import HF_FAMILIES
 
 NUM_CLASSES = 13
@@ -203,6 +207,43 @@ def test_sampled_student_forms_no_batch_by_classes_tensor(scope):
     assert saved_shapes  # the hook saw the forward
     assert not [shape for shape in saved_shapes if num_classes in shape]
     assert head.weight.grad.shape == (num_classes, head.in_features)  # the gradient reached the classifier
+
+
+class _Float32Outputs(TorchDispatchMode):
+    """Records the shapes of the float32 tensors the operators run inside it return."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.shapes += [tuple(t.shape) for t in tree_leaves(out) if torch.is_tensor(t) and t.dtype == torch.float32]
+        return out
+
+
+@pytest.mark.parametrize("scope", ["per_example", "batch"])
+def test_a_dis_step_on_bf16_teacher_logits_makes_no_float32_copy_of_them(scope, monkeypatch):
+    """bf16 teacher logits (a teacher under bf16 autocast) go through DIS's draw, the sampled loss, the logged
+    statistics and the backward without a float32 tensor of C columns beyond the statistics' first rows (4 here).
+    (The check can fail: the statistics used to read all the batch's logits in float32.)"""
+    monkeypatch.setattr(hf_dis.diagnostics, "STATS_MAX_ENTRIES", 4 * 5000)
+    batch_size, num_classes = 16, 5000
+    generator = torch.Generator().manual_seed(0)
+    teacher_logits = (4 * torch.randn(batch_size, num_classes, generator=generator)).bfloat16()
+    labels = torch.randint(num_classes, (batch_size,), generator=generator)
+    head = nn.Linear(8, num_classes)
+    features = torch.randn(batch_size, 8, generator=generator, requires_grad=True)
+    sampler = hf_dis.build_sampler("dis", num_classes, 10, scope=scope)
+    with _Float32Outputs() as recorder:
+        drawn = sampler.sample(teacher_logits, labels, generator=generator)
+        student = hf_dis.subset_logits(features, head, drawn.classes)
+        parts = hf_dis.sampled_distillation_loss(student, teacher_logits, drawn, labels, 2.0, 0.1)
+        stats = sampled_set_stats(teacher_logits, drawn, 2.0)
+        parts.loss.backward()
+    wide = [shape for shape in recorder.shapes if shape[-1:] == (num_classes,) and math.prod(shape) > num_classes]
+    assert wide and max(math.prod(shape) for shape in wide) == 4 * num_classes  # the statistics' 4 rows
+    assert torch.isfinite(parts.loss) and 0 < float(stats["teacher_mass"]) <= 1
 
 
 @pytest.mark.parametrize("num_classes", [100, 5000])

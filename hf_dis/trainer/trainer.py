@@ -249,15 +249,17 @@ class DistillationTrainer(LossPartsLogging, Trainer):
         return {}
 
     def teacher_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """`[B, C]` float32 teacher logits on the student's batch (converted to the teacher's input), without
-        gradients, under the same mixed precision as the student."""
+        """`[B, C]` teacher logits on the student's batch (converted to the teacher's input), without gradients,
+        under the same mixed precision as the student, in the teacher's output dtype (bf16 under bf16 mixed
+        precision: the losses and samplers read them in float32 where it matters, and a float32 copy would add
+        4 bytes per class and example to every step)."""
         if self.teacher is None:
             raise ValueError(
                 "this trainer has no teacher (it distils from cached logits) and the batch carries none: give every "
                 "training batch the cache columns (hf_dis.data.cache_teacher_logits), or pass teacher=."
             )
         with torch.no_grad(), self.accelerator.autocast():
-            return _logits_of(self.teacher(self.teacher_inputs(pixel_values))).float()
+            return _logits_of(self.teacher(self.teacher_inputs(pixel_values)))
 
     def _scale_for_accumulation(
         self, loss: torch.Tensor, batch_size: int, num_items_in_batch: torch.Tensor | int | None
