@@ -71,7 +71,8 @@ def make_step(method: str, parts, batch, sampler, args, num_classes: int):
                     logits = student(pixels)
                     loss = hf_dis.distillation_loss(logits, teacher_logits, labels, TEMPERATURE, 0.1).loss
                 else:
-                    drawn = sampler.sample(teacher_logits, labels)
+                    ranked = cache[0] if method == "dis_cached_teacher" else None  # the cache's ranking: no top-R
+                    drawn = sampler.sample(teacher_logits, labels, ranked_classes=ranked)
                     with head.restricted_to(drawn.classes):
                         logits = student(pixels)
                     loss = hf_dis.sampled_distillation_loss(logits, teacher_logits, drawn, labels, TEMPERATURE, 0.1)

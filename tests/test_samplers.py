@@ -75,6 +75,34 @@ def test_batch_scope_takes_every_class_when_its_columns_would_reach_C(name):
     assert build(name, num_sampled=29, scope="batch").sample(teacher, labels).classes.numel() == 49
 
 
+@pytest.mark.parametrize("scope", ["per_example", "batch"])
+@pytest.mark.parametrize("name", ["uniform", "topk", "ftis", "dis"])
+def test_a_given_ranking_stands_in_for_ranking_the_logits(name, scope, monkeypatch):
+    """A teacher cache's ranking (its top R' classes in order) gives the same S as ranking the logits, without a
+    top-k selection over the C classes; a reversed ranking gives another S (so the ranking is what is read)."""
+    teacher, _, labels = make_batch(4, batch=6, classes=3000)
+    sampler = build(name, num_classes=3000, num_sampled=20, scope=scope)  # DIS: the top R = 1,024 ranks
+    ranked = teacher.topk(1100).indices
+
+    def draw(ranked_classes: torch.Tensor | None):
+        return sampler.sample(teacher, labels, torch.Generator().manual_seed(0), ranked_classes=ranked_classes)
+
+    reference = draw(None)
+    topk = torch.Tensor.topk
+
+    def topk_but_not_over_the_classes(tensor, *args, **kwargs):
+        assert tensor.shape[-1] != 3000 or tensor.dim() == 1, "a top-k selection over every example's C classes"
+        return topk(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "topk", topk_but_not_over_the_classes)
+    cached = draw(ranked)
+    for field in ("classes", "log_pi", "mask"):
+        assert torch.equal(getattr(cached, field), getattr(reference, field)), field
+    assert not torch.equal(draw(ranked.flip(-1)).classes, reference.classes)
+    with pytest.raises(ValueError, match="ranked_classes must be \\[batch=6, R\\], got \\(5, 1100\\)"):
+        draw(ranked[:5])
+
+
 def test_topk_is_biased():
     teacher, student, _ = make_batch(0)
     topk = sampled_gradient_error(

@@ -5,7 +5,9 @@ Per example, the cache holds the teacher's top-R classes and their logits (`teac
 `teacher_top_logits`) and one value for all the other classes (`teacher_tail_logit`): the log of their mean
 exp(logit), so that the tail keeps its total probability at temperature 1. `dense_teacher_logits` rebuilds `[B, C]`
 logits from them: exact with R = C; with R < C the tail classes share one logit **[choice]**, which keeps the ranks
-DIS draws from (the top R are exact) and the teacher's mass outside them, but not how that mass spreads.
+DIS draws from (the top R are exact) and the teacher's mass outside them, but not how that mass spreads. The top
+classes are stored in descending order of logit, so a sampler reads the teacher's ranking from them
+(`ClassSampler.sample(..., ranked_classes=)`) instead of selecting it again from the rebuilt logits.
 
 Which image the teacher saw, two ways:
 - **one view** (default): the image as `transform` makes it, once. Use the evaluation transform: the student then

@@ -48,6 +48,14 @@ def duplicate_mask(classes: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(repeat).scatter(-1, order, repeat)
 
 
+def teacher_top(teacher_logits: torch.Tensor, k: int, ranked_classes: torch.Tensor | None) -> torch.Tensor:
+    """`[B, k]` the teacher's k highest classes, in descending order of logit: the first k of `ranked_classes` when
+    it holds that many (a teacher cache's ranking: no selection over the C classes), else a top-k selection."""
+    if ranked_classes is not None and ranked_classes.shape[-1] >= k:
+        return ranked_classes[:, :k]
+    return teacher_logits.topk(k, dim=-1, sorted=True).indices
+
+
 def with_floor(q: torch.Tensor, eps: float) -> torch.Tensor:
     """Mix a proposal with eps of uniform mass, so that every class is reachable and 1 / pi is bounded."""
     return (1.0 - eps) * q + eps / q.shape[-1]
@@ -124,6 +132,8 @@ class ClassSampler:
         teacher_logits: torch.Tensor,
         labels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        *,
+        ranked_classes: torch.Tensor | None = None,
     ) -> SampledClasses:
         """Sample S for a batch.
 
@@ -131,15 +141,24 @@ class ClassSampler:
             teacher_logits: `[B, C]` teacher logits (they rank the classes and shape the proposal).
             labels: `[B]` ground-truth ids, forced into S when `force_label`; None for label-free distillation.
             generator: draws come from it; defaults to the sampler's own seeded generator (part of `state_dict`).
+            ranked_classes: `[B, R']` the teacher's highest classes in descending order of logit, when known (a
+                teacher cache's `teacher_top_classes`): the ranks a sampler needs are read from it where it holds
+                them, instead of a top-k selection over the C classes (the same S when it is the logits' ranking).
         """
         teacher_logits = teacher_logits.detach()
         self._check_inputs(teacher_logits, labels)
+        if ranked_classes is not None:
+            if ranked_classes.dim() != 2 or ranked_classes.shape[0] != teacher_logits.shape[0]:
+                raise ValueError(
+                    f"ranked_classes must be [batch={teacher_logits.shape[0]}, R], got {tuple(ranked_classes.shape)}."
+                )
+            ranked_classes = ranked_classes.to(teacher_logits.device, torch.long)
         num_forced = self._num_forced(teacher_logits.shape[0], labels)
         if self.scope == "batch" and num_forced + self.num_sampled >= self.num_classes:
             return self._all_classes(teacher_logits)  # no fewer columns than C: sampling would save nothing
         generator = generator if generator is not None else self._own_generator(teacher_logits.device)
-        forced = self._forced_classes(teacher_logits, labels)
-        drawn, drawn_log_pi = self._draw(teacher_logits, generator)
+        forced = self._forced_classes(teacher_logits, labels, ranked_classes)
+        drawn, drawn_log_pi = self._draw(teacher_logits, generator, ranked_classes)
         if self.scope == "batch":
             forced = forced.flatten()
         classes = torch.cat([forced, drawn], dim=-1)
@@ -158,16 +177,20 @@ class ClassSampler:
         zeros = torch.zeros(classes.shape, device=classes.device)
         return SampledClasses(classes=classes, log_pi=zeros, mask=torch.zeros_like(classes, dtype=torch.bool))
 
-    def _draw(self, teacher_logits: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _draw(
+        self, teacher_logits: torch.Tensor, generator: torch.Generator, ranked_classes: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The K drawn classes and their log pi: `[B, K]` per example, `[K]` for the batch scope."""
         raise NotImplementedError
 
-    def _forced_classes(self, teacher_logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def _forced_classes(
+        self, teacher_logits: torch.Tensor, labels: torch.Tensor | None, ranked_classes: torch.Tensor | None
+    ) -> torch.Tensor:
         parts = []
         if self.force_label and labels is not None:
             parts.append(labels.to(teacher_logits.device, torch.long).unsqueeze(-1))
         if self.force_teacher_topk > 0:
-            parts.append(teacher_logits.topk(self.force_teacher_topk, dim=-1).indices)
+            parts.append(teacher_top(teacher_logits, self.force_teacher_topk, ranked_classes))
         if not parts:
             return teacher_logits.new_empty((teacher_logits.shape[0], 0), dtype=torch.long)
         return torch.cat(parts, dim=-1)

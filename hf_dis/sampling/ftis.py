@@ -30,6 +30,8 @@ class FTISSampler(ClassSampler):
         """`[B, C]` per-example proposal q_b (float32)."""
         return with_floor(torch.softmax(teacher_logits.float() / self.proposal_temperature, dim=-1), self.eps)
 
-    def _draw(self, teacher_logits: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _draw(
+        self, teacher_logits: torch.Tensor, generator: torch.Generator, ranked_classes: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         q = self.proposal(teacher_logits)
         return draw_from_proposal(q if self.scope == "per_example" else q.mean(0), self.num_sampled, generator)

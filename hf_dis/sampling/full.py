@@ -24,6 +24,8 @@ class FullSampler(ClassSampler):
         teacher_logits: torch.Tensor,
         labels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        *,
+        ranked_classes: torch.Tensor | None = None,
     ) -> SampledClasses:
         self._check_inputs(teacher_logits, labels)
         return self._all_classes(teacher_logits)

@@ -14,7 +14,9 @@ class UniformSampler(ClassSampler):
 
     name = "uniform"
 
-    def _draw(self, teacher_logits: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _draw(
+        self, teacher_logits: torch.Tensor, generator: torch.Generator, ranked_classes: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (teacher_logits.shape[0], self.num_sampled) if self.scope == "per_example" else (self.num_sampled,)
         device = teacher_logits.device
         classes = torch.randint(self.num_classes, shape, generator=generator, device=device)

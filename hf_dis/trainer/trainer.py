@@ -172,7 +172,8 @@ class DistillationTrainer(LossPartsLogging, Trainer):
         args = self.args
         pixel_values, labels = inputs["pixel_values"], inputs.get(args.label_names[0])
         training = model.training
-        if TOP_CLASSES in inputs:  # a cached teacher (hf_dis.data.cache_teacher_logits): no teacher forward
+        ranked_classes = inputs.get(TOP_CLASSES)  # a cache's ranking spares the samplers a top-k selection over C
+        if ranked_classes is not None:  # a cached teacher (hf_dis.data.cache_teacher_logits): no teacher forward
             teacher_logits = dense_teacher_logits(
                 inputs[TOP_CLASSES], inputs[TOP_LOGITS], inputs[TAIL_LOGIT], self.student_head.out_features
             ).to(pixel_values.device)
@@ -194,7 +195,8 @@ class DistillationTrainer(LossPartsLogging, Trainer):
             if training and self.sampler.refit_every is not None:
                 self._record_probe(teacher_logits, student_logits)
         else:
-            drawn = self.sampler.sample(teacher_logits, labels, generator=self._draw_generator(teacher_logits.device))
+            generator = self._draw_generator(teacher_logits.device)
+            drawn = self.sampler.sample(teacher_logits, labels, generator=generator, ranked_classes=ranked_classes)
             with self.student_head.restricted_to(drawn.classes):
                 outputs = model(pixel_values)
             student_logits = _logits_of(outputs)  # [B, K']: never [B, C]
