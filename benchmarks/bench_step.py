@@ -56,11 +56,11 @@ def make_step(method: str, parts, batch, sampler, args, num_classes: int):
     def step() -> None:
         with autocast:
             if method in ("backbone_only", "backbones_only"):
-                features = student.forward_head(student.forward_features(pixels), pre_logits=True)
-                loss = features.float().square().mean()
-                if method == "backbones_only":  # the teacher's forward without its classifier
+                if method == "backbones_only":  # the teacher's forward without its classifier, first as in KD
                     with torch.no_grad():
                         teacher.forward_head(teacher.forward_features(pixels), pre_logits=True)
+                features = student.forward_head(student.forward_features(pixels), pre_logits=True)
+                loss = features.float().square().mean()
             else:
                 if method == "dis_cached_teacher":
                     teacher_logits = dense_teacher_logits(*cache, num_classes)
