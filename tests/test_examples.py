@@ -113,9 +113,9 @@ def test_bench_head_smoke(tmp_path):
     lines = (tmp_path / "bench_head.jsonl").read_text().splitlines()
     meta, rows = json.loads(lines[0])["meta"], [json.loads(line) for line in lines[1:]]
     assert meta["device"].startswith("CPU") and meta["hf_dis"]
-    # C = 100 and 751: full, then 3 samplers x 2 scopes x 2 optimizers at one K
-    assert len(rows) == 2 * (1 + 3 * 2 * 2) and all(row["ms"] > 0 for row in rows)
-    assert {row["optimizer"] for row in rows} == {"adamw", "row_sparse_adamw"}
+    # C = 100 and 751: full, then 3 samplers x 2 scopes x 3 optimizers at one K
+    assert len(rows) == 2 * (1 + 3 * 2 * 3) and all(row["ms"] > 0 for row in rows)
+    assert {row["optimizer"] for row in rows} == {"adamw", "row_sparse_adamw", "row_sparse_adamw_rowwise"}
     # profiled: the ATen operators of one step; drawing adds operators. Operators that would synchronise on an
     # accelerator: sampling adds none to the dense optimizer's; the row-sparse one coalesces its sparse gradient, and
     # per-example sets find their union first (the sparse gradient rules out the all-classes GEMM).

@@ -366,6 +366,33 @@ def test_row_sparse_step_on_a_sparse_gradient_waits_for_the_device_only_to_coale
     assert dict(host_sync_ops(optimizer.step)) == {"_coalesce": 1}
 
 
+def test_row_wise_second_moment_is_adamw_when_each_rows_entries_share_a_magnitude():
+    """One second moment per row (the mean of the row's squared gradient) equals AdamW's per-entry ones exactly when
+    every entry of a row has the same magnitude, and differs otherwise; its state is one value per row."""
+
+    def run(row_wise: bool, grads: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        weight = _head_params()[0]
+        optimizer = (
+            hf_dis.heads.RowSparseAdamW([weight], lr=0.01, weight_decay=0.1, row_wise_second_moment=True)
+            if row_wise
+            else torch.optim.AdamW([weight], lr=0.01, weight_decay=0.1)
+        )
+        for grad in grads:
+            weight.grad = grad.clone()
+            optimizer.step()
+        return weight.detach(), optimizer.state[weight]
+
+    generator = torch.Generator().manual_seed(0)
+    signs = [torch.randint(2, (6, 3), generator=generator) * 2.0 - 1 for _ in range(4)]
+    scales = [torch.rand(6, 1, generator=generator) + 0.1 for _ in range(4)]
+    shared = [sign * scale for sign, scale in zip(signs, scales, strict=True)]  # |g| constant within each row
+    row_wise, state = run(True, shared)
+    torch.testing.assert_close(row_wise, run(False, shared)[0], rtol=1e-5, atol=1e-6)
+    assert state["exp_avg_sq"].shape == (6,) and state["exp_avg"].shape == (6, 3)
+    varied = [torch.randn(6, 3, generator=generator) for _ in range(4)]
+    assert not torch.allclose(run(True, varied)[0], run(False, varied)[0], rtol=1e-4, atol=1e-5)
+
+
 def test_row_sparse_optimizer_checks():
     weight = torch.zeros(6, 3, requires_grad=True)
     weight.grad = _sparse_rows(torch.ones(6, 3), [1, 4])

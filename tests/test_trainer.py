@@ -291,6 +291,19 @@ def test_row_sparse_classifier_optimizer(tmp_path, monkeypatch):
     assert first[0] > 1.0 and first[1] == pytest.approx(first[0], rel=1e-5)
 
 
+def test_row_sparse_adamw_keeps_one_second_moment_per_row_with_optim_args(tmp_path):
+    args = make_args(tmp_path, sampler="uniform", num_sampled=3, optim="adamw_torch", learning_rate=1e-2,
+                     classifier_optimizer="row_sparse", optim_args="second_moment=row")  # fmt: skip
+    trainer = DistillationTrainer(
+        model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1), train_dataset=RandomImages(12)
+    )
+    trainer.train()
+    weight = trainer.student_head.weight
+    state = trainer.classifier_optimizer.state[weight]
+    assert state["exp_avg_sq"].shape == (NUM_CLASSES,) and state["exp_avg"].shape == weight.shape
+    assert all(math.isfinite(log["loss"]) for log in trainer.state.log_history if "loss" in log)
+
+
 class _GlooAccelerator:
     """What `reduce_row_gradient` reads of Accelerate's `Accelerator`, over an initialised gloo group."""
 
@@ -344,6 +357,12 @@ def test_row_sparse_classifier_optimizer_checks(tmp_path):
         make_args(tmp_path, classifier_optimizer="row_sparse", fp16=True)
     with pytest.raises(ValueError, match="has SGD and AdamW variants"):
         make_args(tmp_path, classifier_optimizer="row_sparse", optim="adafactor")
+    with pytest.raises(ValueError, match="second_moment must be 'element' or 'row', got 'rows'"):
+        make_args(tmp_path, classifier_optimizer="row_sparse", optim="adamw_torch", optim_args="second_moment=rows")
+    with pytest.raises(ValueError, match="second_moment=row is an AdamW option"):
+        make_args(tmp_path, classifier_optimizer="row_sparse", optim_args="second_moment=row")
+    with pytest.raises(ValueError, match="an option of classifier_optimizer='row_sparse'"):
+        make_args(tmp_path, optim="adamw_torch", optim_args="second_moment=row")
     student = timm_model()
     optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
     trainer = DistillationTrainer(

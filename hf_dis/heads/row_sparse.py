@@ -125,7 +125,14 @@ class RowSparseSGD(_RowSparseOptimizer):
 
 class RowSparseAdamW(_RowSparseOptimizer):
     """AdamW (decoupled weight decay, as `torch.optim.AdamW`), row-sparse, with a bias correction per row (from the
-    number of steps that updated that row)."""
+    number of steps that updated that row).
+
+    `row_wise_second_moment=True` keeps one second-moment estimate per row, the moving average of the row's mean
+    squared gradient, instead of one per entry (fbgemm's "partial row-wise Adam" for embedding tables): every entry of
+    a row then shares one adaptive step size, and the optimizer's state is one `[C, d]` buffer instead of two (at
+    10^6 classes x 512 features, 2 GB less in float32). Not AdamW any more: an option for classifiers whose state
+    does not fit.
+    """
 
     def __init__(
         self,
@@ -134,25 +141,33 @@ class RowSparseAdamW(_RowSparseOptimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.01,
+        *,
+        row_wise_second_moment: bool = False,
     ) -> None:
         if lr < 0 or eps <= 0 or weight_decay < 0 or not all(0 <= beta < 1 for beta in betas):
             raise ValueError(f"invalid AdamW settings: lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}.")
-        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
+        super().__init__(params, {**defaults, "row_wise_second_moment": row_wise_second_moment})
 
     def _update_rows(
         self, param: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, group: dict, state: dict
     ) -> None:
+        row_wise = group.get("row_wise_second_moment", False)  # absent from states saved before the option
+        row_shape = (-1, *([1] * (param.dim() - 1)))  # a value per row, broadcast over the row's entries
         if "exp_avg" not in state:
             state["exp_avg"] = torch.zeros_like(param)
-            state["exp_avg_sq"] = torch.zeros_like(param)
+            state["exp_avg_sq"] = param.new_zeros(param.shape[:1]) if row_wise else torch.zeros_like(param)
         row_steps = self._row_steps(state, param)
         beta1, beta2 = group["betas"]
         row_steps.index_add_(0, rows, torch.ones_like(rows))
-        steps = row_steps.index_select(0, rows).to(param.dtype).view(-1, *([1] * (param.dim() - 1)))
+        steps = row_steps.index_select(0, rows).to(param.dtype).view(row_shape)
         exp_avg = state["exp_avg"].index_select(0, rows).lerp_(grad, 1 - beta1)
-        exp_avg_sq = state["exp_avg_sq"].index_select(0, rows).mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        squared = grad.square().flatten(1).mean(1) if row_wise and grad.dim() > 1 else grad.square()
+        exp_avg_sq = state["exp_avg_sq"].index_select(0, rows).mul_(beta2).add_(squared, alpha=1 - beta2)
         state["exp_avg"].index_copy_(0, rows, exp_avg)
         state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
+        if row_wise:
+            exp_avg_sq = exp_avg_sq.view(row_shape)
         bias_correction1 = 1 - beta1**steps
         bias_correction2_sqrt = (1 - beta2**steps).sqrt()
         denominator = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(group["eps"])

@@ -13,6 +13,7 @@ from transformers import TrainingArguments
 
 from hf_dis.losses.sampled import ESTIMATORS
 from hf_dis.sampling import SCOPES, list_samplers
+from hf_dis.trainer.row_sparse_updates import row_wise_second_moment
 
 #: num_sampled when unset: this fraction of the classes, at most DEFAULT_MAX_SAMPLED.
 DEFAULT_SAMPLED_FRACTION = 0.1
@@ -77,7 +78,8 @@ class DistillationArguments(TrainingArguments):
             (each step reads and writes only the classifier rows of the classes it sampled, and the weight's
             gradient is sparse over them: lazy momentum and weight decay, see hf_dis.heads.RowSparseAdamW; for very
             many classes). row_sparse follows optim: sgd gives RowSparseSGD (momentum from optim_args), the adamw
-            variants RowSparseAdamW.
+            variants RowSparseAdamW (optim_args "second_moment=row": one second moment per classifier row, a third
+            less memory for the classifier and its state).
 
         > Teacher input
 
@@ -195,7 +197,8 @@ class DistillationArguments(TrainingArguments):
             "step reads and writes only the classifier rows of the classes it sampled, and the weight's gradient "
             "is sparse over them: lazy momentum and weight decay, see hf_dis.heads.RowSparseAdamW; for very many "
             "classes). row_sparse follows optim: sgd gives RowSparseSGD (momentum from optim_args), the adamw "
-            "variants RowSparseAdamW."
+            "variants RowSparseAdamW (optim_args 'second_moment=row': one second moment per classifier row, a third "
+            "less memory for the classifier and its state)."
         },
     )
 
@@ -265,6 +268,10 @@ class DistillationArguments(TrainingArguments):
                     f"classifier_optimizer='row_sparse' has SGD and AdamW variants; optim={optim!r} has none. "
                     "Use optim='sgd' or 'adamw_torch' / 'adamw_torch_fused'."
                 )
+            if row_wise_second_moment(self.optim_args) and optim == "sgd":
+                raise ValueError("optim_args second_moment=row is an AdamW option; optim='sgd' has no second moment.")
+        elif row_wise_second_moment(self.optim_args):
+            raise ValueError("optim_args second_moment=row is an option of classifier_optimizer='row_sparse'.")
         if self.teacher_image_size is not None and self.teacher_image_size < 1:
             raise ValueError(f"teacher_image_size must be >= 1, got {self.teacher_image_size}.")
         if not self.label_names:

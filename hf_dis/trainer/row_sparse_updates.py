@@ -36,13 +36,23 @@ def build_row_sparse_optimizer(head: SampledLinear, args: TrainingArguments) -> 
     groups = [{"params": [head.weight], "weight_decay": args.weight_decay}]
     if head.bias is not None:
         groups.append({"params": [head.bias], "weight_decay": 0.0})
+    options = _optim_args(args.optim_args)
     if args.optim == "sgd":
-        options = _optim_args(args.optim_args)
         return RowSparseSGD(groups, lr=args.learning_rate, momentum=float(options.get("momentum", 0.0)),
                             nesterov=options.get("nesterov", "false").lower() in ("true", "1", "yes"))  # fmt: skip
     return RowSparseAdamW(
-        groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
-    )
+        groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+        row_wise_second_moment=row_wise_second_moment(args.optim_args),
+    )  # fmt: skip
+
+
+def row_wise_second_moment(optim_args: str | None) -> bool:
+    """`second_moment=row` in `optim_args` (AdamW's row-sparse variant keeps one second moment per row: see
+    `RowSparseAdamW`); `element`, the default, is AdamW's own. The Trainer's dense AdamW ignores the key."""
+    value = _optim_args(optim_args).get("second_moment", "element")
+    if value not in ("element", "row"):
+        raise ValueError(f"optim_args second_moment must be 'element' or 'row', got {value!r}.")
+    return value == "row"
 
 
 def remove_parameters(optimizer: torch.optim.Optimizer, parameters: list[torch.Tensor]) -> None:
