@@ -91,7 +91,8 @@ def test_card_renders_parses_and_states_the_run(timm_run):
     text = card.text
     for row in ("| sampler | dis |", "| classes per step (K) | 5 |", "| sample scope | per_example |",
                 "| temperature (T) | 2.0 |", "| alpha (hard-label CE weight) | 0.1 |", "| optimizer steps | 3 |",
-                "| refit every (optimizer steps) | 2 |"):  # fmt: skip
+                "| refit every (optimizer steps) | 2 |",
+                "| classifier updates | with the other parameters |"):  # fmt: skip
         assert row in text, row
     mixture = timm_run.sampler.summary()
     assert f"| 1 | {mixture['weight_1']:.4f} | {mixture['loc_1']:.1f} |" in text  # the DIS mixture at the end

@@ -302,6 +302,8 @@ def test_row_sparse_adamw_keeps_one_second_moment_per_row_with_optim_args(tmp_pa
     state = trainer.classifier_optimizer.state[weight]
     assert state["exp_avg_sq"].shape == (NUM_CLASSES,) and state["exp_avg"].shape == weight.shape
     assert all(math.isfinite(log["loss"]) for log in trainer.state.log_history if "loss" in log)
+    card = (tmp_path / "out" / "README.md").read_text()  # the model card says how the classifier was trained
+    assert "| classifier updates | RowSparseAdamW on the sampled rows, one second moment per row |" in card
 
 
 class _GlooAccelerator:

@@ -141,6 +141,7 @@ def _hyperparameters(trainer: DistillationTrainer) -> dict[str, Any]:
         schedule = f"{args.lr_scheduler_type}, {args.warmup_steps} warm-up steps"
     return {
         "optimizer": type(optimizer).__name__ if optimizer is not None else str(args.optim),
+        "classifier updates": _classifier_updates(trainer),
         "learning rate": args.learning_rate,
         "schedule": schedule,
         "weight decay": args.weight_decay,
@@ -153,6 +154,15 @@ def _hyperparameters(trainer: DistillationTrainer) -> dict[str, Any]:
         "mixed precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
         "seed": args.seed,
     }
+
+
+def _classifier_updates(trainer: DistillationTrainer) -> str:
+    """How the student's classifier was optimised: with the other parameters, or row-sparse (and how)."""
+    optimizer = trainer.classifier_optimizer
+    if optimizer is None:
+        return "with the other parameters"
+    row_wise = optimizer.param_groups[0].get("row_wise_second_moment", False)
+    return f"{type(optimizer).__name__} on the sampled rows" + (", one second moment per row" if row_wise else "")
 
 
 def _reid_settings(args: ReIDDistillationArguments) -> dict[str, Any]:
