@@ -175,7 +175,7 @@ class DistillationTrainer(LossPartsLogging, Trainer):
         ranked_classes = inputs.get(TOP_CLASSES)  # a cache's ranking spares the samplers a top-k selection over C
         if ranked_classes is not None:  # a cached teacher (hf_dis.data.cache_teacher_logits): no teacher forward
             teacher_logits = dense_teacher_logits(
-                inputs[TOP_CLASSES], inputs[TOP_LOGITS], inputs[TAIL_LOGIT], self.student_head.out_features
+                ranked_classes, inputs[TOP_LOGITS], inputs[TAIL_LOGIT], self.student_head.out_features
             ).to(pixel_values.device)
         elif self.teacher is None and not training:
             return self._cross_entropy_only(model, pixel_values, labels, return_outputs)
