@@ -103,6 +103,29 @@ def test_a_given_ranking_stands_in_for_ranking_the_logits(name, scope, monkeypat
         draw(ranked[:5])
 
 
+@pytest.mark.parametrize("scope", ["per_example", "batch"])
+@pytest.mark.parametrize("name", ["uniform", "topk", "ftis", "dis"])
+def test_one_ranking_serves_the_forced_classes_and_the_draws(name, scope, monkeypatch):
+    """The teacher's top-m forced classes and the ranks a sampler draws from come from one top-k selection over the
+    C classes per call (at 10^6 classes each selection reads the whole [B, C] logits)."""
+    teacher, _, labels = make_batch(5, batch=6, classes=3000)
+    sampler = build(name, num_classes=3000, num_sampled=20, scope=scope, force_teacher_topk=2)
+    selections = []
+    topk = torch.Tensor.topk
+
+    def counted_topk(tensor, *args, **kwargs):
+        if tensor.shape[-1] == 3000 and tensor.dim() == 2:
+            selections.append(args[0] if args else kwargs["k"])
+        return topk(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "topk", counted_topk)
+    drawn = sampler.sample(teacher, labels, torch.Generator().manual_seed(0))
+    expected = {"dis": 1024, "topk": 20 if scope == "per_example" else 2}.get(name, 2)  # DIS: its top R ranks
+    assert selections == [expected]
+    forced = (drawn.classes if scope == "per_example" else drawn.classes[:18].view(6, 3))[:, 1:3]  # after the label
+    assert torch.equal(forced, teacher.topk(2, dim=-1).indices)
+
+
 def test_topk_is_biased():
     teacher, student, _ = make_batch(0)
     topk = sampled_gradient_error(

@@ -157,6 +157,9 @@ class ClassSampler:
         if self.scope == "batch" and num_forced + self.num_sampled >= self.num_classes:
             return self._all_classes(teacher_logits)  # no fewer columns than C: sampling would save nothing
         generator = generator if generator is not None else self._own_generator(teacher_logits.device)
+        num_ranks = max(self.force_teacher_topk, self._ranks_drawn_from())
+        if num_ranks > 0:  # one selection serves the forced top-m and the draws
+            ranked_classes = teacher_top(teacher_logits, num_ranks, ranked_classes)
         forced = self._forced_classes(teacher_logits, labels, ranked_classes)
         drawn, drawn_log_pi = self._draw(teacher_logits, generator, ranked_classes)
         if self.scope == "batch":
@@ -177,10 +180,15 @@ class ClassSampler:
         zeros = torch.zeros(classes.shape, device=classes.device)
         return SampledClasses(classes=classes, log_pi=zeros, mask=torch.zeros_like(classes, dtype=torch.bool))
 
+    def _ranks_drawn_from(self) -> int:
+        """How many of each example's highest-ranked teacher classes `_draw` reads (0: it needs no ranking)."""
+        return 0
+
     def _draw(
         self, teacher_logits: torch.Tensor, generator: torch.Generator, ranked_classes: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The K drawn classes and their log pi: `[B, K]` per example, `[K]` for the batch scope."""
+        """The K drawn classes and their log pi: `[B, K]` per example, `[K]` for the batch scope. `ranked_classes`
+        holds at least the `_ranks_drawn_from()` highest classes in order."""
         raise NotImplementedError
 
     def _forced_classes(

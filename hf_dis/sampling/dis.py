@@ -129,6 +129,9 @@ class DISSampler(ClassSampler):
             self._rank_probs_cache[device] = torch.cat([head, tail]).float().to(device)
         return self._rank_probs_cache[device]
 
+    def _ranks_drawn_from(self) -> int:
+        return self.rank_limit
+
     def _draw(
         self, teacher_logits: torch.Tensor, generator: torch.Generator, ranked_classes: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:

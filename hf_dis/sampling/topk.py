@@ -25,6 +25,9 @@ class TopKSampler(ClassSampler):
         check_temperature(proposal_temperature, "proposal_temperature")
         self.proposal_temperature = proposal_temperature
 
+    def _ranks_drawn_from(self) -> int:
+        return self.num_sampled if self.scope == "per_example" else 0
+
     def _draw(
         self, teacher_logits: torch.Tensor, generator: torch.Generator, ranked_classes: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
