@@ -208,15 +208,20 @@ def set_start_method(method: str) -> None:
 
 def run_grid(study: Study, teacher: str, root: Path, done: dict[str, dict], jobs: int) -> None:
     """Run every student run not in `done`, `jobs` at a time, appending each to results.jsonl as it finishes (an
-    interrupted study resumes there)."""
-    pending = [run for run in runs(study) if run_key(run) not in done]
+    interrupted study resumes there) and printing a line with its metric (the recipes' own logs are often off)."""
+    grid = runs(study)
+    pending = [run for run in grid if run_key(run) not in done]
     results = root / "results.jsonl"
+    metric = METRICS[study.task][0]
+    print(f"{len(pending)} of the study's {len(grid)} student runs to go ({root})", flush=True)
 
     def record(run: dict, row: dict) -> None:
         row = {"key": run_key(run), **row}
         with results.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
         done[row["key"]] = row
+        progress = f"[{len(done)}/{len(grid)}] {row['key']}: {metric} {100 * row[metric]:.2f}"
+        print(f"{progress}, trained in {row['train_runtime']:.0f} s", flush=True)
 
     if jobs == 1:
         for run in pending:

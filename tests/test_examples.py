@@ -167,9 +167,10 @@ def test_reproduce_smoke_study_runs_and_resumes(tmp_path):
     config["output_dir"] = str(tmp_path / "study")
     (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(config))
     env = {"HF_DIS_CACHE": str(tmp_path / "cache")}
-    run_script("benchmarks/reproduce.py", str(tmp_path / "smoke.yaml"), "--jobs", "2", env=env)
+    progress = run_script("benchmarks/reproduce.py", str(tmp_path / "smoke.yaml"), "--jobs", "2", env=env).stdout
     results = tmp_path / "study" / "results.jsonl"
     rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert "8 of the study's 8 student runs to go" in progress and "[8/8] " in progress  # one line per finished run
     # scratch and full KD per seed, then 2 samplers x 1 fraction x 2 seeds
     assert sorted(row["key"] for row in rows) == sorted(
         [f"{m}-None-{s}" for m in ("scratch", "full") for s in (0, 1)]
@@ -181,7 +182,8 @@ def test_reproduce_smoke_study_runs_and_resumes(tmp_path):
     assert (tmp_path / "study" / "results.png").stat().st_size > 0
     teacher_results = tmp_path / "study" / "teacher" / "eval_results.json"
     stamp = teacher_results.stat().st_mtime_ns
-    run_script("benchmarks/reproduce.py", str(tmp_path / "smoke.yaml"), env=env)  # resumes: nothing left to run
+    resumed = run_script("benchmarks/reproduce.py", str(tmp_path / "smoke.yaml"), env=env).stdout  # nothing to run
+    assert "0 of the study's 8 student runs to go" in resumed
     assert len(results.read_text().splitlines()) == len(rows) and teacher_results.stat().st_mtime_ns == stamp
     (tmp_path / "study" / "results.md").unlink()
     run_script("benchmarks/reproduce.py", str(tmp_path / "smoke.yaml"), "--report", env=env)  # the table only
