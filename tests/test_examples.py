@@ -185,6 +185,11 @@ def test_reproduce_smoke_study_runs_and_resumes(tmp_path):
     resumed = run_script("benchmarks/reproduce.py", str(tmp_path / "smoke.yaml"), env=env).stdout  # nothing to run
     assert "0 of the study's 8 student runs to go" in resumed
     assert len(results.read_text().splitlines()) == len(rows) and teacher_results.stat().st_mtime_ns == stamp
+    spread = tmp_path / "study" / "prediction_spread_smoke.jsonl"
+    run_script("benchmarks/prediction_spread.py", str(tmp_path / "smoke.yaml"), "--runs", "full-None-0", env=env)
+    measured = json.loads(spread.read_text().splitlines()[1])
+    assert measured["accuracy"] == pytest.approx(next(r["eval_accuracy"] for r in rows if r["key"] == "full-None-0"))
+    assert 1 <= measured["distinct_predicted"] <= measured["num_classes"] == 12 and 0 < measured["top_share"] <= 1
     (tmp_path / "study" / "results.md").unlink()
     run_script("benchmarks/reproduce.py", str(tmp_path / "smoke.yaml"), "--report", env=env)  # the table only
     rewritten = (tmp_path / "study" / "results.md").read_text()

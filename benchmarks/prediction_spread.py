@@ -1,0 +1,102 @@
+"""How a classification study's students spread their predictions over the classes: for every finished run of a
+`benchmarks/reproduce.py` study, its test-set accuracy, how many distinct classes it predicts, and the share of the
+test images given to its most-predicted classes. A student whose classifier rows were not all pushed down during
+training (classes seldom or never in a sampled set) shows "hub" classes that take a large share of the predictions;
+full softmax training spreads them over nearly every class. JSON lines and a Markdown table.
+
+    python benchmarks/prediction_spread.py benchmarks/studies/glyphs_gb2312_1000_cpu.yaml --out benchmarks/results
+    python benchmarks/prediction_spread.py STUDY.yaml --runs dis-0.02-0 full-None-0   # some runs only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import Counter
+from pathlib import Path
+
+import torch
+from reproduce import flags, load_study
+from run_info import run_info, write_results
+
+from hf_dis import load_teacher
+from hf_dis.recipes import distill_cifar100
+from hf_dis.recipes.data import classification_splits, load_splits, num_labels
+from hf_dis.recipes.models import normalisation
+
+#: The "hub" share: the test images predicted as one of this many most-predicted classes.
+TOP_CLASSES = 20
+
+
+@torch.no_grad()
+def spread(model: torch.nn.Module, test: torch.utils.data.Dataset, num_classes: int, batch_size: int) -> dict:
+    """Accuracy, distinct predicted classes and the share of the `TOP_CLASSES` most-predicted ones, on `test`."""
+    predictions, labels = [], []
+    for batch in torch.utils.data.DataLoader(test, batch_size=batch_size):
+        outputs = model(batch["pixel_values"])
+        predictions.append((outputs if isinstance(outputs, torch.Tensor) else outputs.logits).argmax(-1))
+        labels.append(batch["labels"])
+    predicted, truth = torch.cat(predictions), torch.cat(labels)
+    counts = Counter(predicted.tolist())
+    return {
+        "accuracy": float((predicted == truth).float().mean()),
+        "distinct_predicted": len(counts),
+        "num_classes": num_classes,
+        "top_share": sum(n for _, n in counts.most_common(TOP_CLASSES)) / predicted.numel(),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="a classification study's YAML file (its runs must have finished)")
+    parser.add_argument("--runs", nargs="+", help="run keys (folder names); default every finished run")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--out", type=Path, help="default: the study's output folder")
+    args = parser.parse_args(argv)
+    study = load_study(args.config)
+    if study.task != "classification":
+        parser.error(f"{args.config} is a {study.task} study: prediction spread is for classification.")
+    root = Path(study.output_dir)
+    finished = [json.loads(line)["key"] for line in (root / "results.jsonl").read_text().splitlines()]
+    keys = args.runs or finished
+    student, data, _ = distill_cifar100.parse_args(
+        ["--student", study.student, "--teacher_model", "unused", "--output_dir", str(root), *flags(study.data)]
+    )
+    splits = load_splits(data, "classification")
+    num_classes = num_labels(splits)
+    rows = []
+    for key in keys:
+        model = load_teacher(str(root / key)).eval()
+        _, test = classification_splits(
+            splits, data, normalisation(model, study.student), student.input_size(data, "classification")
+        )
+        rows.append({"run": key, "method": key.split("-")[0], **spread(model, test, num_classes, args.batch_size)})
+        print(json.dumps(rows[-1]), flush=True)
+    info = run_info("cpu")
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["run"].rsplit("-", 1)[0].removesuffix("-None"), []).append(row)  # over seeds
+    lines = [
+        f"# Prediction spread: {study.name}\n",
+        f"{info['date']}, {info['device']}, torch {info['torch']}. Test set, last-epoch students; mean over seeds.\n",
+        f"| method-fraction | seeds | top-1 (%) | distinct classes predicted (of {num_classes}) | share of the "
+        f"{TOP_CLASSES} most-predicted classes (%) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, members in groups.items():
+        mean = {
+            key: statistics.fmean(row[key] for row in members)
+            for key in ("accuracy", "distinct_predicted", "top_share")
+        }
+        lines.append(
+            f"| {name} | {len(members)} | {100 * mean['accuracy']:.2f} | {mean['distinct_predicted']:.0f} | "
+            f"{100 * mean['top_share']:.1f} |"
+        )
+    stem = f"prediction_spread_{Path(args.config).stem}"
+    write_results(args.out or root, stem, {**info, "study": study.name}, rows, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
