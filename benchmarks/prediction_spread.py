@@ -1,7 +1,8 @@
 """How a classification study's students spread their predictions over the classes: for every finished run of a
-`benchmarks/reproduce.py` study, its test-set accuracy, how many distinct classes it predicts, and the share of the
-test images given to its most-predicted classes. A student whose classifier rows were not all pushed down during
-training (classes seldom or never in a sampled set) shows "hub" classes that take a large share of the predictions;
+`benchmarks/reproduce.py` study, its test-set accuracy, how many distinct classes it predicts, the share of the
+test images given to its most-predicted classes ("hubs"), and the logit of the mean test feature (the component all
+images share) for the hubs' rows against the other rows'. A student whose classifier rows were not all pushed down
+during training (classes seldom or never in a sampled set) shows hubs that take a large share of the predictions;
 full softmax training spreads them over nearly every class. JSON lines and a Markdown table.
 
     python benchmarks/prediction_spread.py benchmarks/studies/glyphs_gb2312_1000_cpu.yaml --out benchmarks/results
@@ -20,30 +21,39 @@ import torch
 from reproduce import flags, load_study
 from run_info import run_info, write_results
 
-from hf_dis import load_teacher
+from hf_dis import load_teacher, split_classifier
 from hf_dis.recipes import distill_cifar100
 from hf_dis.recipes.data import classification_splits, load_splits, num_labels
 from hf_dis.recipes.models import normalisation
 
-#: The "hub" share: the test images predicted as one of this many most-predicted classes.
+#: The "hubs": this many most-predicted classes (at most half of the classes).
 TOP_CLASSES = 20
 
 
 @torch.no_grad()
 def spread(model: torch.nn.Module, test: torch.utils.data.Dataset, num_classes: int, batch_size: int) -> dict:
-    """Accuracy, distinct predicted classes and the share of the `TOP_CLASSES` most-predicted ones, on `test`."""
-    predictions, labels = [], []
+    """On `test`: accuracy, distinct predicted classes, the hubs (the most-predicted classes) and their share of
+    the predictions, and the mean test feature's logit for the hubs and for the other classes."""
+    split = split_classifier(model)
+    features, labels = [], []
     for batch in torch.utils.data.DataLoader(test, batch_size=batch_size):
-        outputs = model(batch["pixel_values"])
-        predictions.append((outputs if isinstance(outputs, torch.Tensor) else outputs.logits).argmax(-1))
+        features.append(split.features(batch["pixel_values"]))
         labels.append(batch["labels"])
-    predicted, truth = torch.cat(predictions), torch.cat(labels)
+    features, truth = torch.cat(features), torch.cat(labels)
+    predicted = split.logits(features).argmax(-1)
     counts = Counter(predicted.tolist())
+    most_predicted = counts.most_common(min(TOP_CLASSES, num_classes // 2))
+    hubs = torch.tensor([label for label, _ in most_predicted])
+    others = torch.ones(num_classes, dtype=torch.bool).index_fill_(0, hubs, False)
+    mean_feature_logits = split.logits(features.mean(0, keepdim=True))[0]
     return {
         "accuracy": float((predicted == truth).float().mean()),
         "distinct_predicted": len(counts),
         "num_classes": num_classes,
-        "top_share": sum(n for _, n in counts.most_common(TOP_CLASSES)) / predicted.numel(),
+        "hubs": len(most_predicted),
+        "top_share": sum(n for _, n in most_predicted) / predicted.numel(),
+        "hub_mean_feature_logit": float(mean_feature_logits[hubs].mean()),
+        "other_mean_feature_logit": float(mean_feature_logits[others].mean()),
     }
 
 
@@ -81,17 +91,24 @@ def main(argv: list[str] | None = None) -> None:
         f"# Prediction spread: {study.name}\n",
         f"{info['date']}, {info['device']}, torch {info['torch']}. Test set, last-epoch students; mean over seeds.\n",
         f"| method-fraction | seeds | top-1 (%) | distinct classes predicted (of {num_classes}) | share of the "
-        f"{TOP_CLASSES} most-predicted classes (%) |",
-        "|---|---|---|---|---|",
+        f"{rows[0]['hubs']} most-predicted classes (%) | mean test feature's logit: those classes / the others |",
+        "|---|---|---|---|---|---|",
     ]
     for name, members in groups.items():
         mean = {
             key: statistics.fmean(row[key] for row in members)
-            for key in ("accuracy", "distinct_predicted", "top_share")
+            for key in (
+                "accuracy",
+                "distinct_predicted",
+                "top_share",
+                "hub_mean_feature_logit",
+                "other_mean_feature_logit",
+            )
         }
         lines.append(
             f"| {name} | {len(members)} | {100 * mean['accuracy']:.2f} | {mean['distinct_predicted']:.0f} | "
-            f"{100 * mean['top_share']:.1f} |"
+            f"{100 * mean['top_share']:.1f} | {mean['hub_mean_feature_logit']:.2f} / "
+            f"{mean['other_mean_feature_logit']:.2f} |"
         )
     stem = f"prediction_spread_{Path(args.config).stem}"
     write_results(args.out or root, stem, {**info, "study": study.name}, rows, "\n".join(lines) + "\n")

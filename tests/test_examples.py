@@ -160,6 +160,7 @@ def test_bench_step_smoke(tmp_path):
 
 def test_reproduce_smoke_study_runs_and_resumes(tmp_path):
     import json
+    import math
 
     import yaml
 
@@ -190,6 +191,9 @@ def test_reproduce_smoke_study_runs_and_resumes(tmp_path):
     measured = json.loads(spread.read_text().splitlines()[1])
     assert measured["accuracy"] == pytest.approx(next(r["eval_accuracy"] for r in rows if r["key"] == "full-None-0"))
     assert 1 <= measured["distinct_predicted"] <= measured["num_classes"] == 12 and 0 < measured["top_share"] <= 1
+    assert measured["hubs"] == min(6, measured["distinct_predicted"]) and math.isfinite(
+        measured["hub_mean_feature_logit"] - measured["other_mean_feature_logit"]
+    )
     (tmp_path / "study" / "results.md").unlink()
     run_script("benchmarks/reproduce.py", str(tmp_path / "smoke.yaml"), "--report", env=env)  # the table only
     rewritten = (tmp_path / "study" / "results.md").read_text()
