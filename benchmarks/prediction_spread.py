@@ -28,6 +28,8 @@ from hf_dis.recipes.models import normalisation
 
 #: The "hubs": this many most-predicted classes (at most half of the classes).
 TOP_CLASSES = 20
+#: What the table averages over seeds.
+AVERAGED = ("accuracy", "distinct_predicted", "top_share", "hub_mean_feature_logit", "other_mean_feature_logit")
 
 
 @torch.no_grad()
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     if study.task != "classification":
         parser.error(f"{args.config} is a {study.task} study: prediction spread is for classification.")
     root = Path(study.output_dir)
+    if not (root / "results.jsonl").is_file():
+        parser.error(f"{root} holds no finished run: run `python benchmarks/reproduce.py {args.config}` first.")
     finished = [json.loads(line)["key"] for line in (root / "results.jsonl").read_text().splitlines()]
     keys = args.runs or finished
     student, data, _ = distill_cifar100.parse_args(
@@ -95,16 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---|---|---|---|---|",
     ]
     for name, members in groups.items():
-        mean = {
-            key: statistics.fmean(row[key] for row in members)
-            for key in (
-                "accuracy",
-                "distinct_predicted",
-                "top_share",
-                "hub_mean_feature_logit",
-                "other_mean_feature_logit",
-            )
-        }
+        mean = {key: statistics.fmean(row[key] for row in members) for key in AVERAGED}
         lines.append(
             f"| {name} | {len(members)} | {100 * mean['accuracy']:.2f} | {mean['distinct_predicted']:.0f} | "
             f"{100 * mean['top_share']:.1f} | {mean['hub_mean_feature_logit']:.2f} / "

@@ -37,6 +37,8 @@ from transformers import HfArgumentParser  # noqa: E402
 
 from hf_dis.recipes import distill_cifar100, distill_market1501, train_teacher  # noqa: E402
 
+#: The runs without sampling a study makes per seed: the student from scratch, and with full KD.
+BASELINES = ("scratch", "full")
 #: The metric a study reports per task, and a second one shown beside it.
 METRICS = {"classification": ("eval_accuracy", "eval_top5"), "reid": ("eval_rank1", "eval_mAP")}
 
@@ -56,7 +58,9 @@ class Study:
         student: the student's architecture.
         training: options of every student run (flags of the recipe: epochs, batch size, learning rate, ...).
         distillation: options of the distilled runs only (temperature, alpha, ...: the scratch run has no teacher).
-        samplers: sampled methods to compare; full KD and scratch are always run.
+        samplers: sampled methods to compare.
+        baselines: the runs without sampling, per seed: `scratch` and `full` (KD); [] for a study that only varies
+            a sampled run's options (compare it with the baselines of the study it varies).
         fractions: sampled fractions of the classes.
         seeds: seeds of the student runs (the teacher is trained once, with the first).
     """
@@ -72,12 +76,15 @@ class Study:
     training: dict[str, object] = field(default_factory=dict)
     distillation: dict[str, object] = field(default_factory=dict)
     samplers: list[str] = field(default_factory=lambda: ["uniform", "topk", "ftis", "dis"])
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
     fractions: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
 
     def __post_init__(self) -> None:
         if self.task not in METRICS:
             raise ValueError(f"task must be one of {sorted(METRICS)}, got {self.task!r}.")
+        if not set(self.baselines) <= set(BASELINES):
+            raise ValueError(f"baselines must be among {list(BASELINES)}, got {self.baselines}.")
         if not self.seeds or not all(0 < fraction < 1 for fraction in self.fractions):
             raise ValueError(f"need seeds and fractions in (0, 1), got {self.seeds} and {self.fractions}.")
 
@@ -90,11 +97,11 @@ def flags(options: dict[str, object]) -> list[str]:
 
 
 def runs(study: Study) -> list[dict]:
-    """Every student run of the grid, seed by seed (a study stopped early holds whole seeds): scratch, full KD, then
-    sampler x fraction."""
+    """Every student run of the grid, seed by seed (a study stopped early holds whole seeds): the baselines (scratch,
+    full KD), then sampler x fraction."""
     grid = []
     for seed in study.seeds:
-        grid += [{"method": method, "fraction": None, "seed": seed} for method in ("scratch", "full")]
+        grid += [{"method": method, "fraction": None, "seed": seed} for method in study.baselines]
         grid += [
             {"method": sampler, "fraction": fraction, "seed": seed}
             for sampler in study.samplers

@@ -201,6 +201,21 @@ def test_reproduce_smoke_study_runs_and_resumes(tmp_path):
     assert len(results.read_text().splitlines()) == len(rows)
 
 
+def test_a_study_without_baselines_runs_only_its_sampled_grid(monkeypatch):
+    """`baselines: []` (a study that varies a sampled run's options) leaves out scratch and full KD; an unknown
+    baseline is refused."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    reproduce = __import__("reproduce")
+    options = dict(name="s", task="classification", output_dir="o", samplers=["dis"], fractions=[0.1], seeds=[0, 1])
+    assert [run["method"] for run in reproduce.runs(reproduce.Study(**options, baselines=[]))] == ["dis", "dis"]
+    assert [run["method"] for run in reproduce.runs(reproduce.Study(**options))][:3] == ["scratch", "full", "dis"]
+    with pytest.raises(ValueError, match="baselines must be among \\['scratch', 'full'\\], got \\['teacher'\\]"):
+        reproduce.Study(**options, baselines=["teacher"])
+    del sys.modules["reproduce"]
+
+
 @pytest.mark.parametrize("config", sorted((ROOT / "benchmarks" / "studies").glob("*.yaml")), ids=lambda p: p.stem)
 def test_study_configs_name_real_recipe_options(config, monkeypatch, tmp_path):
     """Every committed study parses, and the recipes accept its teacher, student and scratch options."""
@@ -222,5 +237,6 @@ def test_study_configs_name_real_recipe_options(config, monkeypatch, tmp_path):
     recipe.parse_args(["--student", study.student, "--teacher_model", "t", "--sampler", "dis", "--num_sampled",
                        str(study.fractions[0]), *reproduce.flags(study.distillation), *data,
                        *training])  # fmt: skip
-    assert len(reproduce.runs(study)) == 2 * len(study.seeds) * (1 + len(study.samplers) * len(study.fractions) / 2)
+    per_seed = len(study.baselines) + len(study.samplers) * len(study.fractions)
+    assert len(reproduce.runs(study)) == len(study.seeds) * per_seed
     del sys.modules["reproduce"]
