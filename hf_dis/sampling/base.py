@@ -194,11 +194,12 @@ class ClassSampler:
     def _forced_classes(
         self, teacher_logits: torch.Tensor, labels: torch.Tensor | None, ranked_classes: torch.Tensor | None
     ) -> torch.Tensor:
+        """The label and the teacher's top-m classes (`ranked_classes` holds at least m when m > 0)."""
         parts = []
         if self.force_label and labels is not None:
             parts.append(labels.to(teacher_logits.device, torch.long).unsqueeze(-1))
         if self.force_teacher_topk > 0:
-            parts.append(teacher_top(teacher_logits, self.force_teacher_topk, ranked_classes))
+            parts.append(ranked_classes[:, : self.force_teacher_topk])
         if not parts:
             return teacher_logits.new_empty((teacher_logits.shape[0], 0), dtype=torch.long)
         return torch.cat(parts, dim=-1)

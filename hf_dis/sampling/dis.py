@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from hf_dis._checks import check_same_classes, check_temperature
-from hf_dis.sampling.base import ClassSampler, inclusion_log_prob, teacher_top
+from hf_dis.sampling.base import ClassSampler, inclusion_log_prob
 from hf_dis.sampling.laplace import LaplaceMixture, fit_laplace_mixture
 from hf_dis.sampling.registry import register_sampler
 
@@ -136,7 +136,7 @@ class DISSampler(ClassSampler):
         self, teacher_logits: torch.Tensor, generator: torch.Generator, ranked_classes: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         batch_size, num_classes, num_ranks = teacher_logits.shape[0], self.num_classes, self.rank_limit
-        top = teacher_top(teacher_logits, num_ranks, ranked_classes)  # [B, R]: class id at each rank
+        top = ranked_classes[:, :num_ranks]  # [B, R]: class id at each rank
         probs = self._rank_and_tail_probs(teacher_logits.device)
         tail_q = probs[num_ranks] / max(num_classes - num_ranks, 1)  # per-class proposal of each tail class
         if self.scope == "batch":

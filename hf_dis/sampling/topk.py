@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from hf_dis._checks import check_temperature
-from hf_dis.sampling.base import ClassSampler, teacher_top
+from hf_dis.sampling.base import ClassSampler
 from hf_dis.sampling.registry import register_sampler
 
 
@@ -32,7 +32,7 @@ class TopKSampler(ClassSampler):
         self, teacher_logits: torch.Tensor, generator: torch.Generator, ranked_classes: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.scope == "per_example":
-            classes = teacher_top(teacher_logits, self.num_sampled, ranked_classes)
+            classes = ranked_classes[:, : self.num_sampled]
         else:
             batch_q = torch.softmax(teacher_logits.float() / self.proposal_temperature, dim=-1).mean(0)
             classes = batch_q.topk(self.num_sampled).indices
