@@ -1,0 +1,205 @@
+"""Training steps of `DistillationTrainer` itself, sampler by sampler: what the Trainer-level path adds (drawing,
+the sampled head, the logged statistics of the sampled set, DIS's full-distillation probes and refits) to the
+hand-written steps that bench_step times. Per sampler: the median step, the mean of DIS's probe steps (every
+`dis_refit_every` steps, and step 0) and of the other steps, and the whole run's time per step.
+
+Random images and labels held in memory (no loader cost), random-weight timm models; each step is timed by a
+callback between `on_step_begin` and `on_step_end`, waiting for the GPU at both ends.
+
+    python benchmarks/bench_trainer.py                    # GPU: ResNet-10t student, ResNet-18 teacher, 32 px,
+                                                          # C = 3,755 (GB2312 level 1), batch 256, bf16, 2% and 10%
+    python benchmarks/bench_trainer.py --profile          # also: the top operators of 20 uniform and DIS steps
+    python benchmarks/bench_trainer.py --smoke --device cpu --out /tmp/x   # tiny sizes, seconds (the tests run it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from run_info import run_info, write_results  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
+
+import hf_dis  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SAMPLERS = ("full", "uniform", "ftis", "dis")
+
+
+class StepTimer(TrainerCallback):
+    """Milliseconds of every optimizer step, keyed by the global step it started at."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.times: dict[int, float] = {}
+        self._start = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.synchronize()
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.synchronize()
+        self.times[state.global_step - 1] = 1000 * (time.perf_counter() - self._start)
+
+
+class RandomImages(torch.utils.data.Dataset):
+    def __init__(self, count: int, size: int, num_classes: int) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.images = torch.randn(count, 3, size, size, generator=generator)
+        self.labels = torch.randint(num_classes, (count,), generator=generator)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"pixel_values": self.images[index], "labels": self.labels[index]}
+
+
+def build_trainer(args: argparse.Namespace, sampler: str, fraction: float | None, steps: int, output_dir: str):
+    student = hf_dis.timm_classifier(args.student, args.classes, seed=0)
+    teacher = hf_dis.timm_classifier(args.teacher, args.classes, seed=1)
+    training = hf_dis.DistillationArguments(
+        output_dir=output_dir,
+        sampler=sampler,
+        num_sampled=fraction,
+        temperature=2.0,
+        per_device_train_batch_size=args.batch_size,
+        max_steps=steps,
+        learning_rate=0.1,
+        optim="sgd",
+        bf16=args.device == "cuda",
+        use_cpu=args.device == "cpu",
+        dataloader_num_workers=0,
+        logging_steps=50,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+    )
+    dataset = RandomImages(args.batch_size * 8, args.image_size, args.classes)
+    return hf_dis.DistillationTrainer(student, training, teacher=teacher, train_dataset=dataset)
+
+
+def time_run(args: argparse.Namespace, sampler: str, fraction: float | None) -> dict:
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as output_dir:
+        trainer = build_trainer(args, sampler, fraction, args.steps, output_dir)
+        timer = StepTimer(device)
+        trainer.add_callback(timer)
+        start = time.perf_counter()
+        trainer.train()
+        run_ms = 1000 * (time.perf_counter() - start) / args.steps
+    refit_every = trainer.sampler.refit_every
+    timed = {step: ms for step, ms in timer.times.items() if step >= args.warmup}
+    probes = [ms for step, ms in timed.items() if refit_every is not None and step % refit_every == 0]
+    others = [ms for step, ms in timed.items() if refit_every is None or step % refit_every != 0]
+    return {
+        "sampler": sampler,
+        "fraction": fraction,
+        "num_sampled": trainer.sampler.num_sampled if sampler != "full" else args.classes,
+        "median_step_ms": statistics.median(timed.values()),
+        "mean_other_step_ms": statistics.fmean(others),
+        "mean_probe_step_ms": statistics.fmean(probes) if probes else None,
+        "probe_steps": len(probes),
+        "run_ms_per_step": run_ms,
+    }
+
+
+def profile_run(args: argparse.Namespace, sampler: str, fraction: float) -> str:
+    """The operators of 20 training steps (after a 10-step warm-up), by self time on the device and on the host."""
+    cuda = args.device == "cuda"
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    with tempfile.TemporaryDirectory() as output_dir:
+        trainer = build_trainer(args, sampler, fraction, 30, output_dir)
+        schedule = torch.profiler.schedule(wait=0, warmup=10, active=20, repeat=1)
+        with torch.profiler.profile(activities=activities, schedule=schedule) as profiler:
+
+            class Step(TrainerCallback):
+                def on_step_end(self, *_, **__):
+                    profiler.step()
+
+            trainer.add_callback(Step())
+            trainer.train()
+    tables = [("self_device_time_total", "device")] if cuda else []
+    tables.append(("self_cpu_time_total", "host"))
+    return "\n".join(
+        f"by {where} time:\n" + profiler.key_averages().table(sort_by=sort_by, row_limit=10, max_name_column_width=40)
+        for sort_by, where in tables
+    )
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    header = (
+        f"# DistillationTrainer steps\n\n{meta['date']}, {meta['device']}, torch {meta['torch']}, transformers "
+        f"{meta['transformers']}, timm {meta['timm']}. {meta['student']} student, {meta['teacher']} teacher, "
+        f"{meta['classes']} classes, {meta['image_size']} px, batch {meta['batch_size']}, {meta['steps']} steps "
+        f"(the first {meta['warmup']} untimed). Milliseconds per optimizer step.\n\n"
+        "| sampler | K | median step | other steps (mean) | DIS probe steps (mean, count) | whole run per step |\n"
+        "|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for row in rows:
+        probe = "-" if row["mean_probe_step_ms"] is None else f"{row['mean_probe_step_ms']:.2f} ({row['probe_steps']})"
+        lines.append(
+            f"| {row['sampler']} | {row['num_sampled']} | {row['median_step_ms']:.2f} | "
+            f"{row['mean_other_step_ms']:.2f} | {probe} | {row['run_ms_per_step']:.2f} |"
+        )
+    return header + "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    labels = [f"{row['sampler']}\nK={row['num_sampled']}" for row in rows]
+    figure, axis = plt.subplots(figsize=(1.2 * len(rows) + 2, 3.5))
+    axis.bar(labels, [row["median_step_ms"] for row in rows], label="median step")
+    axis.plot(labels, [row["run_ms_per_step"] for row in rows], "ko", label="whole run per step")
+    axis.set_ylabel("ms per optimizer step")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--classes", type=int, default=3755)
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.02, 0.1])
+    parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
+    parser.add_argument("--student", default="resnet10t")
+    parser.add_argument("--teacher", default="resnet18")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=160, help="optimizer steps per run (DIS probes every 50)")
+    parser.add_argument("--warmup", type=int, default=10, help="first steps left out of the statistics")
+    parser.add_argument("--profile", action="store_true", help="print the top operators of uniform and DIS steps")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: the test suite's check that this runs")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.classes, args.batch_size, args.image_size, args.steps, args.warmup = 40, 8, 32, 6, 0
+        args.student = args.teacher = "test_resnet.r160_in1k"
+    meta = {**run_info(args.device), **{key: getattr(args, key) for key in ("student", "teacher", "classes")}}
+    meta.update(image_size=args.image_size, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup)
+    rows = []
+    for sampler in args.samplers:
+        for fraction in [None] if sampler == "full" else args.fractions:
+            rows.append(time_run(args, sampler, fraction))
+            write_results(args.out, "bench_trainer", meta, rows, markdown(rows, meta))  # a run cut short keeps these
+    plot(rows, args.out / "bench_trainer.png")
+    print(markdown(rows, meta), flush=True)
+    if args.profile:
+        for sampler in ("uniform", "dis"):
+            print(f"=== {sampler}, fraction {args.fractions[0]}\n{profile_run(args, sampler, args.fractions[0])}")
+
+
+if __name__ == "__main__":
+    main()
