@@ -13,7 +13,7 @@
 #
 # prepare renders the two GB2312 level-1 glyph tasks (the GPU machine has no fonts), packs them with xz (62 MB of
 # images shrink to 27 MB, under the 64 MiB a call may carry) and downloads the wheels that machine lacks (datasets,
-# evaluate and theirs) plus the transformers and timm this project was tested with. `.device/` must be in
+# evaluate and theirs) plus the transformers and timm this project was tested with, and py-spy. `.device/` must be in
 # .git/info/exclude. Unpack results.tar at the repository's root: benchmarks/results/gpu/ and the studies' folders.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,9 +27,9 @@ prepare() {
     hf-dis render-glyphs --task reid "${options[@]}" --output_dir .device/glyphs-reid
     tar -C .device -cf - glyphs-cls glyphs-reid | xz -9 -T2 >.device/glyphs.tar.xz
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .device/wheels \
-        datasets==5.2.0 evaluate==0.4.6 dill==0.4.1 multiprocess==0.70.19 fsspec==2026.9.0 \
-        transformers==5.24.0 timm==1.0.31
+        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
+        -d .device/wheels datasets==5.2.0 evaluate==0.4.6 dill==0.4.1 multiprocess==0.70.19 fsspec==2026.9.0 \
+        transformers==5.24.0 timm==1.0.31 py-spy==0.4.3
     du -sh .device/glyphs.tar.xz .device/wheels
 }
 
@@ -46,8 +46,9 @@ stage_command() {
     trainer) echo python3 benchmarks/bench_trainer.py --profile --steps 110 --out benchmarks/results/gpu ;;
     profile) echo python3 benchmarks/bench_head.py --profile --classes 100 3755 1000000 --samplers uniform dis \
         --out benchmarks/results/gpu/profile ;;
-    classification)
-        echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_gb2312_classification_short.yaml --jobs 8 ;;
+    classification)  # sampled by py-spy once its students run: where do the DIS runs' extra seconds go?
+        echo bash benchmarks/with_py_spy.sh 75 60 benchmarks/results/gpu/py_spy_classification.txt \
+            python3 benchmarks/reproduce.py benchmarks/studies/glyphs_gb2312_classification_short.yaml --jobs 8 ;;
     reid) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short.yaml --jobs 8 ;;
     reid_eps05) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short_eps05.yaml --jobs 6 ;;
     *) return 1 ;;
@@ -85,7 +86,7 @@ run() {
     exec > >(tee "$OUT/session.log") 2>&1
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .device/wheels/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1
+    export PATH=/tmp/site/bin:$PATH PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1
     # The carried transformers needs recent regex, tokenizers, ...: where that machine's are older, use its own.
     python3 -c "import transformers" 2>/dev/null || rm -rf /tmp/site/transformers*
     tar -C .device -xJf .device/glyphs.tar.xz || exit 1

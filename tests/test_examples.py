@@ -1,6 +1,7 @@
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -156,6 +157,17 @@ def test_bench_step_smoke(tmp_path):
     assert [row["method"] for row in rows] == methods and all(row["ms"] > 0 for row in rows)
     assert json.loads(lines[0])["meta"]["teacher"] == "test_convnext"
     assert (tmp_path / "bench_step.png").stat().st_size > 0
+
+
+def test_with_py_spy_runs_the_command_without_py_spy(tmp_path):
+    script = ROOT / "benchmarks" / "with_py_spy.sh"
+    command = [sys.executable, "-c", "import sys; print('ran'); sys.exit(3)"]
+    result = subprocess.run(
+        [shutil.which("bash"), str(script), "0", "1", str(tmp_path / "stacks.txt"), *command],
+        capture_output=True, text=True, timeout=60, env={"PATH": str(tmp_path)},  # no py-spy on this PATH
+    )  # fmt: skip
+    assert result.stdout == "ran\n" and result.returncode == 3  # the command's output and exit status
+    assert "py-spy is not installed" in result.stderr and not (tmp_path / "stacks.txt").exists()
 
 
 def test_bench_trainer_smoke(tmp_path):
