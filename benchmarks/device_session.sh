@@ -37,7 +37,7 @@ prepare() {
 # runs are trained, against a retrained teacher), and the stages with the second of the call at which each must end
 # (the call's limit is 600 s) when none are named.
 STUDIES=(glyphs_gb2312_classification_short glyphs_reid_short glyphs_reid_short_eps05)
-DEFAULT_STAGES=(trainer:140 classification:350 reid:440 reid_eps05:575)
+DEFAULT_STAGES=(classification:250 reid:340 reid_eps05:560)
 
 stage_command() {
     case "$1" in
@@ -108,7 +108,7 @@ torch.cuda.get_device_name())" || exit 1
         stage "${named%%:*}" "${named##*:}" $(stage_command "${named%%:*}")
     done
     for study in "${STUDIES[@]}"; do  # the tables of what finished
-        timeout 20 python3 benchmarks/reproduce.py "benchmarks/studies/$study.yaml" --report >/dev/null
+        timeout 15 python3 benchmarks/reproduce.py "benchmarks/studies/$study.yaml" --report >/dev/null
     done
     pack
     echo "=== done (t = $SECONDS s)"
