@@ -52,6 +52,8 @@ class StepTimer(TrainerCallback):
 
 
 class RandomImages(torch.utils.data.Dataset):
+    """Seeded random images and labels, held in memory: the steps time the trainer, not a loader."""
+
     def __init__(self, count: int, size: int, num_classes: int) -> None:
         generator = torch.Generator().manual_seed(0)
         self.images = torch.randn(count, 3, size, size, generator=generator)
@@ -65,6 +67,7 @@ class RandomImages(torch.utils.data.Dataset):
 
 
 def build_trainer(args: argparse.Namespace, sampler: str, fraction: float | None, steps: int, output_dir: str):
+    """A `DistillationTrainer` of random-weight timm models, SGD, no checkpoints, logging every 50 steps."""
     student = hf_dis.timm_classifier(args.student, args.classes, seed=0)
     teacher = hf_dis.timm_classifier(args.teacher, args.classes, seed=1)
     training = hf_dis.DistillationArguments(
@@ -90,6 +93,7 @@ def build_trainer(args: argparse.Namespace, sampler: str, fraction: float | None
 
 
 def time_run(args: argparse.Namespace, sampler: str, fraction: float | None) -> dict:
+    """One training run of `args.steps` steps: the statistics of its timed steps (after the warm-up)."""
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as output_dir:
         trainer = build_trainer(args, sampler, fraction, args.steps, output_dir)

@@ -86,7 +86,8 @@ run() {
     exec > >(tee "$OUT/session.log") 2>&1
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .device/wheels/*.whl || exit 1
-    export PATH=/tmp/site/bin:$PATH PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1
+    export PATH=/tmp/site/bin:$PATH PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1  # /tmp/site/bin: py-spy
+    export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1
     # The carried transformers needs recent regex, tokenizers, ...: where that machine's are older, use its own.
     python3 -c "import transformers" 2>/dev/null || rm -rf /tmp/site/transformers*
     tar -C .device -xJf .device/glyphs.tar.xz || exit 1
