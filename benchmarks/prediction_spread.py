@@ -37,12 +37,12 @@ def spread(model: torch.nn.Module, test: torch.utils.data.Dataset, num_classes: 
     """On `test`: accuracy, distinct predicted classes, the hubs (the most-predicted classes) and their share of
     the predictions, and the mean test feature's logit for the hubs and for the other classes."""
     split = split_classifier(model)
-    features, labels = [], []
+    features, labels, predictions = [], [], []
     for batch in torch.utils.data.DataLoader(test, batch_size=batch_size):
         features.append(split.features(batch["pixel_values"]))
+        predictions.append(split.logits(features[-1]).argmax(-1))  # batch by batch, as the recipe's evaluation
         labels.append(batch["labels"])
-    features, truth = torch.cat(features), torch.cat(labels)
-    predicted = split.logits(features).argmax(-1)
+    features, truth, predicted = torch.cat(features), torch.cat(labels), torch.cat(predictions)
     counts = Counter(predicted.tolist())
     most_predicted = counts.most_common(min(TOP_CLASSES, num_classes // 2))
     hubs = torch.tensor([label for label, _ in most_predicted])
@@ -63,7 +63,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="a classification study's YAML file (its runs must have finished)")
     parser.add_argument("--runs", nargs="+", help="run keys (folder names); default every finished run")
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="default: the study's per_device_eval_batch_size (else the Trainer's 8): the batches of the recipe's "
+        "evaluation, so that a near-tie between two classes is resolved as it was there",
+    )
     parser.add_argument("--out", type=Path, help="default: the study's output folder")
     args = parser.parse_args(argv)
     study = load_study(args.config)
@@ -74,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{root} holds no finished run: run `python benchmarks/reproduce.py {args.config}` first.")
     finished = [json.loads(line)["key"] for line in (root / "results.jsonl").read_text().splitlines()]
     keys = args.runs or finished
+    batch_size = args.batch_size or int(study.training.get("per_device_eval_batch_size", 8))
     student, data, _ = distill_cifar100.parse_args(
         ["--student", study.student, "--teacher_model", "unused", "--output_dir", str(root), *flags(study.data)]
     )
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         _, test = classification_splits(
             splits, data, normalisation(model, study.student), student.input_size(data, "classification")
         )
-        rows.append({"run": key, "method": key.split("-")[0], **spread(model, test, num_classes, args.batch_size)})
+        rows.append({"run": key, "method": key.split("-")[0], **spread(model, test, num_classes, batch_size)})
         print(json.dumps(rows[-1]), flush=True)
     info = run_info("cpu")
     groups: dict[str, list[dict]] = {}

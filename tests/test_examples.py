@@ -259,9 +259,11 @@ def test_study_configs_name_real_recipe_options(config, monkeypatch, tmp_path):
                               *reproduce.flags(study.teacher_options)])  # fmt: skip
     train_teacher.parse_args(["--task", study.task, "--model", study.student, *data, *training])
     recipe = distill_cifar100 if study.task == "classification" else distill_market1501
-    recipe.parse_args(["--student", study.student, "--teacher_model", "t", "--sampler", "dis", "--num_sampled",
-                       str(study.fractions[0]), *reproduce.flags(study.distillation), *data,
-                       *training])  # fmt: skip
+    sampling = (
+        ["--sampler", "dis", "--num_sampled", str(study.fractions[0])] if study.fractions else ["--sampler", "full"]
+    )
+    recipe.parse_args(["--student", study.student, "--teacher_model", "t", *sampling,
+                       *reproduce.flags(study.distillation), *data, *training])  # fmt: skip
     per_seed = len(study.baselines) + len(study.samplers) * len(study.fractions)
     assert len(reproduce.runs(study)) == len(study.seeds) * per_seed
     del sys.modules["reproduce"]
