@@ -36,8 +36,8 @@ prepare() {
 # The studies the stages run (their committed runs seed each study's results.jsonl there, so that only the missing
 # runs are trained, against a retrained teacher), and the stages with the second of the call at which each must end
 # (the call's limit is 600 s) when none are named.
-STUDIES=(glyphs_gb2312_classification_short glyphs_reid_short glyphs_reid_short_eps05)
-DEFAULT_STAGES=(classification:250 reid:340 reid_eps05:560)
+STUDIES=(glyphs_gb2312_classification_short glyphs_reid_short glyphs_reid_short_alpha09 glyphs_reid_short_eps05)
+DEFAULT_STAGES=(classification:250 reid:340 reid_alpha09:560)
 
 stage_command() {
     case "$1" in
@@ -50,6 +50,7 @@ stage_command() {
         echo bash benchmarks/with_py_spy.sh 75 60 benchmarks/results/gpu/py_spy_classification.txt \
             python3 benchmarks/reproduce.py benchmarks/studies/glyphs_gb2312_classification_short.yaml --jobs 8 ;;
     reid) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short.yaml --jobs 8 ;;
+    reid_alpha09) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short_alpha09.yaml --jobs 6 ;;
     reid_eps05) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short_eps05.yaml --jobs 6 ;;
     *) return 1 ;;
     esac
@@ -81,7 +82,7 @@ run() {
     for named in "${@:-${DEFAULT_STAGES[@]}}"; do  # every stage known and timed, before anything runs
         [[ $named =~ ^[a-z_]+:[0-9]+$ ]] && stage_command "${named%%:*}" >/dev/null ||
             { echo "not STAGE:END_SECOND with a known stage (bench_head bench_step trainer profile" \
-                "classification reid reid_eps05): $named" >&2 && exit 2; }
+                "classification reid reid_alpha09 reid_eps05): $named" >&2 && exit 2; }
     done
     exec > >(tee "$OUT/session.log") 2>&1
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \

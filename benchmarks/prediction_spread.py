@@ -40,7 +40,7 @@ def spread(model: torch.nn.Module, test: torch.utils.data.Dataset, num_classes: 
     features, labels, predictions = [], [], []
     for batch in torch.utils.data.DataLoader(test, batch_size=batch_size):
         features.append(split.features(batch["pixel_values"]))
-        predictions.append(split.logits(features[-1]).argmax(-1))  # batch by batch, as the recipe's evaluation
+        predictions.append(split.logits(features[-1]).argmax(-1))  # batch by batch, as the evaluation
         labels.append(batch["labels"])
     features, truth, predicted = torch.cat(features), torch.cat(labels), torch.cat(predictions)
     counts = Counter(predicted.tolist())
@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--batch-size",
         type=int,
-        help="default: the study's per_device_eval_batch_size (else the Trainer's 8): the batches of the recipe's "
-        "evaluation, so that a near-tie between two classes is resolved as it was there",
+        help="default: the study's per_device_eval_batch_size (else the Trainer's 8): the recipe's evaluation batches, "
+        "so that the predictions are computed as the evaluation computed them",
     )
     parser.add_argument("--out", type=Path, help="default: the study's output folder")
     args = parser.parse_args(argv)

@@ -97,6 +97,18 @@ def test_topk_accuracy():
     assert topk_accuracy(logits, torch.tensor([1, 0, 2]))["top5"] == 1.0  # k larger than C: everything is in the top
 
 
+def test_topk_accuracy_breaks_exact_ties_as_argmax():
+    # row 0: classes 1 and 3 tie at the top; row 1: classes 0, 2 and 3 tie in second place behind class 1
+    logits = torch.tensor([[0.0, 2.0, 1.0, 2.0], [1.0, 3.0, 1.0, 1.0]])
+    assert logits.argmax(1).tolist() == [1, 1]  # the lowest id of the tied maxima
+    for labels, top1 in (([1, 1], 1.0), ([3, 1], 0.5)):
+        assert topk_accuracy(logits, torch.tensor(labels), ks=(1,))["top1"] == top1
+    # second place in row 1 goes to class 0, the lowest of the tied ids; class 2 is third and class 3 fourth
+    assert [topk_accuracy(logits[1:], torch.tensor([label]), ks=(2, 3))
+            for label in (0, 2, 3)] == [{"top2": 1.0, "top3": 1.0}, {"top2": 0.0, "top3": 1.0},
+                                         {"top2": 0.0, "top3": 0.0}]  # fmt: skip
+
+
 def test_evaluate_modules_load_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # evaluate copies modules into its cache
     assert metrics.available() == ["reid", "topk_accuracy"]

@@ -8,6 +8,10 @@ import torch
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
     """Fraction of examples whose label is among the k highest logits, for each k (`top1`, `top5`, ...).
 
+    Exact ties are broken toward the lower class id, as `argmax` breaks them: the label's rank is the number of classes
+    with a higher logit plus those with an equal one and a lower id. (`topk` leaves the order of equal values to its
+    implementation, so an argmax over the same logits could disagree with it.)
+
     Args:
         logits: `[N, C]` scores (numpy arrays are accepted).
         labels: `[N]` class ids.
@@ -17,9 +21,10 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...
         raise ValueError(f"logits must be [N, C] and labels [N], got {tuple(logits.shape)} and {tuple(labels.shape)}.")
     if logits.shape[0] == 0:
         raise ValueError("topk_accuracy needs at least one example.")
-    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
-    hit = top == labels[:, None]
-    return {f"top{k}": float(hit[:, :k].any(1).double().mean()) for k in ks}
+    label_logit = logits.gather(1, labels[:, None])
+    lower_id = torch.arange(logits.shape[1], device=logits.device) < labels[:, None]
+    rank = (logits > label_logit).sum(1) + ((logits == label_logit) & lower_id).sum(1)
+    return {f"top{k}": float((rank < k).double().mean()) for k in ks}
 
 
 def classification_metrics(prediction) -> dict[str, float]:
