@@ -46,8 +46,11 @@ stage_command() {
     trainer) echo python3 benchmarks/bench_trainer.py --profile --steps 110 --out benchmarks/results/gpu ;;
     profile) echo python3 benchmarks/bench_head.py --profile --classes 100 3755 1000000 --samplers uniform dis \
         --out benchmarks/results/gpu/profile ;;
-    classification)  # sampled by py-spy once its students run: where do the DIS runs' extra seconds go?
-        echo bash benchmarks/with_py_spy.sh 75 60 benchmarks/results/gpu/py_spy_classification.txt \
+    classification)  # where do the DIS runs' extra seconds go? py-spy once its students run, and (if the machine
+        # refuses py-spy's ptrace) every process's own stack samples (benchmarks/stack_sampling)
+        echo env HF_DIS_STACK_SAMPLES=benchmarks/results/gpu/stacks_classification \
+            PYTHONPATH=benchmarks/stack_sampling:${PYTHONPATH:-} \
+            bash benchmarks/with_py_spy.sh 75 60 benchmarks/results/gpu/py_spy_classification.txt \
             python3 benchmarks/reproduce.py benchmarks/studies/glyphs_gb2312_classification_short.yaml --jobs 8 ;;
     reid) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short.yaml --jobs 8 ;;
     reid_alpha09) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short_alpha09.yaml --jobs 6 ;;

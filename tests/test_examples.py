@@ -170,6 +170,32 @@ def test_with_py_spy_runs_the_command_without_py_spy(tmp_path):
     assert "py-spy is not installed" in result.stderr and not (tmp_path / "stacks.txt").exists()
 
 
+def test_stack_sampler_reads_the_main_threads_stack():
+    import importlib.util
+    import threading
+
+    spec = importlib.util.spec_from_file_location("stack_sampling", ROOT / "benchmarks/stack_sampling/sitecustomize.py")
+    sampler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sampler)  # HF_DIS_STACK_SAMPLES unset: nothing starts
+    seen = []
+
+    def waiting_here():
+        helper = threading.Thread(target=lambda: seen.append(sampler.main_thread_stack()))
+        helper.start()
+        helper.join()
+
+    waiting_here()  # the main thread is inside it (starting or joining the helper) while the helper reads its stack
+    assert "test_examples.py:test_stack_sampler_reads_the_main_threads_stack;test_examples.py:waiting_here;" in seen[0]
+
+
+def test_stack_sampler_writes_each_process_file(tmp_path):
+    folder = tmp_path / "stacks"
+    env = {**os.environ, "HF_DIS_STACK_SAMPLES": str(folder), "PYTHONPATH": str(ROOT / "benchmarks/stack_sampling")}
+    subprocess.run([sys.executable, "-c", "print('ran')"], check=True, env=env, timeout=60)
+    (written,) = folder.glob("stacks-*.txt")  # one file for the one process, written at its exit
+    assert written.read_text().splitlines()[0] == "-c"  # its command line first
+
+
 def test_bench_trainer_smoke(tmp_path):
     import json
 
