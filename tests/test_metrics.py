@@ -107,6 +107,14 @@ def test_topk_accuracy_breaks_exact_ties_as_argmax():
     assert [topk_accuracy(logits[1:], torch.tensor([label]), ks=(2, 3))
             for label in (0, 2, 3)] == [{"top2": 1.0, "top3": 1.0}, {"top2": 0.0, "top3": 1.0},
                                          {"top2": 0.0, "top3": 0.0}]  # fmt: skip
+    # over several 1,024-row chunks, with ties everywhere (scores from 4 values): top-1 is argmax's accuracy
+    generator = torch.Generator().manual_seed(0)
+    logits, labels = (
+        torch.randint(4, (3000, 10), generator=generator).float(),
+        torch.randint(10, (3000,), generator=generator),
+    )
+    expected = float((logits.argmax(1) == labels).double().mean())
+    assert topk_accuracy(logits, labels, ks=(1, 10)) == {"top1": expected, "top10": 1.0}
 
 
 def test_evaluate_modules_load_offline(tmp_path, monkeypatch):
