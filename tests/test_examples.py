@@ -203,7 +203,7 @@ def test_bench_trainer_smoke(tmp_path):
                str(tmp_path))  # fmt: skip
     rows = [json.loads(line) for line in (tmp_path / "bench_trainer.jsonl").read_text().splitlines()[1:]]
     assert [(row["sampler"], row["num_sampled"]) for row in rows] == [("full", 40), ("dis", 1), ("dis", 4)]
-    assert all(row["median_step_ms"] > 0 and row["run_ms_per_step"] > 0 for row in rows)
+    assert all(row["median_step_ms"] > 0 and row["train_runtime_ms_per_step"] > 0 for row in rows)
     # DIS probes at step 0 (every 50 steps): one probe in the 6 steps, none for full KD
     assert [row["probe_steps"] for row in rows] == [0, 1, 1] and rows[0]["mean_probe_step_ms"] is None
     assert (tmp_path / "bench_trainer.png").stat().st_size > 0
