@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import torch
 
+#: Rows ranked at a time: the comparisons' `[rows, C]` temporaries stay bounded however many examples there are.
+ROWS_PER_CHUNK = 1024
+
 
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, float]:
     """Fraction of examples whose label is among the k highest logits, for each k (`top1`, `top5`, ...).
 
     Exact ties are broken toward the lower class id, as `argmax` breaks them: the label's rank is the number of classes
-    with a higher logit plus those with an equal one and a lower id, computed 1,024 rows at a time (bounded memory).
+    with a higher logit plus those with an equal one and a lower id, computed `ROWS_PER_CHUNK` rows at a time.
     (`topk` leaves the order of equal values to its implementation, so an argmax over the same logits could disagree
     with it.)
 
@@ -22,7 +25,8 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...
         raise ValueError(f"logits must be [N, C] and labels [N], got {tuple(logits.shape)} and {tuple(labels.shape)}.")
     if logits.shape[0] == 0:
         raise ValueError("topk_accuracy needs at least one example.")
-    rank = torch.cat([label_rank(logits[i : i + 1024], labels[i : i + 1024]) for i in range(0, len(labels), 1024)])
+    chunks = range(0, len(labels), ROWS_PER_CHUNK)
+    rank = torch.cat([label_rank(logits[i : i + ROWS_PER_CHUNK], labels[i : i + ROWS_PER_CHUNK]) for i in chunks])
     return {f"top{k}": float((rank < k).double().mean()) for k in ks}
 
 
