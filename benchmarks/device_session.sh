@@ -10,9 +10,11 @@
 #   bash benchmarks/device_session.sh run profile:120 reid:560   # only the stages named, each with the second
 #                                                                # of the call at which it must end (the known
 #                                                                # ones: stage_command)
+#   bash benchmarks/device_session.sh run many_classes:590      # the 10,000-class study: carry
+#                                                        # [".device/glyphs-10k.tar.xz", ".device/wheels-core"]
 #
-# prepare renders the two GB2312 level-1 glyph tasks (the GPU machine has no fonts), packs them with xz (62 MB of
-# images shrink to 27 MB, under the 64 MiB a call may carry) and downloads the wheels that machine lacks (datasets,
+# prepare renders the two GB2312 level-1 glyph tasks and the 10,000-class one (the GPU machine has no fonts), packs
+# them with xz (62 MB of images shrink to 27 MB, under the 64 MiB a call may carry; the 10,000-class task apart) and downloads the wheels that machine lacks (datasets,
 # evaluate and theirs) plus the transformers and timm this project was tested with, and py-spy. `.device/` must be in
 # .git/info/exclude. Unpack results.tar at the repository's root: benchmarks/results/gpu/ and the studies' folders.
 set -uo pipefail
@@ -26,17 +28,31 @@ prepare() {
     hf-dis render-glyphs --task classification "${options[@]}" --output_dir .device/glyphs-cls
     hf-dis render-glyphs --task reid "${options[@]}" --output_dir .device/glyphs-reid
     tar -C .device -cf - glyphs-cls glyphs-reid | xz -9 -T2 >.device/glyphs.tar.xz
+    # The 10,000-class task (benchmarks/studies/glyphs_10k_cpu.yaml says how it is drawn): 10 more font packages.
+    fc-list | grep -q TW-Kai || apt-get install -y -q --no-install-recommends "${MANY_CLASS_FONTS[@]}" >/dev/null
+    hf-dis render-glyphs --task classification --glyph_system_fonts true --glyph_classes 10000 --glyph_copies 1 \
+        --glyph_families "${MANY_CLASS_FAMILIES[@]}" --output_dir .device/glyphs-10k
+    tar -C .device -cf - glyphs-10k | xz -9 -T2 >.device/glyphs-10k.tar.xz
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
         -d .device/wheels datasets==5.2.0 evaluate==0.4.6 dill==0.4.1 multiprocess==0.70.19 fsspec==2026.9.0 \
         transformers==5.24.0 timm==1.0.31 py-spy==0.4.3
-    du -sh .device/glyphs.tar.xz .device/wheels
+    # What a call carrying the 10,000-class task (54 MB) has room for: the machine's own transformers then.
+    mkdir -p .device/wheels-core
+    cp .device/wheels/{datasets,dill,evaluate,fsspec,multiprocess,timm}-*.whl .device/wheels-core/
+    du -sh .device/glyphs.tar.xz .device/glyphs-10k.tar.xz .device/wheels .device/wheels-core
 }
+
+MANY_CLASS_FONTS=(fonts-arphic-bsmi00lp fonts-babelstone-han fonts-droid-fallback fonts-hanazono fonts-ipamj-mincho
+    fonts-seto fonts-cns11643-kai fonts-cns11643-sung fonts-cwtex-kai fonts-cwtex-ming)
+MANY_CLASS_FAMILIES=("AR PL Mingti2L Big5" "BabelStone Han" "Droid Sans Fallback" HanaMinA IPAmjMincho SetoFont
+    "TW Kai" "TW Sung" cwTeXKai cwTeXMing)
 
 # The studies the stages run (their committed runs seed each study's results.jsonl there, so that only the missing
 # runs are trained, against a retrained teacher), and the stages with the second of the call at which each must end
 # (the call's limit is 600 s) when none are named.
-STUDIES=(glyphs_gb2312_classification_short glyphs_reid_short glyphs_reid_short_alpha09 glyphs_reid_short_eps05)
+STUDIES=(glyphs_gb2312_classification_short glyphs_reid_short glyphs_reid_short_alpha09 glyphs_reid_short_eps05
+    glyphs_10k_short)
 DEFAULT_STAGES=(classification:250 reid:340 reid_alpha09:560)
 
 stage_command() {
@@ -55,6 +71,7 @@ stage_command() {
     reid) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short.yaml --jobs 8 ;;
     reid_alpha09) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short_alpha09.yaml --jobs 6 ;;
     reid_eps05) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short_eps05.yaml --jobs 6 ;;
+    many_classes) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_10k_short.yaml --jobs 8 ;;
     *) return 1 ;;
     esac
 }
@@ -85,16 +102,22 @@ run() {
     for named in "${@:-${DEFAULT_STAGES[@]}}"; do  # every stage known and timed, before anything runs
         [[ $named =~ ^[a-z_]+:[0-9]+$ ]] && stage_command "${named%%:*}" >/dev/null ||
             { echo "not STAGE:END_SECOND with a known stage (bench_head bench_step trainer profile" \
-                "classification reid reid_alpha09 reid_eps05): $named" >&2 && exit 2; }
+                "classification reid reid_alpha09 reid_eps05 many_classes): $named" >&2 && exit 2; }
     done
     exec > >(tee "$OUT/session.log") 2>&1
+    local wheels=.device/wheels
+    [[ -d $wheels ]] || wheels=.device/wheels-core
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .device/wheels/*.whl || exit 1
+        "$wheels"/*.whl || exit 1
     export PATH=/tmp/site/bin:$PATH PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1  # /tmp/site/bin: py-spy
     export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1
     # The carried transformers needs recent regex, tokenizers, ...: where that machine's are older, use its own.
     python3 -c "import transformers" 2>/dev/null || rm -rf /tmp/site/transformers*
-    tar -C .device -xJf .device/glyphs.tar.xz || exit 1
+    local packed
+    for packed in .device/*.tar.xz; do  # whichever tasks the call carried
+        [[ -f $packed ]] || continue
+        tar -C .device -xJf "$packed" || exit 1
+    done
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     python3 -c "import torch, timm, transformers, datasets, hf_dis; print('torch', torch.__version__, 'timm', \
 timm.__version__, 'transformers', transformers.__version__, 'datasets', datasets.__version__, \

@@ -259,6 +259,19 @@ def test_glyph_reid_protocol_has_disjoint_identities(tmp_path):
         assert any(g_pid == pid and g_cam != camid for g_pid, g_cam in gallery)
 
 
+def test_glyphs_from_named_font_families(tmp_path):
+    families = ["DejaVu Sans", "DejaVu Serif"]
+    task = load_glyphs(**GLYPHS, families=families, copies=1, cache_dir=tmp_path)
+    faces = {face.name: face.family for face in discover_faces(include_system=False)}
+    train_families = {faces[name] for name in task["train"]["font"]}
+    test_families = {faces[name] for name in task["test"]["font"]}
+    assert train_families | test_families == set(families) and not train_families & test_families
+    pairs = list(zip(task["train"]["label"], task["train"]["font"], strict=True))
+    assert len(pairs) == len(set(pairs))  # one rendering per character and face
+    with pytest.raises(ValueError, match=r"not found on this machine: \['No Such Family'\]\. Found: .*DejaVu Sans"):
+        load_glyphs(**GLYPHS, families=["DejaVu Sans", "No Such Family"], cache_dir=tmp_path)
+
+
 def test_coverage_rejects_boxes_and_unmapped_code_points(tmp_path):
     faces = discover_faces(include_system=False)
     names = [face.name for face in faces]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -149,12 +150,28 @@ def test_a_rendered_glyph_task_is_read_back_where_the_fonts_are_not(tmp_path, mo
     assert DataArguments(data_dir=str(task)).name("classification") == "hf_dis glyphs (classification, saved task task)"
     with pytest.raises(ValueError, match=r"\['glyph_classes'\] choose how glyphs are rendered"):
         load_splits(DataArguments(data_dir=str(task), glyph_classes=12), "classification")
+    with pytest.raises(ValueError, match=r"\['glyph_copies', 'glyph_families'\] choose how"):
+        load_splits(DataArguments(data_dir=str(task), glyph_families=["DejaVu Sans"], glyph_copies=1), "classification")
     with pytest.raises(ValueError, match="a reid task has"):
         load_splits(DataArguments(data_dir=str(task)), "reid")
     with pytest.raises(ValueError, match="is not a saved glyph task"):
         load_splits(DataArguments(data_dir=str(tmp_path)), "classification")
     with pytest.raises(ValueError, match="already holds a saved task"):
         render_glyphs.main(["--glyph_classes", "12", "--output_dir", str(task)])
+
+
+def test_render_glyphs_takes_font_families_and_copies(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DIS_CACHE", str(tmp_path / "cache"))
+    families = ["--glyph_classes", "12", "--glyph_families", "DejaVu Sans", "DejaVu Serif"]
+    data, _ = render_glyphs.parse_args([*families, "--glyph_copies", "1", "--output_dir", "unused"])
+    assert data.glyph_families == ["DejaVu Sans", "DejaVu Serif"] and data.glyph_copies == 1
+    one = datasets.load_from_disk(
+        str(render_glyphs.main([*families, "--glyph_copies", "1", "--output_dir", str(tmp_path / "one")]))
+    )
+    two = datasets.load_from_disk(str(render_glyphs.main([*families, "--output_dir", str(tmp_path / "two")])))
+    fonts = set(one["train"]["font"]) | set(one["test"]["font"])
+    assert fonts and all(name.startswith(("DejaVu Sans", "DejaVu Serif")) for name in fonts)
+    assert 2 * one.num_rows["train"] == two.num_rows["train"] > 0  # the default renders each pair twice
 
 
 # --- end to end --------------------------------------------------------------------------------------------------

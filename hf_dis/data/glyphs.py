@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -77,6 +77,7 @@ def load_glyphs(
     augment: bool = True,
     seed: int = 0,
     include_system_fonts: bool = True,
+    families: Sequence[str] | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> DatasetDict:
     """Render a glyph task from the fonts of this machine (see the module docstring).
@@ -94,6 +95,10 @@ def load_glyphs(
         augment: light random scale, rotation and shift per rendering (seeded).
         seed: seeds the renderings and the reid identity split.
         include_system_fonts: use the system's fonts besides matplotlib's bundled ones.
+        families: use only the faces of these font families (names as `Face.family` gives them: style words
+            removed, e.g. ``"DejaVu Sans"``, ``"TW Kai"``); None: every face found. Naming the families makes the task
+            the same on every machine that has them, and keeps near-copies of one design (a font and its
+            proportional variant) out of the train / test split.
         cache_dir: where coverage and rendered tasks are cached; default `default_cache_dir()`.
 
     Raises:
@@ -110,6 +115,8 @@ def load_glyphs(
         raise ValueError(f"min_faces must be >= 1 and image_size >= 8, got {min_faces} and {image_size}.")
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     faces = discover_faces(include_system=include_system_fonts)
+    if families is not None:
+        faces = faces_of_families(faces, families)
     params = {
         "num_classes": num_classes, "protocol": protocol, "charset": charset, "min_faces": min_faces,
         "test_fraction": test_fraction, "image_size": image_size, "copies": copies, "augment": augment, "seed": seed,
@@ -134,6 +141,18 @@ def load_glyphs(
         shutil.rmtree(task_dir, ignore_errors=True)
         os.replace(partial, task_dir)
     return datasets.load_from_disk(str(task_dir))  # memory-mapped, like every later load
+
+
+def faces_of_families(faces: list[Face], families: Sequence[str]) -> list[Face]:
+    """The faces of the named families; a ValueError names any family that is not among `faces`."""
+    wanted = set(families)
+    if not wanted:
+        raise ValueError("families is empty: name at least two font families, or pass None for every face.")
+    missing = sorted(wanted - {face.family for face in faces})
+    if missing:
+        found = sorted({face.family for face in faces})
+        raise ValueError(f"font families not found on this machine: {missing}. Found: {found}.")
+    return [face for face in faces if face.family in wanted]
 
 
 def _faces_drawing(faces: Iterable[Face], coverage: dict[Face, frozenset[int]], allowed: set[int] | None):

@@ -41,6 +41,9 @@ class DataArguments:
         glyph_image_size: glyphs: side of the rendered images.
         glyph_system_fonts: glyphs: use the system's fonts besides matplotlib's (more classes, machine-dependent).
         glyph_charset: glyphs: restrict to a character set (gb2312-level1, gb2312).
+        glyph_families: glyphs: render with the faces of these font families only (names without style words, e.g.
+            "TW Kai"); unset uses every face found.
+        glyph_copies: glyphs: renderings per character and face (unset: 2).
     """
 
     dataset: str = field(
@@ -72,6 +75,16 @@ class DataArguments:
     glyph_charset: str | None = field(
         default=None, metadata={"help": "glyphs: restrict to a character set (gb2312-level1, gb2312)."}
     )
+    glyph_families: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "glyphs: render with the faces of these font families only (names without style words, e.g. "
+            '"TW Kai"); unset uses every face found.'
+        },
+    )
+    glyph_copies: int | None = field(
+        default=None, metadata={"help": "glyphs: renderings per character and face (unset: 2)."}
+    )
 
     def check(self, task: str) -> None:
         names = CLASSIFICATION_DATASETS if task == "classification" else REID_DATASETS
@@ -84,7 +97,8 @@ class DataArguments:
             )
         if self.dataset == "glyphs" and self.data_dir is not None:
             rendering = {"glyph_classes": self.glyph_classes, "glyph_charset": self.glyph_charset,
-                         "glyph_system_fonts": self.glyph_system_fonts or None}  # fmt: skip
+                         "glyph_system_fonts": self.glyph_system_fonts or None,
+                         "glyph_families": self.glyph_families, "glyph_copies": self.glyph_copies}  # fmt: skip
             given = sorted(name for name, value in rendering.items() if value is not None)
             if given:
                 raise ValueError(
@@ -112,6 +126,8 @@ class DataArguments:
             charset=self.glyph_charset,
             image_size=self.glyph_image_size,
             include_system_fonts=self.glyph_system_fonts,
+            families=self.glyph_families,
+            **({} if self.glyph_copies is None else {"copies": self.glyph_copies}),
         )
 
 
