@@ -4,7 +4,7 @@ model: classification (CIFAR-100 or glyphs) and re-ID (Market-1501 or glyphs).""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,10 @@ from hf_dis.data import (
 
 CLASSIFICATION_DATASETS = ("cifar100", "glyphs")
 REID_DATASETS = ("market1501", "glyphs")
+#: The options that choose how glyphs are rendered: a saved task (`data_dir`) has them fixed already.
+GLYPH_RENDERING = (
+    "glyph_classes", "glyph_image_size", "glyph_system_fonts", "glyph_charset", "glyph_families", "glyph_copies"
+)  # fmt: skip
 
 
 @dataclass
@@ -43,7 +47,7 @@ class DataArguments:
         glyph_charset: glyphs: restrict to a character set (gb2312-level1, gb2312).
         glyph_families: glyphs: render with the faces of these font families only (names without style words, e.g.
             "TW Kai"); unset uses every face found.
-        glyph_copies: glyphs: renderings per character and face (unset: 2).
+        glyph_copies: glyphs: renderings per character and face.
     """
 
     dataset: str = field(
@@ -82,9 +86,7 @@ class DataArguments:
             '"TW Kai"); unset uses every face found.'
         },
     )
-    glyph_copies: int | None = field(
-        default=None, metadata={"help": "glyphs: renderings per character and face (unset: 2)."}
-    )
+    glyph_copies: int = field(default=2, metadata={"help": "glyphs: renderings per character and face."})
 
     def check(self, task: str) -> None:
         names = CLASSIFICATION_DATASETS if task == "classification" else REID_DATASETS
@@ -96,10 +98,8 @@ class DataArguments:
                 "parent). It cannot be downloaded by this library."
             )
         if self.dataset == "glyphs" and self.data_dir is not None:
-            rendering = {"glyph_classes": self.glyph_classes, "glyph_charset": self.glyph_charset,
-                         "glyph_system_fonts": self.glyph_system_fonts or None,
-                         "glyph_families": self.glyph_families, "glyph_copies": self.glyph_copies}  # fmt: skip
-            given = sorted(name for name, value in rendering.items() if value is not None)
+            defaults = {option.name: option.default for option in fields(self)}
+            given = sorted(name for name in GLYPH_RENDERING if getattr(self, name) != defaults[name])
             if given:
                 raise ValueError(
                     f"{given} choose how glyphs are rendered, but --data_dir {self.data_dir} holds a task already "
@@ -127,7 +127,7 @@ class DataArguments:
             image_size=self.glyph_image_size,
             include_system_fonts=self.glyph_system_fonts,
             families=self.glyph_families,
-            **({} if self.glyph_copies is None else {"copies": self.glyph_copies}),
+            copies=self.glyph_copies,
         )
 
 
