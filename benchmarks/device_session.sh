@@ -14,9 +14,10 @@
 #                                                        # [".device/glyphs-10k.tar.xz", ".device/wheels-core"]
 #
 # prepare renders the two GB2312 level-1 glyph tasks and the 10,000-class one (the GPU machine has no fonts), packs
-# them with xz (62 MB of images shrink to 27 MB, under the 64 MiB a call may carry; the 10,000-class task apart) and downloads the wheels that machine lacks (datasets,
-# evaluate and theirs) plus the transformers and timm this project was tested with, and py-spy. `.device/` must be in
-# .git/info/exclude. Unpack results.tar at the repository's root: benchmarks/results/gpu/ and the studies' folders.
+# them with xz (62 MB of images shrink to 27 MB, under the 64 MiB a call may carry; the 10,000-class task apart, 54 MB)
+# and downloads the wheels that machine lacks (datasets, evaluate and theirs) plus the transformers and timm this
+# project was tested with, and py-spy. `.device/` must be in .git/info/exclude. Unpack results.tar at the
+# repository's root: benchmarks/results/gpu/ and the studies' folders.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

@@ -270,6 +270,8 @@ def test_glyphs_from_named_font_families(tmp_path):
     assert len(pairs) == len(set(pairs))  # one rendering per character and face
     with pytest.raises(ValueError, match=r"not found on this machine: \['No Such Family'\]\. Found: .*DejaVu Sans"):
         load_glyphs(**GLYPHS, families=["DejaVu Sans", "No Such Family"], cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="families is empty"):
+        load_glyphs(**GLYPHS, families=[], cache_dir=tmp_path)
 
 
 def test_coverage_rejects_boxes_and_unmapped_code_points(tmp_path):

@@ -147,7 +147,7 @@ def faces_of_families(faces: list[Face], families: Sequence[str]) -> list[Face]:
     """The faces of the named families; a ValueError names any family that is not among `faces`."""
     wanted = set(families)
     if not wanted:
-        raise ValueError("families is empty: name at least two font families, or pass None for every face.")
+        raise ValueError("families is empty: name the font families to use, or pass None for every face.")
     missing = sorted(wanted - {face.family for face in faces})
     if missing:
         found = sorted({face.family for face in faces})
