@@ -256,9 +256,10 @@ def report(study: Study, root: Path, done: dict[str, dict], teacher: str) -> Non
     info = run_info("cuda" if torch.cuda.is_available() else "cpu")
     summary = summarise(study, list(done.values()))
     teacher_metrics = json.loads(teacher_results.read_text())
+    teacher_name = study.teacher_model if study.teacher_dir is None else study.teacher_dir  # teacher_model unused then
     (root / "results.md").write_text(
         markdown(study, summary, info)
-        + f"\nTeacher ({study.teacher_model}): {100 * teacher_metrics[METRICS[study.task][0]]:.2f}.\n"
+        + f"\nTeacher ({teacher_name}): {100 * teacher_metrics[METRICS[study.task][0]]:.2f}.\n"
     )
     (root / "study.json").write_text(json.dumps({"study": asdict(study), "run_info": info}, indent=2))
     plot(study, summary, root / "results.png")

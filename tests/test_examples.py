@@ -250,6 +250,10 @@ def test_reproduce_smoke_study_runs_and_resumes(tmp_path):
     rewritten = (tmp_path / "study" / "results.md").read_text()
     assert rewritten.split("| method")[1] == table.split("| method")[1]  # the same table (its header has the date)
     assert len(results.read_text().splitlines()) == len(rows)
+    config["teacher_dir"] = str(tmp_path / "study" / "teacher")  # a study distilling from a teacher it did not train
+    (tmp_path / "borrowed.yaml").write_text(yaml.safe_dump(config))
+    run_script("benchmarks/reproduce.py", str(tmp_path / "borrowed.yaml"), "--report", env=env)
+    assert f"Teacher ({config['teacher_dir']}): " in (tmp_path / "study" / "results.md").read_text()
 
 
 def test_a_study_without_baselines_runs_only_its_sampled_grid(monkeypatch):

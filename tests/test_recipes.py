@@ -150,9 +150,9 @@ def test_a_rendered_glyph_task_is_read_back_where_the_fonts_are_not(tmp_path, mo
     assert DataArguments(data_dir=str(task)).name("classification") == "hf_dis glyphs (classification, saved task task)"
     with pytest.raises(ValueError, match=r"\['glyph_classes'\] choose how glyphs are rendered"):
         load_splits(DataArguments(data_dir=str(task), glyph_classes=12), "classification")
+    rendering = {"glyph_families": ["DejaVu Sans"], "glyph_copies": 1, "glyph_image_size": 64}
     with pytest.raises(ValueError, match=r"\['glyph_copies', 'glyph_families', 'glyph_image_size'\] choose how"):
-        options = {"glyph_families": ["DejaVu Sans"], "glyph_copies": 1, "glyph_image_size": 64}
-        load_splits(DataArguments(data_dir=str(task), **options), "classification")
+        load_splits(DataArguments(data_dir=str(task), **rendering), "classification")
     with pytest.raises(ValueError, match="a reid task has"):
         load_splits(DataArguments(data_dir=str(task)), "reid")
     with pytest.raises(ValueError, match="is not a saved glyph task"):
