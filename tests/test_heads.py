@@ -181,6 +181,77 @@ def test_per_example_dense_union_and_gather_paths_agree(monkeypatch, bias):
             torch.testing.assert_close(first, second)
 
 
+def _gathered_by_indexing(features: torch.Tensor, weight: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """The reference: every example's rows gathered at once (`[B, K', d]`), one batched product."""
+    return torch.bmm(weight[classes], features.unsqueeze(-1)).squeeze(-1)
+
+
+@pytest.mark.parametrize("rows_per_chunk", [1, 3, 7])
+def test_gathered_logits_in_chunks_equal_the_whole_gather_with_repeated_classes(rows_per_chunk, monkeypatch):
+    """Values, the features' gradient and the weight's (repeated classes accumulate into one row), whatever the
+    chunking: one example per chunk, a ragged last chunk (7 = 3 + 3 + 1), one chunk."""
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(7, 8, generator=g)
+    weight = torch.randn(20, 8, generator=g)
+    classes = torch.randint(20, (7, 5), generator=g)
+    classes[:, 1] = classes[:, 0]  # a duplicate in every example, and classes shared across examples
+    upstream = torch.randn(7, 5, generator=g)
+    monkeypatch.setitem(hf_dis.heads.gathered.CHUNK_BYTES, "cpu", rows_per_chunk * 5 * 8 * 4)
+    assert hf_dis.heads.gathered.chunk_rows(classes, 8, torch.float32) == rows_per_chunk
+    results = []
+    for compute in (_gathered_by_indexing, hf_dis.heads.gathered.gathered_logits):
+        inputs, rows = features.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+        logits = compute(inputs, rows, classes)
+        (logits * upstream).sum().backward()
+        results.append((logits.detach(), inputs.grad, rows.grad))
+    for expected, got in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected)
+
+
+def test_gathered_logits_under_autocast_compute_in_its_dtype_and_accumulate_the_weight_in_its_own():
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(4, 16, generator=g, requires_grad=True)
+    weight = torch.randn(30, 16, generator=g, requires_grad=True)
+    classes = torch.randint(30, (4, 6), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = _gathered_by_indexing(features, weight, classes)
+        logits = hf_dis.heads.gathered.gathered_logits(features, weight, classes)
+    assert logits.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(logits, expected)
+    expected.float().sum().backward()
+    reference = (features.grad, weight.grad)
+    features.grad = weight.grad = None
+    logits.float().sum().backward()
+    assert features.grad.dtype == weight.grad.dtype == torch.float32
+    for got, want in zip((features.grad, weight.grad), reference, strict=True):
+        torch.testing.assert_close(got, want, atol=2e-2, rtol=2e-2)  # bf16 products, summed in different orders
+
+
+def test_gathered_logits_keep_nothing_of_the_gathered_rows_for_the_backward():
+    """Autograd would keep the `[B, K', d]` gathered rows of `weight[classes]` (the reference saves them, so the
+    check can fail); the chunked path keeps its inputs only and gathers again in the backward."""
+    features = torch.randn(4, 16, requires_grad=True)
+    weight = torch.randn(30, 16, requires_grad=True)
+    classes = torch.randint(30, (4, 6))
+    for compute, keeps_rows in ((_gathered_by_indexing, True), (hf_dis.heads.gathered.gathered_logits, False)):
+        saved = []
+
+        def pack(tensor, saved=saved):
+            saved.append(tuple(tensor.shape))
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            compute(features, weight, classes).sum().backward()
+        assert ((4, 6, 16) in saved) == keeps_rows, saved
+
+
+def test_gathered_logits_check_their_shapes():
+    with pytest.raises(ValueError, match=r"classes \[B, K'\]"):
+        hf_dis.heads.gathered.gathered_logits(
+            torch.randn(4, 8), torch.randn(10, 8), torch.zeros(3, 2, dtype=torch.long)
+        )
+
+
 @pytest.mark.parametrize("scope", ["per_example", "batch"])
 def test_sampled_student_forms_no_batch_by_classes_tensor(scope):
     """With many classes, nothing the student's forward and the sampled loss save for backward has a class

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import TimmWrapperForImageClassification
 
+from hf_dis.heads.gathered import gathered_logits
+
 
 @dataclass(frozen=True)
 class HFFamily:
@@ -42,8 +44,7 @@ HF_FAMILIES: dict[str, HFFamily] = {
 #: Per-example sets: one dense product is used when it costs at most this many times the multiply-adds of gathering
 #: each example's rows: over all C classes when C <= factor x K' (nothing to find, so no host-device
 #: synchronisation), else over the union U of the batch's classes when B x |U| <= factor x B x K'. A dense GEMM runs
-#: tens of times faster per multiply-add than the batched matrix-vector products of the gathered path, and never
-#: materialises the `[B, K', d]` gathered weights.
+#: tens of times faster per multiply-add than the batched matrix-vector products of the gathered path.
 UNION_COST_FACTOR = 16
 
 
@@ -58,7 +59,7 @@ def subset_logits(
         classes: None for all C classes (`[B, C]`); `[K']` for one S shared by the batch (one GEMM on the selected
             rows, `[B, K']`); `[B, K']` for a per-example S (`[B, K']`: one GEMM over all C classes or over the
             union of the batch's classes, then a gather, when that is cheap by `UNION_COST_FACTOR`; else each
-            example's rows gathered).
+            example's rows gathered, a chunk of examples at a time: `gathered_logits`).
         sparse_grad: gather the weight's rows so that its gradient is a sparse tensor over those rows (as
             `nn.Embedding(sparse=True)`) instead of a dense `[C, d]` one; the bias's gradient stays dense (`[C]`).
             Per-example sets then never take the all-classes GEMM (its gradient would cover every row).
@@ -77,7 +78,7 @@ def subset_logits(
     if features.shape[0] * union.numel() <= UNION_COST_FACTOR * classes.numel():
         bias = None if head.bias is None else head.bias[union]
         return F.linear(features, weight_rows(union), bias).gather(1, position)
-    logits = torch.bmm(weight_rows(classes), features.unsqueeze(-1)).squeeze(-1)  # [B, K', d] @ [B, d, 1]
+    logits = gathered_logits(features, head.weight, classes, sparse_grad=sparse_grad)
     if head.bias is None:
         return logits
     return logits + head.bias[classes].to(logits.dtype)  # bf16 under autocast, like F.linear
