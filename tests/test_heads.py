@@ -188,8 +188,9 @@ def _gathered_by_indexing(features: torch.Tensor, weight: torch.Tensor, classes:
 
 @pytest.mark.parametrize("rows_per_chunk", [1, 3, 7])
 def test_gathered_logits_in_chunks_equal_the_whole_gather_with_repeated_classes(rows_per_chunk, monkeypatch):
-    """Values, the features' gradient and the weight's (repeated classes accumulate into one row), whatever the
-    chunking: one example per chunk, a ragged last chunk (7 = 3 + 3 + 1), one chunk."""
+    """Values, the features' gradient and the weight's (repeated classes accumulate into one row; dense, or sparse
+    with one entry per row), whatever the chunking: one example per chunk, a ragged last chunk (7 = 3 + 3 + 1), one
+    chunk."""
     g = torch.Generator().manual_seed(0)
     features = torch.randn(7, 8, generator=g)
     weight = torch.randn(20, 8, generator=g)
@@ -198,14 +199,19 @@ def test_gathered_logits_in_chunks_equal_the_whole_gather_with_repeated_classes(
     upstream = torch.randn(7, 5, generator=g)
     monkeypatch.setitem(hf_dis.heads.gathered.CHUNK_BYTES, "cpu", rows_per_chunk * 5 * 8 * 4)
     assert hf_dis.heads.gathered.chunk_rows(classes, 8, torch.float32) == rows_per_chunk
+    gathered = hf_dis.heads.gathered.gathered_logits
     results = []
-    for compute in (_gathered_by_indexing, hf_dis.heads.gathered.gathered_logits):
+    for compute in (_gathered_by_indexing, gathered, lambda *inputs: gathered(*inputs, sparse_grad=True)):
         inputs, rows = features.clone().requires_grad_(True), weight.clone().requires_grad_(True)
         logits = compute(inputs, rows, classes)
         (logits * upstream).sum().backward()
-        results.append((logits.detach(), inputs.grad, rows.grad))
-    for expected, got in zip(*results, strict=True):
-        torch.testing.assert_close(got, expected)
+        results.append([logits.detach(), inputs.grad, rows.grad])
+    sparse_grad = results[-1][-1]  # one entry per distinct row, summed (autograd's copy drops the coalesced flag)
+    assert sparse_grad.is_sparse and torch.equal(sparse_grad._indices()[0], torch.unique(classes))
+    results[-1][-1] = sparse_grad.to_dense()
+    for expected, *others in zip(*results, strict=True):
+        for got in others:
+            torch.testing.assert_close(got, expected)
 
 
 def test_gathered_logits_under_autocast_compute_in_its_dtype_and_accumulate_the_weight_in_its_own():

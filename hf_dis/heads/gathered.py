@@ -11,7 +11,9 @@ between the passes. At that size on a CPU (2 threads, fp32) forward and backward
 The weight's gradient is accumulated row by row: with `index_add_` on a CPU (in the order of the classes, so
 deterministic), elsewhere with the accumulating `index_put_` that the indexing used before (CUDA's `index_add_` adds
 with atomics, in no fixed order, so two runs would differ in their last bits). With `sparse_grad` it is a sparse COO
-tensor over the gathered rows instead (uncoalesced, as `nn.Embedding(sparse=True)` makes it).
+tensor over the distinct rows used, accumulated the same way into one `[U, d]` block: one entry per row, not one per
+gathered row (`[B x K', d]`, as `nn.Embedding(sparse=True)` gives), so the optimizer's coalescing has U rows to sort
+(autograd's copy into `.grad` drops the coalesced flag), not B x K' to sort and sum.
 
 Under autocast the products run in the autocast dtype (as `torch.bmm` would); the weight's gradient is accumulated in
 the weight's dtype.
@@ -30,18 +32,29 @@ ACCELERATOR_CHUNK_BYTES = 256 * 2**20
 
 
 def gathered_logits(
-    features: torch.Tensor, weight: torch.Tensor, classes: torch.Tensor, *, sparse_grad: bool = False
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    classes: torch.Tensor,
+    *,
+    sparse_grad: bool = False,
+    union: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """`[B, K']` logits of `features [B, d]` against the rows `classes [B, K']` of `weight [C, d]`, no bias.
 
     Args:
-        sparse_grad: give `weight` a sparse gradient over the gathered rows instead of a dense `[C, d]` one.
+        sparse_grad: give `weight` a sparse gradient over the distinct rows of `classes` (one entry per row,
+            summed), instead of a dense `[C, d]` one.
+        union: `torch.unique(classes, return_inverse=True)` when the caller has it (with `sparse_grad`; else it is
+            found here, which on an accelerator makes the host wait for the device).
     """
     if features.dim() != 2 or classes.dim() != 2 or classes.shape[0] != features.shape[0]:
         raise ValueError(
             f"features must be [B, d] and classes [B, K'], got {tuple(features.shape)} and {tuple(classes.shape)}."
         )
-    return _GatheredLogits.apply(features, weight, classes, sparse_grad)
+    if sparse_grad and union is None:
+        union = torch.unique(classes, return_inverse=True)
+    rows, position = union if sparse_grad else (None, None)
+    return _GatheredLogits.apply(features, weight, classes, rows, position)
 
 
 def compute_dtype(features: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
@@ -61,10 +74,10 @@ def chunk_rows(classes: torch.Tensor, width: int, dtype: torch.dtype) -> int:
 
 class _GatheredLogits(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, features, weight, classes, sparse_grad):
+    def forward(ctx, features, weight, classes, sparse_rows, sparse_position):
         dtype = compute_dtype(features, weight)
-        ctx.dtype, ctx.sparse_grad = dtype, sparse_grad
-        ctx.save_for_backward(features, weight, classes)
+        ctx.dtype = dtype
+        ctx.save_for_backward(features, weight, classes, sparse_rows, sparse_position)
         logits = torch.empty(classes.shape, dtype=dtype, device=features.device)
         scratch = _ChunkScratch(classes, weight, dtype)
         with torch.autocast(features.device.type, enabled=False):
@@ -76,17 +89,18 @@ class _GatheredLogits(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_logits):
-        features, weight, classes = ctx.saved_tensors
-        dtype, num_sampled = ctx.dtype, classes.shape[1]
+        features, weight, classes, sparse_rows, sparse_position = ctx.saved_tensors
+        dtype = ctx.dtype
         grad_logits = grad_logits.to(dtype)
         want_features, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_features = torch.empty(features.shape, dtype=dtype, device=features.device) if want_features else None
-        grad_weight = values = None
-        if want_weight and ctx.sparse_grad:
-            values = weight.new_empty(classes.numel(), weight.shape[1])
-        elif want_weight:
-            grad_weight = torch.zeros_like(weight)
-        accumulate_in_order = weight.device.type == "cpu"
+        # The weight's gradient: dense [C, d] at `classes`, or the values [U, d] of a sparse one at the positions of
+        # `classes` among its distinct rows.
+        grad_rows, where = None, None
+        if want_weight:
+            sparse = sparse_rows is not None
+            grad_rows = weight.new_zeros(sparse_rows.numel(), weight.shape[1]) if sparse else torch.zeros_like(weight)
+            where = sparse_position if sparse else classes
         scratch = _ChunkScratch(classes, weight, dtype)
         with torch.autocast(features.device.type, enabled=False):
             for chunk in scratch.chunks:
@@ -94,21 +108,25 @@ class _GatheredLogits(torch.autograd.Function):
                 if want_features:
                     rows = scratch.gather(weight, classes[chunk])
                     torch.bmm(grad.unsqueeze(1), rows, out=grad_features[chunk].unsqueeze(1))
-                if not want_weight:
-                    continue
-                entries = slice(chunk.start * num_sampled, chunk.stop * num_sampled)
-                outer = scratch.outer(grad, features[chunk].to(dtype), None if values is None else values[entries])
-                if values is None and accumulate_in_order:
-                    grad_weight.index_add_(0, classes[chunk].flatten(), outer)
-                elif values is None:
-                    grad_weight.index_put_((classes[chunk].flatten(),), outer, accumulate=True)
-        if values is not None:
+                if want_weight:
+                    _add_rows(grad_rows, where[chunk].flatten(), scratch.outer(grad, features[chunk].to(dtype)))
+        grad_weight = grad_rows
+        if want_weight and sparse_rows is not None:
             grad_weight = torch.sparse_coo_tensor(
-                classes.flatten().unsqueeze(0), values, weight.shape, check_invariants=False
-            )  # the ids were checked by index_select
+                sparse_rows.unsqueeze(0), grad_rows, weight.shape, is_coalesced=True, check_invariants=False
+            )  # distinct sorted ids (torch.unique), in range (index_select checked them)
         if grad_features is not None:
             grad_features = grad_features.to(features.dtype)
-        return grad_features, grad_weight, None, None
+        return grad_features, grad_weight, None, None, None
+
+
+def _add_rows(target: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> None:
+    """target[index[i]] += rows[i]: in order on a CPU (`index_add_`, deterministic), with the accumulating
+    `index_put_` elsewhere (CUDA's `index_add_` adds with atomics, in no fixed order)."""
+    if target.device.type == "cpu":
+        target.index_add_(0, index, rows)
+    else:
+        target.index_put_((index,), rows, accumulate=True)
 
 
 class _ChunkScratch:
@@ -130,13 +148,12 @@ class _ChunkScratch:
             rows = self.compute_rows[: classes.numel()].copy_(rows)
         return rows.view(classes.shape[0], self.num_sampled, -1)
 
-    def outer(self, grad: torch.Tensor, features: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
-        """`[n K', d]` in the weight's dtype: grad[b, k] * features[b], the weight's gradient at each gathered row
-        (written into `out` when given)."""
+    def outer(self, grad: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """`[n K', d]` in the weight's dtype: grad[b, k] * features[b], the weight's gradient at each gathered row."""
         count = grad.numel()
-        same_dtype = self.compute_rows is self.weight_rows
-        target = out if out is not None and same_dtype else self.compute_rows[:count]
-        product = torch.mul(grad.unsqueeze(-1), features.unsqueeze(1), out=target.view(*grad.shape, -1))
-        if same_dtype:
+        product = torch.mul(
+            grad.unsqueeze(-1), features.unsqueeze(1), out=self.compute_rows[:count].view(*grad.shape, -1)
+        )
+        if self.compute_rows is self.weight_rows:
             return product.view(count, -1)
-        return (self.weight_rows[:count] if out is None else out).copy_(product.view(count, -1))
+        return self.weight_rows[:count].copy_(product.view(count, -1))

@@ -78,7 +78,7 @@ def subset_logits(
     if features.shape[0] * union.numel() <= UNION_COST_FACTOR * classes.numel():
         bias = None if head.bias is None else head.bias[union]
         return F.linear(features, weight_rows(union), bias).gather(1, position)
-    logits = gathered_logits(features, head.weight, classes, sparse_grad=sparse_grad)
+    logits = gathered_logits(features, head.weight, classes, sparse_grad=sparse_grad, union=(union, position))
     if head.bias is None:
         return logits
     return logits + head.bias[classes].to(logits.dtype)  # bf16 under autocast, like F.linear
