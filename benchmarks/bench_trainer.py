@@ -5,7 +5,12 @@ hand-written steps that bench_step times. Per sampler: the median step, the mean
 the data loading, without the model card that `DistillationTrainer.train` then writes).
 
 Random images and labels held in memory (no loader processes), random-weight timm models; each step is timed by a
-callback between `on_step_begin` and `on_step_end`, waiting for the GPU at both ends.
+callback between `on_step_begin` and `on_step_end`, waiting for the GPU at both ends. One more column counts the ATen
+operators one step dispatches, forward, backward and optimizer (the third step: not a DIS probe, not the step after
+one, which recomputes the refitted proposal, not logged; left out of the timings): on a GPU all but the views launch
+a kernel, and where the host's launches bound the step (small models at 32 px) that count is what a sampled step
+adds to full KD's. hf_dis's value checks run on CPU tensors only: set `HF_DIS_CHECK_VALUES=0` for a CPU count that
+matches a GPU's.
 
     python benchmarks/bench_trainer.py                    # GPU: ResNet-10t student, ResNet-18 teacher, 32 px,
                                                           # C = 3,755 (GB2312 level 1), batch 256, bf16, 2% and 10%
@@ -27,6 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from run_info import run_info, write_results  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 import hf_dis  # noqa: E402
@@ -50,6 +56,40 @@ class StepTimer(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         self.synchronize()
         self.times[state.global_step - 1] = 1000 * (time.perf_counter() - self._start)
+
+
+#: The step whose operators are counted (0-based global step): not a DIS probe (0, 50, ...) nor the step after one,
+#: not logged (50, ...).
+COUNTED_STEP = 2
+
+
+class OperatorCounter(TorchDispatchMode):
+    """Counts the ATen operators dispatched while it is active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+class CountOperators(TrainerCallback):
+    """Counts the operators of optimizer step `COUNTED_STEP`."""
+
+    def __init__(self) -> None:
+        self.counter = OperatorCounter()
+        self.count: int | None = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == COUNTED_STEP:
+            self.counter.__enter__()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == COUNTED_STEP + 1:
+            self.counter.__exit__(None, None, None)
+            self.count = self.counter.count
 
 
 class RandomImages(torch.utils.data.Dataset):
@@ -98,11 +138,12 @@ def time_run(args: argparse.Namespace, sampler: str, fraction: float | None) -> 
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as output_dir:
         trainer = build_trainer(args, sampler, fraction, args.steps, output_dir)
-        timer = StepTimer(device)
+        timer, operators = StepTimer(device), CountOperators()
         trainer.add_callback(timer)
+        trainer.add_callback(operators)
         runtime_ms = 1000 * trainer.train().metrics["train_runtime"] / args.steps  # the loop's, not the card's
     refit_every = trainer.sampler.refit_every
-    timed = {step: ms for step, ms in timer.times.items() if step >= args.warmup}
+    timed = {step: ms for step, ms in timer.times.items() if step >= args.warmup and step != COUNTED_STEP}
     probes = [ms for step, ms in timed.items() if refit_every is not None and step % refit_every == 0]
     others = [ms for step, ms in timed.items() if refit_every is None or step % refit_every != 0]
     return {
@@ -113,6 +154,7 @@ def time_run(args: argparse.Namespace, sampler: str, fraction: float | None) -> 
         "mean_other_step_ms": statistics.fmean(others),
         "mean_probe_step_ms": statistics.fmean(probes) if probes else None,
         "probe_steps": len(probes),
+        "operators_per_step": operators.count,
         "train_runtime_ms_per_step": runtime_ms,
     }
 
@@ -146,15 +188,17 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"{meta['transformers']}, timm {meta['timm']}. {meta['student']} student, {meta['teacher']} teacher, "
         f"{meta['classes']} classes, {meta['image_size']} px, batch {meta['batch_size']}, {meta['steps']} steps "
         f"(the first {meta['warmup']} untimed). Milliseconds per optimizer step.\n\n"
-        "| sampler | K | median step | other steps (mean) | DIS probe steps (mean, count) | train_runtime per step |\n"
-        "|---|---|---|---|---|---|\n"
+        "| sampler | K | median step | other steps (mean) | DIS probe steps (mean, count) | train_runtime per step "
+        "| operators per step |\n"
+        "|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for row in rows:
         probe = "-" if row["mean_probe_step_ms"] is None else f"{row['mean_probe_step_ms']:.2f} ({row['probe_steps']})"
         lines.append(
             f"| {row['sampler']} | {row['num_sampled']} | {row['median_step_ms']:.2f} | "
-            f"{row['mean_other_step_ms']:.2f} | {probe} | {row['train_runtime_ms_per_step']:.2f} |"
+            f"{row['mean_other_step_ms']:.2f} | {probe} | {row['train_runtime_ms_per_step']:.2f} | "
+            f"{row['operators_per_step']} |"
         )
     return header + "\n".join(lines) + "\n"
 

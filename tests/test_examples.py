@@ -206,6 +206,9 @@ def test_bench_trainer_smoke(tmp_path):
     assert all(row["median_step_ms"] > 0 and row["train_runtime_ms_per_step"] > 0 for row in rows)
     # DIS probes at step 0 (every 50 steps): one probe in the 6 steps, none for full KD
     assert [row["probe_steps"] for row in rows] == [0, 1, 1] and rows[0]["mean_probe_step_ms"] is None
+    # The counted step: a sampled one for DIS (drawing and the sampled loss add operators), the same count for both K
+    full_ops, *dis_ops = (row["operators_per_step"] for row in rows)
+    assert full_ops > 100 and dis_ops[0] == dis_ops[1] > full_ops
     assert (tmp_path / "bench_trainer.png").stat().st_size > 0
 
 

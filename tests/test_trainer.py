@@ -624,6 +624,34 @@ def test_probe_steps_count_optimizer_steps_not_micro_batches(tmp_path):
     assert trainer.sampler.num_updates == 2  # steps 0 and 2, each averaging its two micro-batches
 
 
+@pytest.mark.parametrize(
+    ("logging", "computed_at"),
+    [
+        ({"logging_steps": 2}, [2, 4, 5]),
+        ({"logging_steps": 3, "logging_first_step": True}, [1, 3, 5]),
+        ({"logging_strategy": "no"}, []),
+    ],
+)
+def test_sampled_set_statistics_are_computed_on_the_logged_steps_only(tmp_path, monkeypatch, logging, computed_at):
+    """The steps the Trainer logs after, and the last (step 5), whose statistics the end-of-training log carries."""
+    import hf_dis.trainer.trainer as trainer_module
+
+    original, computed = trainer_module.sampled_set_stats, []
+
+    def counted(*args, **kwargs):
+        computed.append(trainer.state.global_step + 1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "sampled_set_stats", counted)
+    args = make_args(tmp_path, sampler="uniform", num_sampled=5, max_steps=5, **logging)
+    trainer = DistillationTrainer(
+        model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1), train_dataset=RandomImages()
+    )
+    trainer.train()
+    assert computed == computed_at
+    assert [log["step"] for log in trainer.state.log_history if "teacher_mass" in log] == computed_at
+
+
 # --- two processes ----------------------------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ What it adds to the Trainer, and where:
   resumed from a checkpoint draws exactly what the uninterrupted run drew.
 - `train`: checks the data and the teacher on one example before anything is written, restores the sampler state
   when resuming, and writes the student's model card at the end (`create_model_card`, also used by `push_to_hub`).
-  `log` adds the loss parts and sampled-set statistics.
+  `log` adds the loss parts and the sampled set's statistics (computed on the steps that are logged only).
 - `create_optimizer`: with `classifier_optimizer="row_sparse"`, the classifier leaves the Trainer's optimizer for a
   row-sparse one that updates only the rows each step sampled.
 - Evaluation under DDP: `BufferSyncCallback` gives every process rank 0's BatchNorm statistics first, so that a
@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, Trainer
+from transformers.trainer_utils import IntervalStrategy
 
 from hf_dis._checks import check_labels
 from hf_dis.data.teacher_cache import TAIL_LOGIT, TOP_CLASSES, TOP_LOGITS, dense_teacher_logits
@@ -211,10 +212,11 @@ class DistillationTrainer(LossPartsLogging, Trainer):
                 log_q_correction=args.log_q_correction,
                 label_smoothing=args.label_smoothing_factor,
             )
-            for key, value in sampled_set_stats(
-                teacher_logits, drawn, args.temperature, log_q_correction=args.log_q_correction
-            ).items():
-                self.loss_parts["train"].add(key, value)
+            if self._logs_after_this_step():
+                for key, value in sampled_set_stats(
+                    teacher_logits, drawn, args.temperature, log_q_correction=args.log_q_correction
+                ).items():
+                    self.loss_parts["train"].add(key, value)
         mode = "train" if training else "eval"
         self._record_parts(mode, parts)
         loss = self._with_auxiliary_losses(mode, parts.loss, outputs, labels)
@@ -307,6 +309,19 @@ class DistillationTrainer(LossPartsLogging, Trainer):
             self.loss_parts["train"].set(f"{self.sampler.name}/{name}", value)
 
     # --- logging --------------------------------------------------------------------------------------------------
+
+    def _logs_after_this_step(self) -> bool:
+        """Whether the Trainer will log after the current optimizer step (its `DefaultFlowCallback`'s rule, and the
+        last step, whose statistics the end-of-training log carries). The sampled set's statistics are computed on
+        those steps only, a snapshot as the Trainer's `grad_norm` is: on every step they would add some thirty small
+        operators (kernel launches on a GPU) to steps that are never logged."""
+        args, step = self.args, self.state.global_step + 1
+        if args.logging_strategy == IntervalStrategy.NO:
+            return False
+        if args.logging_strategy == IntervalStrategy.EPOCH:
+            return True  # the epoch's last step is not known here
+        first = step == 1 and args.logging_first_step
+        return first or step % self.state.logging_steps == 0 or step >= self.state.max_steps
 
     def _record_parts(self, mode: str, parts: DistillationLoss) -> None:
         self.loss_parts[mode].add("kd_loss", parts.kd_loss)
