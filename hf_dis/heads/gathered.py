@@ -68,7 +68,7 @@ def compute_dtype(features: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
 def chunk_rows(classes: torch.Tensor, width: int, dtype: torch.dtype) -> int:
     """Examples per chunk: as many as `CHUNK_BYTES` of gathered rows hold for this device (at least one)."""
     budget = CHUNK_BYTES.get(classes.device.type, ACCELERATOR_CHUNK_BYTES)
-    row_bytes = max(classes.shape[1], 1) * width * torch.empty((), dtype=dtype).element_size()
+    row_bytes = max(classes.shape[1], 1) * width * dtype.itemsize
     return max(1, budget // row_bytes)
 
 
@@ -96,9 +96,8 @@ class _GatheredLogits(torch.autograd.Function):
         grad_features = torch.empty(features.shape, dtype=dtype, device=features.device) if want_features else None
         # The weight's gradient: dense [C, d] at `classes`, or the values [U, d] of a sparse one at the positions of
         # `classes` among its distinct rows.
-        grad_rows, where = None, None
+        sparse, grad_rows, where = sparse_rows is not None, None, None
         if want_weight:
-            sparse = sparse_rows is not None
             grad_rows = weight.new_zeros(sparse_rows.numel(), weight.shape[1]) if sparse else torch.zeros_like(weight)
             where = sparse_position if sparse else classes
         scratch = _ChunkScratch(classes, weight, dtype)
@@ -111,7 +110,7 @@ class _GatheredLogits(torch.autograd.Function):
                 if want_weight:
                     _add_rows(grad_rows, where[chunk].flatten(), scratch.outer(grad, features[chunk].to(dtype)))
         grad_weight = grad_rows
-        if want_weight and sparse_rows is not None:
+        if want_weight and sparse:
             grad_weight = torch.sparse_coo_tensor(
                 sparse_rows.unsqueeze(0), grad_rows, weight.shape, is_coalesced=True, check_invariants=False
             )  # distinct sorted ids (torch.unique), in range (index_select checked them)
