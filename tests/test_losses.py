@@ -7,6 +7,7 @@ import torch.nn.functional as F
 import hf_dis
 from hf_dis._checks import check_logits
 from hf_dis.losses import ESTIMATORS
+from hf_dis.sampling import SampledClasses
 
 
 def hinton_kd_reference(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -59,36 +60,75 @@ def test_sampled_kd_with_all_classes_equals_full_kd(estimator, scope, log_q_corr
     torch.testing.assert_close(student_sampled.grad, student_full.grad, atol=1e-6, rtol=1e-6)
 
 
-def test_masked_duplicates_are_ignored():
-    student, teacher = logits(2, batch=2, classes=8)
+@pytest.mark.parametrize("log_q_correction", [True, False])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("scale", [3.0, 300.0])  # 300: logits far apart, where the dropped entries' offset must hold
+def test_masked_duplicates_are_ignored(log_q_correction, label_smoothing, scale):
+    """Values and gradients with dropped duplicates equal those of the set without them, for both estimators, with
+    and without the correction and label smoothing; the dropped entries get exactly zero gradient."""
+    student, teacher = logits(2, batch=2, classes=8, scale=scale)
     classes = torch.tensor([[0, 3, 5, 3], [1, 2, 2, 7]])
     log_pi = torch.tensor([[0.0, -0.5, -1.0, -0.5], [0.0, -0.2, -0.2, -2.0]])
     mask = torch.tensor([[False, False, False, True], [False, False, True, False]])
     kept = torch.tensor([[0, 3, 5], [1, 2, 7]])
     kept_log_pi = torch.tensor([[0.0, -0.5, -1.0], [0.0, -0.2, -2.0]])
+    labels = torch.tensor([3, 2])  # each label also has a dropped copy
+    partition = torch.logsumexp(teacher / 2.0, dim=-1)
+
+    def loss_and_grad(columns, columns_log_pi, columns_mask, estimator):
+        student_S = student.gather(1, columns).requires_grad_(True)
+        options = {"log_q_correction": log_q_correction}
+        kd = hf_dis.sampled_kd_loss(
+            student_S,
+            teacher.gather(1, columns),
+            columns_log_pi,
+            2.0,
+            columns_mask,
+            estimator=estimator,
+            teacher_log_partition=partition,
+            **options,
+        )
+        ce = hf_dis.sampled_cross_entropy(
+            student_S, columns, labels, columns_log_pi, columns_mask, label_smoothing=label_smoothing, **options
+        )
+        (kd + ce).backward()
+        return kd.detach(), ce.detach(), student_S.grad
+
     for estimator in ESTIMATORS:
-        partition = torch.logsumexp(teacher / 2.0, dim=-1)
-        with_dup = hf_dis.sampled_kd_loss(
-            student.gather(1, classes),
-            teacher.gather(1, classes),
-            log_pi,
-            2.0,
-            mask,
-            estimator=estimator,
-            teacher_log_partition=partition,
-        )
-        without = hf_dis.sampled_kd_loss(
-            student.gather(1, kept),
-            teacher.gather(1, kept),
-            kept_log_pi,
-            2.0,
-            estimator=estimator,
-            teacher_log_partition=partition,
-        )
-        torch.testing.assert_close(with_dup, without)
-    ce_dup = hf_dis.sampled_cross_entropy(student.gather(1, classes), classes, torch.tensor([3, 2]), log_pi, mask)
-    ce = hf_dis.sampled_cross_entropy(student.gather(1, kept), kept, torch.tensor([3, 2]), kept_log_pi)
-    torch.testing.assert_close(ce_dup, ce)
+        kd_dup, ce_dup, grad_dup = loss_and_grad(classes, log_pi, mask, estimator)
+        kd, ce, grad = loss_and_grad(kept, kept_log_pi, None, estimator)
+        torch.testing.assert_close(kd_dup, kd)
+        torch.testing.assert_close(ce_dup, ce)
+        assert torch.equal(grad_dup[mask], torch.zeros(2))
+        torch.testing.assert_close(grad_dup[~mask].view(2, 3), grad)
+
+
+def test_masked_duplicates_are_ignored_in_the_batch_scope():
+    """One S for the batch (`[K']` classes, log pi and mask) with a dropped duplicate: as the set without it."""
+    student, teacher = logits(4, batch=3, classes=9)
+    classes, kept = torch.tensor([4, 1, 6, 1]), torch.tensor([4, 1, 6])
+    log_pi, kept_log_pi = torch.tensor([-0.3, -0.7, -1.2, -0.7]), torch.tensor([-0.3, -0.7, -1.2])
+    mask = torch.tensor([False, False, False, True])
+    labels = torch.tensor([4, 1, 6])
+    for estimator in ESTIMATORS:
+        parts = [
+            hf_dis.sampled_distillation_loss(
+                student[:, columns],
+                teacher,
+                SampledClasses(columns, columns_log_pi, columns_mask),
+                labels,
+                2.0,
+                0.3,
+                estimator=estimator,
+                label_smoothing=0.1,
+            )
+            for columns, columns_log_pi, columns_mask in (
+                (classes, log_pi, mask),
+                (kept, kept_log_pi, torch.zeros(3, dtype=torch.bool)),
+            )
+        ]
+        torch.testing.assert_close(parts[0].kd_loss, parts[1].kd_loss)
+        torch.testing.assert_close(parts[0].ce_loss, parts[1].ce_loss)
 
 
 def test_self_normalized_is_zero_when_student_matches_teacher_on_S():

@@ -23,20 +23,25 @@ Estimator = Literal["self_normalized", "horvitz_thompson"]
 ESTIMATORS: tuple[str, ...] = ("self_normalized", "horvitz_thompson")
 
 
-def _corrected_logits(logits: torch.Tensor, log_pi: torch.Tensor, temperature: float, log_q_correction: bool):
-    scaled = logits.float() / temperature
-    return scaled - log_pi if log_q_correction else scaled
+#: What a dropped duplicate's log pi becomes inside the losses: its corrected logit z / T - log pi falls so far below
+#: the others' that its softmax weight, its importance weight 1 / pi and so its gradient are exactly 0 in float32.
+#: Finite, unlike -inf, so that products with those zero weights stay 0 (0 * inf is NaN), and one tensor operation
+#: masks every term instead of one masked_fill per term and its backward (each a kernel launch on a GPU).
+DROPPED_LOG_PI = 1e30
 
 
-def _masked_log_softmax(a: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """log_softmax over S ignoring masked entries; masked entries come out as 0 so that products with them are 0."""
-    if mask is None:
-        return F.log_softmax(a, dim=-1)
-    return F.log_softmax(a.masked_fill(mask, float("-inf")), dim=-1).masked_fill(mask, 0.0)
+def _masked_log_pi(log_pi: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """float32 log pi with dropped duplicates at `DROPPED_LOG_PI`."""
+    log_pi = log_pi.float()
+    return log_pi if mask is None else log_pi.masked_fill(mask, DROPPED_LOG_PI)
 
 
-def _broadcast_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
-    return None if mask is None else mask.expand_as(like)
+def _logit_offset(log_pi: torch.Tensor, mask: torch.Tensor | None, log_q_correction: bool) -> torch.Tensor | float:
+    """What the scaled logits lose before the softmax over S: log pi with the correction, 0 without it (dropped
+    duplicates lose `DROPPED_LOG_PI` either way)."""
+    if log_q_correction:
+        return _masked_log_pi(log_pi, mask)
+    return 0.0 if mask is None else mask * DROPPED_LOG_PI
 
 
 def sampled_kd_loss(
@@ -81,26 +86,21 @@ def sampled_kd_loss(
         raise ValueError(f"Unknown estimator {estimator!r}; choose one of {list(ESTIMATORS)}.")
     teacher_logits_S = teacher_logits_S.detach()
     check_logits(teacher_logits_S, "teacher_logits_S")
-    mask = _broadcast_mask(mask, student_logits_S)
-    log_pi = log_pi.float().expand_as(student_logits_S)
-    a_s = _corrected_logits(student_logits_S, log_pi, temperature, log_q_correction)
+    offset = _logit_offset(log_pi, mask, log_q_correction)
+    a_s = student_logits_S.float() / temperature - offset
 
     if estimator == "self_normalized":
-        log_q_s = _masked_log_softmax(a_s, mask)
-        log_q_t = _masked_log_softmax(_corrected_logits(teacher_logits_S, log_pi, temperature, log_q_correction), mask)
-        q_t = log_q_t.exp() if mask is None else log_q_t.exp().masked_fill(mask, 0.0)
-        per_example = (q_t * (log_q_t - log_q_s)).sum(-1)
+        log_q_s = F.log_softmax(a_s, dim=-1)
+        log_q_t = F.log_softmax(teacher_logits_S.float() / temperature - offset, dim=-1)
+        per_example = (log_q_t.exp() * (log_q_t - log_q_s)).sum(-1)
     else:
         if teacher_log_partition is None:
             raise ValueError(
                 "estimator='horvitz_thompson' needs teacher_log_partition = logsumexp(z_t / T) over all C."
             )
         log_p_t = teacher_logits_S.float() / temperature - teacher_log_partition.detach().float().unsqueeze(-1)
-        weights = torch.exp(log_p_t - log_pi)
+        weights = torch.exp(log_p_t - (offset if log_q_correction else _masked_log_pi(log_pi, mask)))
         target_term = weights * (log_p_t - student_logits_S.float() / temperature)
-        if mask is not None:
-            target_term = target_term.masked_fill(mask, 0.0)
-            a_s = a_s.masked_fill(mask, float("-inf"))
         per_example = target_term.sum(-1) + torch.logsumexp(a_s, dim=-1)
     return per_example.mean() * temperature**2
 
@@ -137,23 +137,22 @@ def sampled_cross_entropy(
         raise ValueError(f"labels must have shape ({student_logits_S.shape[0]},), got {tuple(labels.shape)}.")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
-    is_label = classes.expand_as(student_logits_S) == labels.unsqueeze(-1)
-    mask = _broadcast_mask(mask, student_logits_S)
+    is_label = classes == labels.unsqueeze(-1)  # [B, K'] for both scopes
     if mask is not None:
         is_label = is_label & ~mask
-    found = is_label.any(-1)
-    if values_checked(labels) and not bool(found.all()):
-        missing = labels[~found][0].item()
-        raise ValueError(
-            f"label {missing} is not in the sampled classes; sample with the label forced in (force_label=True)."
-        )
-    log_pi = log_pi.float().expand_as(student_logits_S)
-    log_q = _masked_log_softmax(_corrected_logits(student_logits_S, log_pi, 1.0, log_q_correction), mask)
+    if values_checked(labels):
+        found = is_label.any(-1)
+        if not bool(found.all()):
+            missing = labels[~found][0].item()
+            raise ValueError(
+                f"label {missing} is not in the sampled classes; sample with the label forced in (force_label=True)."
+            )
+    log_q = F.log_softmax(student_logits_S.float() - _logit_offset(log_pi, mask, log_q_correction), dim=-1)
     loss = -(log_q * is_label).sum(-1)
     if label_smoothing > 0:
         # With the correction, log_q_j + log(pi_j) estimates log p_j; without it, log_q_j is the restricted softmax.
-        log_p = log_q + log_pi if log_q_correction else log_q
-        weights = (-log_pi).exp() if mask is None else (-log_pi).exp().masked_fill(mask, 0.0)
+        log_p = log_q + log_pi.float() if log_q_correction else log_q
+        weights = torch.exp(-_masked_log_pi(log_pi, mask))  # 1 / pi_j, 0 for dropped duplicates
         uniform = -(weights * log_p).sum(-1) / weights.sum(-1)
         loss = (1 - label_smoothing) * loss + label_smoothing * uniform
     return loss.mean()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 
 from hf_dis._checks import check_labels, check_logits, check_num_sampled
 
@@ -43,9 +44,8 @@ def inclusion_log_prob(q: torch.Tensor, num_draws: int) -> torch.Tensor:
 def duplicate_mask(classes: torch.Tensor) -> torch.Tensor:
     """True for every entry of the last dimension that repeats an earlier entry (the first occurrence stays)."""
     sorted_classes, order = classes.sort(dim=-1, stable=True)
-    repeat = torch.zeros_like(sorted_classes, dtype=torch.bool)
-    repeat[..., 1:] = sorted_classes[..., 1:] == sorted_classes[..., :-1]
-    return torch.zeros_like(repeat).scatter(-1, order, repeat)
+    repeat = F.pad(sorted_classes[..., 1:] == sorted_classes[..., :-1], (1, 0))  # False: the first of each run
+    return torch.empty_like(repeat).scatter_(-1, order, repeat)  # `order` is a permutation: every entry is written
 
 
 def teacher_top(teacher_logits: torch.Tensor, k: int, ranked_classes: torch.Tensor | None) -> torch.Tensor:
@@ -165,7 +165,7 @@ class ClassSampler:
         if self.scope == "batch":
             forced = forced.flatten()
         classes = torch.cat([forced, drawn], dim=-1)
-        log_pi = torch.cat([torch.zeros(forced.shape, device=drawn_log_pi.device), drawn_log_pi.float()], dim=-1)
+        log_pi = F.pad(drawn_log_pi.float(), (forced.shape[-1], 0))  # 0 for the forced columns
         return SampledClasses(classes=classes, log_pi=log_pi, mask=duplicate_mask(classes))
 
     def _num_forced(self, batch_size: int, labels: torch.Tensor | None) -> int:

@@ -111,7 +111,7 @@ class DISSampler(ClassSampler):
         #: EMA of g per rank bin (mean per rank within the bin); None before the first probe.
         self.interaction: torch.Tensor | None = None
         self.num_updates = 0
-        self._rank_probs_cache: dict[torch.device, torch.Tensor] = {}
+        self._rank_proposal_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # --- the proposal over ranks ----------------------------------------------------------------------------------
 
@@ -120,14 +120,18 @@ class DISSampler(ClassSampler):
         mixture_probs = self.mixture.bin_probs(torch.arange(self.num_classes + 1), self.num_classes)
         return (1 - self.eps) * mixture_probs + self.eps / self.num_classes
 
-    def _rank_and_tail_probs(self, device: torch.device) -> torch.Tensor:
-        """`[R + 1]`: q of ranks 0..R-1, then the tail's total mass (ranks >= R), cached until the next refit."""
-        if device not in self._rank_probs_cache:
+    def _rank_proposal(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """`[R + 1]` q of ranks 0..R-1, then the tail's total mass (ranks >= R); and `[R + 1]` the log inclusion
+        probability of the class at each of those ranks, then of one tail class. Both cached until the next refit,
+        so that a step reads log pi instead of computing it."""
+        if device not in self._rank_proposal_cache:
             probs = self.rank_probs()
             head = probs[: self.rank_limit]
-            tail = (1 - head.sum()).clamp_min(0.0).reshape(1)
-            self._rank_probs_cache[device] = torch.cat([head, tail]).float().to(device)
-        return self._rank_probs_cache[device]
+            tail = (1 - head.sum()).clamp_min(0.0) if self.rank_limit < self.num_classes else torch.zeros(())
+            probs = torch.cat([head, tail.reshape(1).to(head.dtype)]).float().to(device)
+            per_class = torch.cat([probs[:-1], probs[-1:] / max(self.num_classes - self.rank_limit, 1)])
+            self._rank_proposal_cache[device] = (probs, inclusion_log_prob(per_class, self.num_sampled))
+        return self._rank_proposal_cache[device]
 
     def _ranks_drawn_from(self) -> int:
         return self.rank_limit
@@ -137,26 +141,25 @@ class DISSampler(ClassSampler):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         batch_size, num_classes, num_ranks = teacher_logits.shape[0], self.num_classes, self.rank_limit
         top = ranked_classes[:, :num_ranks]  # [B, R]: class id at each rank
-        probs = self._rank_and_tail_probs(teacher_logits.device)
-        tail_q = probs[num_ranks] / max(num_classes - num_ranks, 1)  # per-class proposal of each tail class
+        probs, rank_log_pi = self._rank_proposal(teacher_logits.device)
         if self.scope == "batch":
-            return self._draw_batch(top, probs, tail_q, generator)
+            return self._draw_batch(top, probs, generator)
         ranks = torch.multinomial(probs, batch_size * self.num_sampled, replacement=True, generator=generator)
-        ranks = ranks.view(batch_size, self.num_sampled)
-        in_head = ranks < num_ranks
-        head_ranks = ranks.clamp(max=num_ranks - 1)
-        classes = top.gather(1, head_ranks)
-        q = probs[head_ranks]
+        ranks = ranks.view(batch_size, self.num_sampled)  # rank R stands for the tail
+        classes = top.gather(1, ranks.clamp(max=num_ranks - 1))
         if num_ranks < num_classes:
             tail_classes = _uniform_outside(top, num_classes, self.num_sampled, generator)
-            classes = torch.where(in_head, classes, tail_classes)
-            q = torch.where(in_head, q, tail_q)
-        return classes, inclusion_log_prob(q, self.num_sampled)
+            classes = torch.where(ranks < num_ranks, classes, tail_classes)
+        return classes, rank_log_pi[ranks]
 
-    def _draw_batch(self, top: torch.Tensor, probs: torch.Tensor, tail_q: torch.Tensor, generator: torch.Generator):
-        """Draw from Q(j) = mean_b q_b(j), built sparsely: every class gets tail_q, plus each example's head ranks."""
+    def _draw_batch(self, top: torch.Tensor, probs: torch.Tensor, generator: torch.Generator):
+        """Draw from Q(j) = mean_b q_b(j), built sparsely: every class gets the per-class tail mass, plus each
+        example's head ranks."""
         batch_size, num_ranks = top.shape
-        base = tail_q if num_ranks < self.num_classes else torch.zeros((), device=top.device)  # stays on the device
+        if num_ranks < self.num_classes:
+            base = probs[num_ranks] / (self.num_classes - num_ranks)
+        else:
+            base = torch.zeros((), device=top.device)  # stays on the device
         batch_q = base.expand(self.num_classes).clone()
         batch_q.index_add_(0, top.flatten(), (probs[:num_ranks] - base).repeat(batch_size) / batch_size)
         classes = torch.multinomial(batch_q, self.num_sampled, replacement=True, generator=generator)
@@ -193,7 +196,7 @@ class DISSampler(ClassSampler):
                 prior_min_weight=self.prior_min_weight,
                 iterations=self.em_iterations,
             )
-            self._rank_probs_cache.clear()
+            self._rank_proposal_cache.clear()
 
     def summary(self) -> dict[str, float]:
         """The mixture: weight_i, loc_i, scale_i for each component i (component 0 is the prior)."""
@@ -229,7 +232,7 @@ class DISSampler(ClassSampler):
         self.mixture = mixture
         self.interaction = None if interaction is None else torch.tensor(interaction, dtype=torch.float64)
         self.num_updates = int(state["num_updates"])
-        self._rank_probs_cache.clear()
+        self._rank_proposal_cache.clear()
 
 
 def _initial_mixture(num_components: int, initial: dict[str, Any] | None) -> LaplaceMixture:

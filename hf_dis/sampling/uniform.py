@@ -14,11 +14,15 @@ class UniformSampler(ClassSampler):
 
     name = "uniform"
 
+    def __init__(self, num_classes: int, num_sampled: int, **options) -> None:
+        super().__init__(num_classes, num_sampled, **options)
+        #: every class's log pi, the same on every step (computed in float32, as a drawn set's log pi is)
+        self._log_pi = float(inclusion_log_prob(torch.tensor(1.0 / num_classes), num_sampled))
+
     def _draw(
         self, teacher_logits: torch.Tensor, generator: torch.Generator, ranked_classes: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (teacher_logits.shape[0], self.num_sampled) if self.scope == "per_example" else (self.num_sampled,)
         device = teacher_logits.device
         classes = torch.randint(self.num_classes, shape, generator=generator, device=device)
-        q = torch.full(shape, 1.0 / self.num_classes, device=device)
-        return classes, inclusion_log_prob(q, self.num_sampled)
+        return classes, torch.full(shape, self._log_pi, device=device)
