@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from transformers import TrainingArguments
+from transformers import AutoConfig, TrainingArguments
 
 from hf_dis.data import IdentitySampler
 from hf_dis.recipes import distill_cifar100, distill_market1501, evaluate, render_glyphs, train_teacher
@@ -190,6 +190,9 @@ def test_classification_chain_on_glyphs(tmp_path):
                    "--num_sampled", "4", "--dis_refit_every", "2", *QUICK, cache=tmp_path / "cache")  # fmt: skip
     distilled = results(student)
     assert {"eval_accuracy", "eval_top5", "eval_kd_loss"} <= set(distilled)
+    teacher_names, student_names = (AutoConfig.from_pretrained(folder).id2label for folder in (teacher, student))
+    assert len(teacher_names) == 16 and teacher_names == student_names  # the glyph task's characters, saved
+    assert all(len(name) == 1 for name in teacher_names.values())
     assert results(student, "train")["epoch"] > 0 and (student / "model.safetensors").is_file()
     evaluated = tmp_path / "evaluated"
     hf_dis_command("evaluate", "--model", str(student), *data, "--output_dir", str(evaluated), cache=tmp_path / "cache")

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from tiny_models import NUM_CLASSES, RandomImages, tiny_hf
-from transformers import HfArgumentParser, TrainerCallback
+from transformers import AutoModelForImageClassification, HfArgumentParser, TrainerCallback
 
 import hf_dis
 from hf_dis import DistillationArguments, DistillationTrainer
@@ -475,11 +475,14 @@ def test_teacher_and_student_with_different_classes(tmp_path):
         DistillationTrainer(model=timm_model(), args=make_args(tmp_path), teacher=timm_model("test_resnet", 30))
 
 
-def labelled_images(labels) -> datasets.Dataset:
-    """A `datasets` image table in the usual raw form (image, label), converted on the fly by set_transform."""
+def labelled_images(labels, names: list[str] | None = None) -> datasets.Dataset:
+    """A `datasets` image table in the usual raw form (image, label), converted on the fly by set_transform; with
+    `names`, the label column is a `ClassLabel` of those class names."""
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in labels]
     table = datasets.Dataset.from_dict({"image": images, "label": labels})
+    if names is not None:
+        table = table.cast_column("label", datasets.ClassLabel(names=names))
 
     def to_tensors(batch):
         pixels = torch.tensor(np.asarray(batch["image"]), dtype=torch.float32).permute(0, 3, 1, 2) / 255
@@ -497,6 +500,65 @@ def test_labels_outside_the_classes(tmp_path):
     with pytest.raises(ValueError, match=r"'label' column has label 25, outside \[0, 20\)"):
         trainer.train()
     assert not any((tmp_path / "out").iterdir())  # Trainer.__init__ makes the folder; nothing is written in it
+
+
+def test_the_student_takes_its_datas_class_names_and_saves_them(tmp_path):
+    names = [f"class {chr(ord('a') + index)}" for index in range(NUM_CLASSES)]
+    student = hf_dis.timm_classifier("test_convnext", NUM_CLASSES, seed=0)
+    assert student.config.id2label[0] == "LABEL_0"
+    trainer = DistillationTrainer(
+        model=student,
+        args=make_args(tmp_path, sampler="full"),
+        teacher=timm_model("test_resnet", seed=1),
+        train_dataset=labelled_images(list(range(8)), names),
+    )
+    trainer.train()
+    trainer.save_model()
+    saved = AutoModelForImageClassification.from_pretrained(tmp_path / "out")
+    assert [saved.config.id2label[index] for index in range(NUM_CLASSES)] == names
+
+
+def test_a_teacher_whose_classes_are_in_another_order_is_an_error(tmp_path):
+    names = [f"c{index}" for index in range(NUM_CLASSES)]
+    teacher = hf_dis.timm_classifier("test_resnet", NUM_CLASSES, seed=1)
+    teacher.config.id2label = dict(enumerate(reversed(names)))
+    with pytest.raises(ValueError, match="same classes in a different order \\(class 0 is 'c19' for the teacher and "):
+        DistillationTrainer(
+            model=timm_model(),
+            args=make_args(tmp_path),
+            teacher=teacher,
+            train_dataset=labelled_images(list(range(8)), names),
+        )
+    with pytest.raises(ValueError, match="same classes in a different order"):  # nor can its logits be cached
+        hf_dis.data.cache_teacher_logits(teacher, labelled_images(list(range(8)), names), lambda image: image, top_r=4)
+    teacher.config.id2label = {index: name.upper() for index, name in enumerate(names)}  # the same names: runs
+    trainer = DistillationTrainer(
+        model=timm_model(),
+        args=make_args(tmp_path),
+        teacher=teacher,
+        train_dataset=labelled_images(list(range(8)), names),
+    )
+    assert trainer.model.config.id2label[3] == "C3"
+
+
+def test_class_names_agree_or_say_where_they_do_not():
+    agreed = hf_dis.models.agreed_class_names
+    assert agreed({"teacher": None, "student": None}) is None
+    assert agreed({"teacher": ["Cat ", "dog"], "training data": ["cat", "Dog"]}) == ["Cat ", "dog"]
+    with pytest.raises(
+        ValueError,
+        match="name different classes \\(class 1 is 'dog' for the teacher and 'fox' for the student; 1 of 3 differ\\)",
+    ):
+        agreed({"teacher": ["cat", "dog", "owl"], "student": ["cat", "fox", "owl"]})
+    with pytest.raises(ValueError, match="the teacher names 2 classes and the training data 3"):
+        agreed({"teacher": ["cat", "dog"], "student": None, "training data": ["cat", "dog", "owl"]})
+    # placeholders carry no names: transformers' defaults and plain indices
+    assert hf_dis.models.model_class_names(tiny_hf("resnet")) is None
+    model = tiny_hf("resnet", num_labels=3)
+    model.config.id2label = {0: "0", 1: "1", 2: "2"}
+    assert hf_dis.models.model_class_names(model) is None
+    model.config.id2label = {0: "cat", 1: "dog", 2: "owl"}
+    assert hf_dis.models.model_class_names(model) == ["cat", "dog", "owl"]
 
 
 def test_dataset_without_labels(tmp_path):

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hf_dis.models.class_names import agreed_class_names, dataset_class_names, model_class_names
 from hf_dis.models.describe import describe, num_parameters
 
 TOP_CLASSES, TOP_LOGITS, TAIL_LOGIT = "teacher_top_classes", "teacher_top_logits", "teacher_tail_logit"
@@ -104,6 +105,8 @@ def cache_teacher_logits(
         raise ValueError(f"top_r must be >= 1, got {top_r}.")
     if num_views is not None and num_views < 1:
         raise ValueError(f"num_views must be >= 1 (or None for one un-augmented view), got {num_views}.")
+    # the cached logits are indexed by the teacher's classes, the rows' labels by the data's: the same, in order
+    agreed_class_names({"teacher": model_class_names(teacher), "dataset": dataset_class_names(dataset, ("label",))})
     teacher = teacher.eval()
     device = torch.device(device) if device is not None else next(teacher.parameters()).device
     teacher.to(device)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from transformers import Trainer, TrainingArguments
 
 from hf_dis.metrics import classification_metrics
+from hf_dis.models import dataset_class_names, set_class_names
 from hf_dis.recipes.data import DataArguments, classification_splits, load_splits, num_labels, reid_splits
 from hf_dis.recipes.models import ModelOptions, ReIDBackboneOptions, build_classifier, build_reid_model, normalisation
 from hf_dis.recipes.optimization import BoTRecipe, CIFARRecipe, recipe_optimizers
@@ -100,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         trainer_type, extra = ReIDTrainer, {}
     else:
         model = build_classifier(model_args.model, num_labels(splits), pretrained=pretrained, seed=args.seed)
+        names = dataset_class_names(splits["train"], ("label",))
+        if names is not None:  # saved with the teacher: its students are checked against them
+            set_class_names(model, names)
         train, evaluation = classification_splits(splits, data, normalisation(model, model_args.model), size)
         trainer_type, extra = Trainer, {"compute_metrics": classification_metrics, "callbacks": [BufferSyncCallback()]}
     trainer = trainer_type(

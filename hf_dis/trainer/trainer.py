@@ -47,7 +47,13 @@ from hf_dis.data.teacher_cache import TAIL_LOGIT, TOP_CLASSES, TOP_LOGITS, dense
 from hf_dis.diagnostics import sampled_set_stats
 from hf_dis.heads import install_sampled_head, split_classifier
 from hf_dis.losses import DistillationLoss, distillation_loss, sampled_distillation_loss
-from hf_dis.models import wrap_timm_model
+from hf_dis.models import (
+    agreed_class_names,
+    dataset_class_names,
+    model_class_names,
+    set_class_names,
+    wrap_timm_model,
+)
 from hf_dis.sampling import ClassSampler, build_sampler
 from hf_dis.trainer.arguments import DistillationArguments
 from hf_dis.trainer.buffer_sync import BufferSyncCallback
@@ -126,6 +132,7 @@ class DistillationTrainer(LossPartsLogging, Trainer):
                 f"the teacher predicts {teacher_classes} classes and the student {num_classes}: they must predict the "
                 "same classes, in the same order. Build the student with the teacher's number of classes."
             )
+        _name_the_classes(model, teacher, kwargs.get("train_dataset"), args.label_names[0])
         super().__init__(model=model, args=args, **kwargs)
         self.teacher: nn.Module | None = None  # None: the cached logits of the training data stand in for it
         self.teacher_inputs: TeacherInputs | None = None
@@ -508,6 +515,20 @@ def _build_teacher(teacher: nn.Module | str) -> nn.Module:
     if not isinstance(teacher, nn.Module):
         raise TypeError(f"teacher must be an nn.Module or a name/path, got {type(teacher).__name__}.")
     return teacher
+
+
+def _name_the_classes(student: nn.Module, teacher: nn.Module | None, dataset: Any, label_name: str) -> None:
+    """Check that the teacher, the student and the training data name the same classes in the same order, where
+    they name them, and give the student those names when it has none (saved with it: what the Hub shows)."""
+    names = agreed_class_names(
+        {
+            "teacher": None if teacher is None else model_class_names(teacher),
+            "student": model_class_names(student),
+            "training data": dataset_class_names(dataset, (label_name, "label")),
+        }
+    )
+    if names is not None:
+        set_class_names(student, names)
 
 
 def _num_classes(model: nn.Module) -> int | None:
