@@ -539,6 +539,13 @@ def test_a_teacher_whose_classes_are_in_another_order_is_an_error(tmp_path):
         train_dataset=labelled_images(list(range(8)), names),
     )
     assert trainer.model.config.id2label[3] == "C3"
+    with pytest.raises(ValueError, match="the training data names 21 classes; the student predicts 20"):
+        DistillationTrainer(
+            model=timm_model(),
+            args=make_args(tmp_path),
+            teacher=timm_model("test_resnet", seed=1),
+            train_dataset=labelled_images([0], [*names, "x"]),
+        )
 
 
 def test_class_names_agree_or_say_where_they_do_not():
@@ -559,6 +566,9 @@ def test_class_names_agree_or_say_where_they_do_not():
     assert hf_dis.models.model_class_names(model) is None
     model.config.id2label = {0: "cat", 1: "dog", 2: "owl"}
     assert hf_dis.models.model_class_names(model) == ["cat", "dog", "owl"]
+    assert not hf_dis.models.set_class_names(model, ["a", "b", "c"])  # a model's own names stay
+    assert hf_dis.models.set_class_names(model, ["a", "b"])  # unless they are a replaced head's
+    assert model.config.label2id == {"a": 0, "b": 1}
 
 
 def test_dataset_without_labels(tmp_path):

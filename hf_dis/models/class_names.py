@@ -78,11 +78,13 @@ def agreed_class_names(named: Mapping[str, list[str] | None]) -> list[str] | Non
 
 
 def set_class_names(model: nn.Module, names: Sequence[str]) -> bool:
-    """Give a transformers classifier these class names (`id2label`, `label2id`) when it has none; True if it did.
-    Saved with the model, they are what `pipeline("image-classification")` and the Hub's widget show."""
-    if not isinstance(model, PreTrainedModel) or model_class_names(model) is not None:
+    """Give a transformers classifier these class names (`id2label`, `label2id`) when it has none of that number
+    (none, placeholders, or a replaced head's); True if it did. Saved with the model, they are what
+    `pipeline("image-classification")` and the Hub's widget show."""
+    if not isinstance(model, PreTrainedModel):
         return False
-    if getattr(model.config, "num_labels", len(names)) != len(names):
+    current = model_class_names(model)
+    if current is not None and len(current) == len(names):
         return False
     model.config.id2label = dict(enumerate(names))
     model.config.label2id = {name: index for index, name in enumerate(names)}

@@ -132,7 +132,7 @@ class DistillationTrainer(LossPartsLogging, Trainer):
                 f"the teacher predicts {teacher_classes} classes and the student {num_classes}: they must predict the "
                 "same classes, in the same order. Build the student with the teacher's number of classes."
             )
-        _name_the_classes(model, teacher, kwargs.get("train_dataset"), args.label_names[0])
+        _name_the_classes(model, num_classes, teacher, kwargs.get("train_dataset"), args.label_names[0])
         super().__init__(model=model, args=args, **kwargs)
         self.teacher: nn.Module | None = None  # None: the cached logits of the training data stand in for it
         self.teacher_inputs: TeacherInputs | None = None
@@ -517,18 +517,28 @@ def _build_teacher(teacher: nn.Module | str) -> nn.Module:
     return teacher
 
 
-def _name_the_classes(student: nn.Module, teacher: nn.Module | None, dataset: Any, label_name: str) -> None:
+def _name_the_classes(
+    student: nn.Module, num_classes: int, teacher: nn.Module | None, dataset: Any, label_name: str
+) -> None:
     """Check that the teacher, the student and the training data name the same classes in the same order, where
     they name them, and give the student those names when it has none (saved with it: what the Hub shows)."""
+
+    def names_of(model: nn.Module | None) -> list[str] | None:
+        names = None if model is None else model_class_names(model)
+        return names if names is not None and len(names) == num_classes else None  # else a replaced head's
+
     names = agreed_class_names(
         {
-            "teacher": None if teacher is None else model_class_names(teacher),
-            "student": model_class_names(student),
+            "teacher": names_of(teacher),
+            "student": names_of(student),
             "training data": dataset_class_names(dataset, (label_name, "label")),
         }
     )
-    if names is not None:
-        set_class_names(student, names)
+    if names is None:
+        return
+    if len(names) != num_classes:
+        raise ValueError(f"the training data names {len(names)} classes; the student predicts {num_classes}.")
+    set_class_names(student, names)
 
 
 def _num_classes(model: nn.Module) -> int | None:
