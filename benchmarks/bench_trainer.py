@@ -32,7 +32,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from run_info import run_info, write_results  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 import hf_dis  # noqa: E402
@@ -63,23 +62,11 @@ class StepTimer(TrainerCallback):
 COUNTED_STEP = 2
 
 
-class OperatorCounter(TorchDispatchMode):
-    """Counts the ATen operators dispatched while it is active."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += 1
-        return func(*args, **(kwargs or {}))
-
-
 class CountOperators(TrainerCallback):
     """Counts the operators of optimizer step `COUNTED_STEP`."""
 
     def __init__(self) -> None:
-        self.counter = OperatorCounter()
+        self.counter = hf_dis.diagnostics.OperatorCounter()
         self.count: int | None = None
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -89,7 +76,7 @@ class CountOperators(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == COUNTED_STEP + 1:
             self.counter.__exit__(None, None, None)
-            self.count = self.counter.count
+            self.count = self.counter.total
 
 
 class RandomImages(torch.utils.data.Dataset):

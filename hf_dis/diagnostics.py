@@ -1,8 +1,8 @@
 """Diagnostics of the sampled KD estimators: how far the mean sampled gradient is from the full one (Monte Carlo),
 what one sampled set covers (teacher mass, effective sample size), which the trainer logs, and what the sampled head
 costs against the full one (`head_step_ms`, reported in model cards and by the quickstart; `median_step_ms` is
-the timing the benchmarks share), and which operators of a step would make the host wait for an accelerator
-(`host_sync_ops`, checked on any device).
+the timing the benchmarks share), how many operators a step dispatches (`OperatorCounter`: kernel launches on an
+accelerator) and which of them would make the host wait for it (`host_sync_ops`, checked on any device).
 
 `sampled_gradient_error` is used by the test suite and by `benchmarks/estimator_bias.py`; it helps pick K for a new
 task (run it on a batch of real teacher and student logits).
@@ -189,15 +189,25 @@ HOST_SYNC_OPS = frozenset(
 )
 
 
-class _HostSyncRecorder(TorchDispatchMode):
+class OperatorCounter(TorchDispatchMode):
+    """Counts the ATen operators dispatched while it is active, by name (`counts`; `total`). On an accelerator every
+    one but a view launches a kernel, so where the host's launches bound a step (small models, small images) this
+    count is what the step costs. A `repeat_interleave` given its `output_size` is counted as
+    `repeat_interleave(output_size)`: unlike the plain one, it need not wait for the device."""
+
     def __init__(self) -> None:
         super().__init__()
         self.counts: Counter[str] = Counter()
 
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
-        if name in HOST_SYNC_OPS and not (name == "repeat_interleave" and (kwargs or {}).get("output_size")):
-            self.counts[name] += 1
+        if name == "repeat_interleave" and (kwargs or {}).get("output_size"):
+            name = "repeat_interleave(output_size)"
+        self.counts[name] += 1
         return func(*args, **(kwargs or {}))
 
 
@@ -206,6 +216,6 @@ def host_sync_ops(step: Callable[[], None]) -> Counter[str]:
     counted by name: each would make the host wait for the device were the tensors on an accelerator. Runs on any
     device, the CPU included, so a test can keep a step free of them. Reads of tensors that live on the host anyway
     (a CPU step counter of a torch optimizer) are counted too."""
-    with _HostSyncRecorder() as recorder:
+    with OperatorCounter() as counter:
         step()
-    return recorder.counts
+    return Counter({name: count for name, count in counter.counts.items() if name in HOST_SYNC_OPS})
