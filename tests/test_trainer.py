@@ -566,6 +566,7 @@ def test_class_names_agree_or_say_where_they_do_not():
     assert hf_dis.models.model_class_names(model) is None
     model.config.id2label = {0: "cat", 1: "dog", 2: "owl"}
     assert hf_dis.models.model_class_names(model) == ["cat", "dog", "owl"]
+    assert hf_dis.models.model_class_names(model, num_classes=2) is None  # the names of a head since replaced
     assert not hf_dis.models.set_class_names(model, ["a", "b", "c"])  # a model's own names stay
     assert hf_dis.models.set_class_names(model, ["a", "b"])  # unless they are a replaced head's
     assert model.config.label2id == {"a": 0, "b": 1}

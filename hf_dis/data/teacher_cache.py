@@ -106,7 +106,9 @@ def cache_teacher_logits(
     if num_views is not None and num_views < 1:
         raise ValueError(f"num_views must be >= 1 (or None for one un-augmented view), got {num_views}.")
     # the cached logits are indexed by the teacher's classes, the rows' labels by the data's: the same, in order
-    agreed_class_names({"teacher": model_class_names(teacher), "dataset": dataset_class_names(dataset, ("label",))})
+    data_names = dataset_class_names(dataset, ("label",))
+    if data_names is not None:
+        agreed_class_names({"teacher": model_class_names(teacher, len(data_names)), "dataset": data_names})
     teacher = teacher.eval()
     device = torch.device(device) if device is not None else next(teacher.parameters()).device
     teacher.to(device)

@@ -21,17 +21,20 @@ from transformers import PreTrainedModel
 _PLACEHOLDER = re.compile(r"(LABEL_)?(\d+)")
 
 
-def model_class_names(model: nn.Module) -> list[str] | None:
-    """The names of `model`'s outputs, in order, or None when it has none (or only placeholders)."""
+def model_class_names(model: nn.Module, num_classes: int | None = None) -> list[str] | None:
+    """The names of `model`'s outputs, in order, or None when it has none (or only placeholders), or when they are
+    not `num_classes` many (given, or a timm model's own): those of a head that a new one replaced."""
     config = getattr(model, "config", None)
     id2label = getattr(config, "id2label", None) if isinstance(model, PreTrainedModel) else None
     if id2label:
         names = [id2label.get(index, id2label.get(str(index))) for index in range(len(id2label))]
-        return None if any(name is None for name in names) else _informative([str(name) for name in names])
-    label_names = getattr(model, "pretrained_cfg", {}).get("label_names")
-    if not label_names or len(label_names) != getattr(model, "num_classes", len(label_names)):
-        return None  # none, or those of the pretrained head that a new one replaced
-    return _informative([str(name) for name in label_names])
+        names = None if any(name is None for name in names) else names
+    else:
+        names = getattr(model, "pretrained_cfg", {}).get("label_names") or None
+        num_classes = num_classes if num_classes is not None else getattr(model, "num_classes", None)
+    if names is None or (num_classes is not None and len(names) != num_classes):
+        return None
+    return _informative([str(name) for name in names])
 
 
 def dataset_class_names(dataset: Any, columns: Sequence[str]) -> list[str] | None:
@@ -81,10 +84,7 @@ def set_class_names(model: nn.Module, names: Sequence[str]) -> bool:
     """Give a transformers classifier these class names (`id2label`, `label2id`) when it has none of that number
     (none, placeholders, or a replaced head's); True if it did. Saved with the model, they are what
     `pipeline("image-classification")` and the Hub's widget show."""
-    if not isinstance(model, PreTrainedModel):
-        return False
-    current = model_class_names(model)
-    if current is not None and len(current) == len(names):
+    if not isinstance(model, PreTrainedModel) or model_class_names(model, len(names)) is not None:
         return False
     model.config.id2label = dict(enumerate(names))
     model.config.label2id = {name: index for index, name in enumerate(names)}

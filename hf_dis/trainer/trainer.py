@@ -3,7 +3,9 @@ classes or over a sampled set chosen by a `ClassSampler` (DIS by default).
 
 What it adds to the Trainer, and where:
 - `__init__`: loads and freezes the teacher (kept outside the student's module tree: never wrapped in DDP, never
-  optimised), swaps the student's classifier for a `SampledLinear` sharing its parameters, builds the sampler.
+  optimised), swaps the student's classifier for a `SampledLinear` sharing its parameters, builds the sampler;
+  checks that the teacher, the student and the training data name the same classes in the same order (where they
+  name them) and gives the student those names.
 - `compute_loss`: teacher logits once (or from the batch's teacher-cache columns, without running the teacher);
   student logits at the sampled classes only, through the student's own forward (so DDP synchronises gradients
   and Accelerate applies autocast); the loss from `hf_dis.losses`. Every
@@ -522,15 +524,10 @@ def _name_the_classes(
 ) -> None:
     """Check that the teacher, the student and the training data name the same classes in the same order, where
     they name them, and give the student those names when it has none (saved with it: what the Hub shows)."""
-
-    def names_of(model: nn.Module | None) -> list[str] | None:
-        names = None if model is None else model_class_names(model)
-        return names if names is not None and len(names) == num_classes else None  # else a replaced head's
-
     names = agreed_class_names(
         {
-            "teacher": names_of(teacher),
-            "student": names_of(student),
+            "teacher": None if teacher is None else model_class_names(teacher, num_classes),
+            "student": model_class_names(student, num_classes),
             "training data": dataset_class_names(dataset, (label_name, "label")),
         }
     )
