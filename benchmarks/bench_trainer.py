@@ -15,6 +15,8 @@ matches a GPU's.
     python benchmarks/bench_trainer.py                    # GPU: ResNet-10t student, ResNet-18 teacher, 32 px,
                                                           # C = 3,755 (GB2312 level 1), batch 256, bf16, 2% and 10%
     python benchmarks/bench_trainer.py --profile          # also: the top operators of 20 uniform and DIS steps
+    python benchmarks/bench_trainer.py --classes 100 --compile-loss   # C = 100, the trainer's compile_loss on
+                                                          # (no operator count then: compiled code fuses them)
     python benchmarks/bench_trainer.py --smoke --device cpu --out /tmp/x   # tiny sizes, seconds (the tests run it)
 """
 
@@ -115,6 +117,7 @@ def build_trainer(args: argparse.Namespace, sampler: str, fraction: float | None
         save_strategy="no",
         disable_tqdm=True,
         seed=0,
+        compile_loss=args.compile_loss,
     )
     dataset = RandomImages(args.batch_size * 8, args.image_size, args.classes)
     return hf_dis.DistillationTrainer(student, training, teacher=teacher, train_dataset=dataset)
@@ -127,7 +130,8 @@ def time_run(args: argparse.Namespace, sampler: str, fraction: float | None) -> 
         trainer = build_trainer(args, sampler, fraction, args.steps, output_dir)
         timer, operators = StepTimer(device), CountOperators()
         trainer.add_callback(timer)
-        trainer.add_callback(operators)
+        if not args.compile_loss:  # a dispatch mode sees the operators that compiled code fuses away
+            trainer.add_callback(operators)
         runtime_ms = 1000 * trainer.train().metrics["train_runtime"] / args.steps  # the loop's, not the card's
     refit_every = trainer.sampler.refit_every
     timed = {step: ms for step, ms in timer.times.items() if step >= args.warmup and step != COUNTED_STEP}
@@ -174,7 +178,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"# DistillationTrainer steps\n\n{meta['date']}, {meta['device']}, torch {meta['torch']}, transformers "
         f"{meta['transformers']}, timm {meta['timm']}. {meta['student']} student, {meta['teacher']} teacher, "
         f"{meta['classes']} classes, {meta['image_size']} px, batch {meta['batch_size']}, {meta['steps']} steps "
-        f"(the first {meta['warmup']} untimed). Milliseconds per optimizer step.\n\n"
+        f"(the first {meta['warmup']} untimed){', the loss compiled' if meta['compile_loss'] else ''}. "
+        "Milliseconds per optimizer step.\n\n"
         "| sampler | K | median step | other steps (mean) | DIS probe steps (mean, count) | train_runtime per step "
         "| operators per step |\n"
         "|---|---|---|---|---|---|---|\n"
@@ -185,7 +190,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         lines.append(
             f"| {row['sampler']} | {row['num_sampled']} | {row['median_step_ms']:.2f} | "
             f"{row['mean_other_step_ms']:.2f} | {probe} | {row['train_runtime_ms_per_step']:.2f} | "
-            f"{row['operators_per_step']} |"
+            f"{'-' if row['operators_per_step'] is None else row['operators_per_step']} |"
         )
     return header + "\n".join(lines) + "\n"
 
@@ -215,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=160, help="optimizer steps per run (DIS probes every 50)")
     parser.add_argument("--warmup", type=int, default=10, help="first steps left out of the statistics")
     parser.add_argument("--profile", action="store_true", help="print the top operators of uniform and DIS steps")
+    parser.add_argument("--compile-loss", action="store_true", help="the trainer's compile_loss (torch.compile)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: the test suite's check that this runs")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -223,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         args.student = args.teacher = "test_resnet.r160_in1k"
     meta = {**run_info(args.device), **{key: getattr(args, key) for key in ("student", "teacher", "classes")}}
     meta.update(image_size=args.image_size, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup)
+    meta.update(compile_loss=args.compile_loss)
     rows = []
     for sampler in args.samplers:
         for fraction in [None] if sampler == "full" else args.fractions:

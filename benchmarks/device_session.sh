@@ -62,6 +62,9 @@ stage_command() {
     bench_step) echo python3 benchmarks/bench_step.py --out benchmarks/results/gpu ;;
     trainer) echo python3 benchmarks/bench_trainer.py --profile --steps 110 --out benchmarks/results/gpu ;;
     trainer_c100) echo python3 benchmarks/bench_trainer.py --classes 100 --steps 110 --out benchmarks/results/gpu/c100 ;;
+    trainer_c100_compiled)  # the same with the trainer's compile_loss
+        echo python3 benchmarks/bench_trainer.py --classes 100 --steps 110 --compile-loss \
+            --out benchmarks/results/gpu/c100_compiled ;;
     profile) echo python3 benchmarks/bench_head.py --profile --classes 100 3755 1000000 --samplers uniform dis \
         --out benchmarks/results/gpu/profile ;;
     classification)  # where do the DIS runs' extra seconds go? py-spy once its students run, and (if the machine
@@ -103,8 +106,9 @@ run() {
     local named
     for named in "${@:-${DEFAULT_STAGES[@]}}"; do  # every stage known and timed, before anything runs
         [[ $named =~ ^[a-z0-9_]+:[0-9]+$ ]] && stage_command "${named%%:*}" >/dev/null ||
-            { echo "not STAGE:END_SECOND with a known stage (bench_head bench_step trainer trainer_c100 profile" \
-                "classification reid reid_alpha09 reid_eps05 many_classes): $named" >&2 && exit 2; }
+            { echo "not STAGE:END_SECOND with a known stage (bench_head bench_step trainer trainer_c100" \
+                "trainer_c100_compiled profile classification reid reid_alpha09 reid_eps05 many_classes): $named" \
+                >&2 && exit 2; }
     done
     exec > >(tee "$OUT/session.log") 2>&1
     local wheels=.device/wheels

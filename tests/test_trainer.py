@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -148,6 +149,30 @@ def test_full_sampler_loss_is_hinton_kd_by_hand(tmp_path):
         kl = (p_t * (torch.log(p_t) - torch.log_softmax(z_s / 3.0, dim=-1))).sum(-1).mean() * 9.0
         expected = 0.3 * F.cross_entropy(z_s, data.labels) + 0.7 * kl
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile on a CPU needs a C compiler")
+def test_compiled_loss_trains_as_the_eager_one(tmp_path):
+    """compile_loss=True: a DIS probe step (the full loss) then sampled steps (the sampled loss), with the label
+    smoothing and a last batch of another size (a recompilation): the weights end as the eager run's, to rounding."""
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    runs = []
+    for compile_loss in (False, True):
+        student = timm_model()
+        args = make_args(
+            tmp_path / str(compile_loss), max_steps=3, label_smoothing_factor=0.1, compile_loss=compile_loss
+        )
+        trainer = DistillationTrainer(
+            model=student, args=args, teacher=timm_model("test_resnet", seed=1), train_dataset=RandomImages(size=10)
+        )
+        trainer.train()
+        runs.append((parameters(student), trainer.state.log_history[-2]))
+    assert counters["stats"]["unique_graphs"] >= 2  # the full and the sampled loss were compiled
+    assert runs[1][1]["kd_loss"] == pytest.approx(runs[0][1]["kd_loss"], rel=1e-4)
+    for name, eager in runs[0][0].items():
+        torch.testing.assert_close(runs[1][0][name], eager, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(("dataset_size", "micro_batch"), [(8, 4), (6, 4)])

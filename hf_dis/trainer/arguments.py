@@ -80,6 +80,10 @@ class DistillationArguments(TrainingArguments):
             many classes). row_sparse follows optim: sgd gives RowSparseSGD (momentum from optim_args), the adamw
             variants RowSparseAdamW (optim_args "second_moment=row": one second moment per classifier row, a third
             less memory for the classifier and its state).
+        compile_loss: Compile the distillation loss, full and sampled, forward and backward, with torch.compile: a
+            few fused kernels instead of some fifty small ones per step, for steps bound by the host's kernel
+            launches (small models and images on a GPU). The first steps, and a new batch size, pay the compilation.
+            Experimental: not yet timed on a GPU.
 
         > Teacher input
 
@@ -199,6 +203,16 @@ class DistillationArguments(TrainingArguments):
             "classes). row_sparse follows optim: sgd gives RowSparseSGD (momentum from optim_args), the adamw "
             "variants RowSparseAdamW (optim_args 'second_moment=row': one second moment per classifier row, a third "
             "less memory for the classifier and its state)."
+        },
+    )
+
+    compile_loss: bool = field(
+        default=False,
+        metadata={
+            "help": "Compile the distillation loss, full and sampled, forward and backward, with torch.compile: a few "
+            "fused kernels instead of some fifty small ones per step, for steps bound by the host's kernel launches "
+            "(small models and images on a GPU). The first steps, and a new batch size, pay the compilation. "
+            "Experimental: not yet timed on a GPU."
         },
     )
 

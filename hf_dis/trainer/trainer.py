@@ -167,6 +167,11 @@ class DistillationTrainer(LossPartsLogging, Trainer):
         if args.classifier_optimizer == "row_sparse":
             self.student_head.sparse_grad = True
             exclude_from_ddp(self.model, self.student_head.weight)
+        # torch.compile'd with compile_loss: the same functions, their operators fused (and recompiled per shape)
+        self._distillation_loss = torch.compile(distillation_loss) if args.compile_loss else distillation_loss
+        self._sampled_loss = (
+            torch.compile(sampled_distillation_loss) if args.compile_loss else sampled_distillation_loss
+        )
         self._card_options: dict[str, Any] = {}
         self._head_times: tuple[int, dict[str, float]] | None = None  # (global step, head_step_times) for the card
 
@@ -194,7 +199,7 @@ class DistillationTrainer(LossPartsLogging, Trainer):
         if not training or self.sampler.name == "full" or self._is_probe_step():
             outputs = model(pixel_values)
             student_logits = _logits_of(outputs)
-            parts = distillation_loss(
+            parts = self._distillation_loss(
                 student_logits,
                 teacher_logits,
                 labels,
@@ -210,7 +215,7 @@ class DistillationTrainer(LossPartsLogging, Trainer):
             with self.student_head.restricted_to(drawn.classes):
                 outputs = model(pixel_values)
             student_logits = _logits_of(outputs)  # [B, K']: never [B, C]
-            parts = sampled_distillation_loss(
+            parts = self._sampled_loss(
                 student_logits,
                 teacher_logits,
                 drawn,
