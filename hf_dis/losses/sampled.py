@@ -147,12 +147,14 @@ def sampled_cross_entropy(
             raise ValueError(
                 f"label {missing} is not in the sampled classes; sample with the label forced in (force_label=True)."
             )
-    log_q = F.log_softmax(student_logits_S.float() - _logit_offset(log_pi, mask, log_q_correction), dim=-1)
+    offset = _logit_offset(log_pi, mask, log_q_correction)
+    log_q = F.log_softmax(student_logits_S.float() - offset, dim=-1)
     loss = -(log_q * is_label).sum(-1)
     if label_smoothing > 0:
         # With the correction, log_q_j + log(pi_j) estimates log p_j; without it, log_q_j is the restricted softmax.
         log_p = log_q + log_pi.float() if log_q_correction else log_q
-        weights = torch.exp(-_masked_log_pi(log_pi, mask))  # 1 / pi_j, 0 for dropped duplicates
+        masked_log_pi = offset if log_q_correction else _masked_log_pi(log_pi, mask)
+        weights = torch.exp(-masked_log_pi)  # 1 / pi_j, 0 for dropped duplicates
         uniform = -(weights * log_p).sum(-1) / weights.sum(-1)
         loss = (1 - label_smoothing) * loss + label_smoothing * uniform
     return loss.mean()

@@ -120,17 +120,18 @@ class DISSampler(ClassSampler):
         mixture_probs = self.mixture.bin_probs(torch.arange(self.num_classes + 1), self.num_classes)
         return (1 - self.eps) * mixture_probs + self.eps / self.num_classes
 
-    def _rank_proposal(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """`[R + 1]` q of ranks 0..R-1, then the tail's total mass (ranks >= R); and `[R + 1]` the log inclusion
-        probability of the class at each of those ranks, then of one tail class. Both cached until the next refit,
-        so that a step reads log pi instead of computing it."""
+    def _rank_proposal(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cached until the next refit, so that a step reads them instead of computing them: `[R + 1]` q of ranks
+        0..R-1, then the tail's total mass (ranks >= R: what the per-example draws pick ranks from); `[R + 1]` q of
+        the class at each of those ranks, then of one tail class (0 when R = C); and `[R + 1]` their log inclusion
+        probabilities."""
         if device not in self._rank_proposal_cache:
             probs = self.rank_probs()
             head = probs[: self.rank_limit]
             tail = (1 - head.sum()).clamp_min(0.0) if self.rank_limit < self.num_classes else torch.zeros(())
             probs = torch.cat([head, tail.reshape(1).to(head.dtype)]).float().to(device)
-            per_class = torch.cat([probs[:-1], probs[-1:] / max(self.num_classes - self.rank_limit, 1)])
-            self._rank_proposal_cache[device] = (probs, inclusion_log_prob(per_class, self.num_sampled))
+            class_q = torch.cat([probs[:-1], probs[-1:] / max(self.num_classes - self.rank_limit, 1)])
+            self._rank_proposal_cache[device] = (probs, class_q, inclusion_log_prob(class_q, self.num_sampled))
         return self._rank_proposal_cache[device]
 
     def _ranks_drawn_from(self) -> int:
@@ -141,9 +142,9 @@ class DISSampler(ClassSampler):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         batch_size, num_classes, num_ranks = teacher_logits.shape[0], self.num_classes, self.rank_limit
         top = ranked_classes[:, :num_ranks]  # [B, R]: class id at each rank
-        probs, rank_log_pi = self._rank_proposal(teacher_logits.device)
+        probs, class_q, rank_log_pi = self._rank_proposal(teacher_logits.device)
         if self.scope == "batch":
-            return self._draw_batch(top, probs, generator)
+            return self._draw_batch(top, class_q, generator)
         ranks = torch.multinomial(probs, batch_size * self.num_sampled, replacement=True, generator=generator)
         ranks = ranks.view(batch_size, self.num_sampled)  # rank R stands for the tail
         classes = top.gather(1, ranks.clamp(max=num_ranks - 1))
@@ -152,16 +153,13 @@ class DISSampler(ClassSampler):
             classes = torch.where(ranks < num_ranks, classes, tail_classes)
         return classes, rank_log_pi[ranks]
 
-    def _draw_batch(self, top: torch.Tensor, probs: torch.Tensor, generator: torch.Generator):
+    def _draw_batch(self, top: torch.Tensor, class_q: torch.Tensor, generator: torch.Generator):
         """Draw from Q(j) = mean_b q_b(j), built sparsely: every class gets the per-class tail mass, plus each
         example's head ranks."""
         batch_size, num_ranks = top.shape
-        if num_ranks < self.num_classes:
-            base = probs[num_ranks] / (self.num_classes - num_ranks)
-        else:
-            base = torch.zeros((), device=top.device)  # stays on the device
-        batch_q = base.expand(self.num_classes).clone()
-        batch_q.index_add_(0, top.flatten(), (probs[:num_ranks] - base).repeat(batch_size) / batch_size)
+        tail_q = class_q[num_ranks]  # stays on the device
+        batch_q = tail_q.expand(self.num_classes).clone()
+        batch_q.index_add_(0, top.flatten(), (class_q[:num_ranks] - tail_q).repeat(batch_size) / batch_size)
         classes = torch.multinomial(batch_q, self.num_sampled, replacement=True, generator=generator)
         return classes, inclusion_log_prob(batch_q[classes], self.num_sampled)
 
