@@ -1,7 +1,10 @@
 """Loaders on fixtures written in the exact original formats, the glyph benchmark, and the transforms."""
 
+import dataclasses
 import io
+import os
 import pickle
+import shutil
 import struct
 import warnings
 from pathlib import Path
@@ -24,6 +27,7 @@ from hf_dis.data import (
 )
 from hf_dis.data.cifar100 import FINE_NAMES
 from hf_dis.data.fonts import discover_faces, face_coverage
+from hf_dis.data.glyphs import _render_all
 
 # --- CIFAR-100 ----------------------------------------------------------------------------------------------------
 
@@ -232,6 +236,27 @@ def test_other_seed_renders_other_pixels(tmp_path):
     other = load_glyphs(**GLYPHS, seed=1, cache_dir=tmp_path)
     assert base["train"]["label"] == other["train"]["label"]
     assert any(base["train"][i]["image"].tobytes() != other["train"][i]["image"].tobytes() for i in range(20))
+
+
+def test_the_same_font_installed_at_another_time_renders_the_same_glyphs(tmp_path):
+    """The faces' random streams are keyed by file name, index and size, not by modification time (which only keys
+    the caches): two installs of one font file draw the same augmented glyphs."""
+    source = discover_faces(include_system=False)[0]
+    faces = []
+    for install, mtime in (("a", 1_000_000_000), ("b", 1_700_000_000)):
+        path = tmp_path / install / os.path.basename(source.path)
+        path.parent.mkdir()
+        shutil.copyfile(source.path, path)
+        os.utime(path, (mtime, mtime))
+        faces.append(dataclasses.replace(source, path=str(path)))
+    assert faces[0].fingerprint != faces[1].fingerprint
+    assert faces[0].design_key == faces[1].design_key
+    params = {"image_size": 16, "copies": 2, "augment": True, "seed": 0}
+    images = [
+        [image.tobytes() for image, *_ in _render_all([ord("g")], [face], {face: {ord("g")}}, params, "g")]
+        for face in faces
+    ]
+    assert len(images[0]) == 2 and images[0] == images[1]
 
 
 def test_second_load_comes_from_the_cache(tmp_path, monkeypatch):

@@ -54,8 +54,16 @@ class Face:
 
     @cached_property
     def fingerprint(self) -> str:
+        """What the caches are keyed by: file name, face index, size and modification time (a changed file)."""
         stat = os.stat(self.path)
         return f"{os.path.basename(self.path)}:{self.index}:{stat.st_size}:{int(stat.st_mtime)}"
+
+    @cached_property
+    def design_key(self) -> int:
+        """A 32-bit key of the face's own random streams: from its file name, face index and size, not the time the
+        file was installed (which `fingerprint` holds), so that the same font renders the same task everywhere."""
+        name = f"{os.path.basename(self.path)}:{self.index}:{os.stat(self.path).st_size}"
+        return int.from_bytes(hashlib.sha1(name.encode()).digest()[:4], "little")
 
 
 def discover_faces(include_system: bool = True) -> list[Face]:

@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 Protocol = Literal["classification", "reid"]
 CHARSETS = ("gb2312-level1", "gb2312")
-_FORMAT_VERSION = 1  # bump when rendering changes, so that old caches are not reused
+_FORMAT_VERSION = 2  # bump when rendering changes, so that old caches are not reused
 
 
 def default_cache_dir() -> Path:
@@ -247,13 +247,12 @@ def _render_all(classes: list[int], faces: list[Face], coverage, params, desc: s
     """Yield (image, class index, face, copy) for every face that draws each class, `copies` times."""
     size, copies, augment, seed = params["image_size"], params["copies"], params["augment"], params["seed"]
     fonts = {face: face.pil_font(2 * size) for face in faces}
-    face_keys = {face: int.from_bytes(hashlib.sha1(face.fingerprint.encode()).digest()[:4], "little") for face in faces}
     for label, code_point in enumerate(tqdm(classes, desc=desc, leave=False)):
         for face in faces:
             if code_point not in coverage[face]:
                 continue
             for copy in range(copies):
-                rng = np.random.default_rng([seed, code_point, face_keys[face], copy])
+                rng = np.random.default_rng([seed, code_point, face.design_key, copy])
                 yield render_glyph(fonts[face], chr(code_point), size, rng, augment), label, face, copy
 
 
