@@ -212,6 +212,17 @@ def test_bench_trainer_smoke(tmp_path):
     assert (tmp_path / "bench_trainer.png").stat().st_size > 0
 
 
+def test_bench_refit_runs(tmp_path):
+    import json
+
+    run_script("benchmarks/bench_refit.py", "--classes", "100", "2000", "--repeats", "2", "--out", str(tmp_path))
+    meta, *rows = (json.loads(line) for line in (tmp_path / "bench_refit.jsonl").read_text().splitlines())
+    assert meta["meta"]["switch_interval_ms"] > 0
+    assert [row["num_classes"] for row in rows] == [100, 2000]
+    assert all(row["alone_ms"] > 0 and row["busy_thread_ms"] > 0 for row in rows)
+    assert (tmp_path / "bench_refit.png").stat().st_size > 0
+
+
 def test_reproduce_smoke_study_runs_and_resumes(tmp_path):
     import json
     import math

@@ -115,9 +115,11 @@ class DISSampler(ClassSampler):
 
     # --- the proposal over ranks ----------------------------------------------------------------------------------
 
-    def rank_probs(self) -> torch.Tensor:
-        """`[C]` float64 proposal over teacher ranks: the mixture with the eps floor."""
-        mixture_probs = self.mixture.bin_probs(torch.arange(self.num_classes + 1), self.num_classes)
+    def rank_probs(self, num_ranks: int | None = None) -> torch.Tensor:
+        """`[C]` float64 proposal over teacher ranks: the mixture with the eps floor; with `num_ranks`, only its first
+        `num_ranks` entries (all that the draws read: the tail's mass is the rest), at a fraction of the cost."""
+        num_ranks = self.num_classes if num_ranks is None else num_ranks
+        mixture_probs = self.mixture.bin_probs(torch.arange(num_ranks + 1), self.num_classes)
         return (1 - self.eps) * mixture_probs + self.eps / self.num_classes
 
     def _rank_proposal(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -126,8 +128,7 @@ class DISSampler(ClassSampler):
         the class at each of those ranks, then of one tail class (0 when R = C); and `[R + 1]` their log inclusion
         probabilities."""
         if device not in self._rank_proposal_cache:
-            probs = self.rank_probs()
-            head = probs[: self.rank_limit]
+            head = self.rank_probs(self.rank_limit)
             tail = (1 - head.sum()).clamp_min(0.0) if self.rank_limit < self.num_classes else torch.zeros(())
             probs = torch.cat([head, tail.reshape(1).to(head.dtype)]).float().to(device)
             class_q = torch.cat([probs[:-1], probs[-1:] / max(self.num_classes - self.rank_limit, 1)])

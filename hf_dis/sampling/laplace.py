@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 MIN_SCALE = 0.5
@@ -54,33 +55,48 @@ class LaplaceMixture:
 
     def component_bin_masses(self, edges: torch.Tensor, num_ranks: int) -> torch.Tensor:
         """`[M, n]`: each component's probability of the rank bins [edges[i], edges[i+1]), normalised over ranks."""
-        edges = edges.to(torch.float64) - 0.5
-        lo, hi = edges[:-1].unsqueeze(0), edges[1:].unsqueeze(0)
-        locs, scales = self.locs.unsqueeze(1), self.scales.unsqueeze(1)
-        masses = _interval_mass(lo, hi, locs, scales)
-        total = _interval_mass(
-            torch.tensor(-0.5, dtype=torch.float64), torch.tensor(num_ranks - 0.5, dtype=torch.float64), locs, scales
+        return torch.from_numpy(
+            _component_bin_masses(_float64(edges), num_ranks, _float64(self.locs), _float64(self.scales))
         )
-        return masses / total.clamp_min(torch.finfo(torch.float64).tiny)
 
     def bin_probs(self, edges: torch.Tensor, num_ranks: int) -> torch.Tensor:
         """`[n]`: the mixture's probability of each rank bin."""
-        return self.weights @ self.component_bin_masses(edges, num_ranks)
+        masses = _component_bin_masses(_float64(edges), num_ranks, _float64(self.locs), _float64(self.scales))
+        return torch.from_numpy(_float64(self.weights) @ masses)
 
 
-def _interval_mass(lo: torch.Tensor, hi: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+# The arithmetic is numpy's: a refit is some 2,500 operations on arrays of a few hundred numbers, and every torch
+# operation lets go of the GIL and takes it back, which in a training process whose other threads want the GIL too
+# (the loader's pin-memory thread) turned a 7 ms refit into seconds (benchmarks/bench_refit.py); numpy keeps the GIL
+# for arrays this small.
+
+
+def _float64(values: torch.Tensor) -> np.ndarray:
+    return values.detach().cpu().numpy().astype(np.float64)
+
+
+def _component_bin_masses(edges: np.ndarray, num_ranks: int, locs: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """`[M, n]` as `LaplaceMixture.component_bin_masses`, from float64 edges `[n + 1]`, locations and scales `[M]`."""
+    edges = edges - 0.5
+    lo, hi = edges[:-1][None, :], edges[1:][None, :]
+    locs, scales = locs[:, None], scales[:, None]
+    masses = _interval_mass(lo, hi, locs, scales)
+    total = _interval_mass(np.float64(-0.5), np.float64(num_ranks - 0.5), locs, scales)
+    return masses / np.maximum(total, np.finfo(np.float64).tiny)
+
+
+def _interval_mass(lo: np.ndarray, hi: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Laplace(loc, scale) mass of [lo, hi), written with the tail on each side so that far cells keep precision."""
-    left = 0.5 * (torch.exp((hi.clamp(max=loc) - loc) / scale) - torch.exp((lo.clamp(max=loc) - loc) / scale))
-    right = 0.5 * (torch.exp(-(lo.clamp(min=loc) - loc) / scale) - torch.exp(-(hi.clamp(min=loc) - loc) / scale))
+    left = 0.5 * (np.exp((np.minimum(hi, loc) - loc) / scale) - np.exp((np.minimum(lo, loc) - loc) / scale))
+    right = 0.5 * (np.exp(-(np.maximum(lo, loc) - loc) / scale) - np.exp(-(np.maximum(hi, loc) - loc) / scale))
     return left + right
 
 
-def _weighted_median(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted median of sorted `values [n]` for each row of `weights [M, n]`."""
     cumulative = weights.cumsum(-1)
-    half = 0.5 * cumulative[:, -1:]
-    index = torch.searchsorted(cumulative, half).clamp(max=values.numel() - 1)
-    return values[index.squeeze(-1)]
+    index = [np.searchsorted(row, 0.5 * row[-1]) for row in cumulative]
+    return values[np.minimum(index, values.size - 1)]
 
 
 def fit_laplace_mixture(
@@ -102,39 +118,38 @@ def fit_laplace_mixture(
         prior_min_weight: lower bound on the prior component's weight w_0.
         iterations: EM iterations.
     """
-    masses = masses.to(torch.float64)
+    masses = _float64(masses)
     total = float(masses.sum())
     if not total > 0:
         raise ValueError("the rank statistic has no mass: nothing to fit.")
     masses = masses / total
-    edges64 = edges.to(torch.float64)
+    edges64 = _float64(edges)
     centres = (edges64[:-1] + edges64[1:] - 1) / 2
-    weights, locs, scales = init.weights.clone(), init.locs.clone(), init.scales.clone()
+    weights, locs, scales = _float64(init.weights), _float64(init.locs), _float64(init.scales)
+    tiny = np.finfo(np.float64).tiny
     for _ in range(iterations):
-        mixture = LaplaceMixture(weights, locs, scales)
-        joint = weights.unsqueeze(1) * mixture.component_bin_masses(edges, num_ranks)
-        responsibilities = joint / joint.sum(0, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+        joint = weights[:, None] * _component_bin_masses(edges64, num_ranks, locs, scales)
+        responsibilities = joint / np.maximum(joint.sum(0, keepdims=True), tiny)
         data_weights = responsibilities * masses  # [M, n]
         component_mass = data_weights.sum(-1)
         weights = _constrain_prior(component_mass / component_mass.sum(), prior_min_weight)
         live = component_mass > 0
-        medians = _weighted_median(centres, data_weights)
-        locs = torch.where(live, medians, locs)
+        locs = np.where(live, _weighted_median(centres, data_weights), locs)
         locs[0] = 0.0
-        deviations = (data_weights * (centres.unsqueeze(0) - locs.unsqueeze(1)).abs()).sum(-1)
-        scales = torch.where(live, deviations / component_mass.clamp_min(1e-300), scales).clamp_min(MIN_SCALE)
-    return LaplaceMixture(weights, locs, scales)
+        deviations = (data_weights * np.abs(centres[None, :] - locs[:, None])).sum(-1)
+        scales = np.maximum(np.where(live, deviations / np.maximum(component_mass, 1e-300), scales), MIN_SCALE)
+    return LaplaceMixture(torch.from_numpy(weights), torch.from_numpy(locs), torch.from_numpy(scales))
 
 
-def _constrain_prior(weights: torch.Tensor, prior_min_weight: float) -> torch.Tensor:
+def _constrain_prior(weights: np.ndarray, prior_min_weight: float) -> np.ndarray:
     """Raise w_0 to `prior_min_weight` when below, scaling the other weights down to keep the sum at 1."""
-    if weights.numel() == 1 or float(weights[0]) >= prior_min_weight:
+    if weights.size == 1 or weights[0] >= prior_min_weight:
         return weights
     others = weights[1:]
-    others_total = float(others.sum())
+    others_total = others.sum()
     scaled = (
         others * ((1 - prior_min_weight) / others_total)
         if others_total > 0
-        else torch.full_like(others, (1 - prior_min_weight) / others.numel())
+        else np.full_like(others, (1 - prior_min_weight) / others.size)
     )
-    return torch.cat([weights.new_tensor([prior_min_weight]), scaled])
+    return np.concatenate([[prior_min_weight], scaled])
