@@ -14,7 +14,7 @@ matches a GPU's.
 
     python benchmarks/bench_trainer.py                    # GPU: ResNet-10t student, ResNet-18 teacher, 32 px,
                                                           # C = 3,755 (GB2312 level 1), batch 256, bf16, 2% and 10%
-    python benchmarks/bench_trainer.py --profile          # also: the top operators of 20 uniform and DIS steps
+    python benchmarks/bench_trainer.py --profile          # also: each sampler's top operators over 20 steps
     python benchmarks/bench_trainer.py --classes 100 --compile-loss   # C = 100, the trainer's compile_loss on
                                                           # (no operator count then: compiled code fuses them)
     python benchmarks/bench_trainer.py --smoke --device cpu --out /tmp/x   # tiny sizes, seconds (the tests run it)
@@ -40,6 +40,7 @@ import hf_dis  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLERS = ("full", "uniform", "ftis", "dis")
+PROFILE_ORDER = ("dis", "ftis", "uniform", "full")
 
 
 class StepTimer(TrainerCallback):
@@ -150,8 +151,10 @@ def time_run(args: argparse.Namespace, sampler: str, fraction: float | None) -> 
     }
 
 
-def profile_run(args: argparse.Namespace, sampler: str, fraction: float) -> str:
-    """The operators of 20 training steps (after a 10-step warm-up), by self time on the device and on the host."""
+def profile_run(args: argparse.Namespace, sampler: str, fraction: float | None) -> str:
+    """The operators of 20 training steps (after a 10-step warm-up), by self time on the device and on the host;
+    each table's footer totals the 20 steps (the device total is what the steps ask of a GPU that other processes
+    share, whatever their wall time)."""
     cuda = args.device == "cuda"
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
     with tempfile.TemporaryDirectory() as output_dir:
@@ -219,8 +222,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=160, help="optimizer steps per run (DIS probes every 50)")
     parser.add_argument("--warmup", type=int, default=10, help="first steps left out of the statistics")
-    parser.add_argument("--profile", action="store_true", help="print the top operators of uniform and DIS steps")
+    parser.add_argument("--profile", action="store_true", help="top operators per sampler: bench_trainer_profile.txt")
     parser.add_argument("--compile-loss", action="store_true", help="the trainer's compile_loss (torch.compile)")
+    parser.add_argument(
+        "--start-at", type=float, help="Unix time at which to start (processes that share one GPU start together)"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: the test suite's check that this runs")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -230,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     meta = {**run_info(args.device), **{key: getattr(args, key) for key in ("student", "teacher", "classes")}}
     meta.update(image_size=args.image_size, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup)
     meta.update(compile_loss=args.compile_loss)
+    if args.start_at is not None:
+        time.sleep(max(0.0, args.start_at - time.time()))
     rows = []
     for sampler in args.samplers:
         for fraction in [None] if sampler == "full" else args.fractions:
@@ -238,8 +246,12 @@ def main(argv: list[str] | None = None) -> None:
     plot(rows, args.out / "bench_trainer.png")
     print(markdown(rows, meta), flush=True)
     if args.profile:
-        for sampler in ("uniform", "dis"):
-            print(f"=== {sampler}, fraction {args.fractions[0]}\n{profile_run(args, sampler, args.fractions[0])}")
+        reports = []
+        for sampler in sorted(args.samplers, key=PROFILE_ORDER.index):  # DIS first: a time box may cut the rest
+            fraction = None if sampler == "full" else args.fractions[0]
+            reports.append(f"=== {sampler}, fraction {fraction}\n{profile_run(args, sampler, fraction)}")
+            (args.out / "bench_trainer_profile.txt").write_text("\n".join(reports) + "\n")
+            print(reports[-1], flush=True)
 
 
 if __name__ == "__main__":

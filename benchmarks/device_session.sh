@@ -54,20 +54,21 @@ MANY_CLASS_FAMILIES=("AR PL Mingti2L Big5" "BabelStone Han" "Droid Sans Fallback
 # (the call's limit is 600 s) when none are named.
 STUDIES=(glyphs_gb2312_classification_short glyphs_reid_short glyphs_reid_short_alpha09 glyphs_reid_short_eps05
     glyphs_10k_short)
-DEFAULT_STAGES=(classification:250 reid:340 reid_alpha09:560)
+DEFAULT_STAGES=(reid:300 reid_alpha09:560)
 
 stage_command() {
     case "$1" in
     bench_head) echo python3 benchmarks/bench_head.py --out benchmarks/results/gpu ;;
     bench_step) echo python3 benchmarks/bench_step.py --out benchmarks/results/gpu ;;
     trainer) echo python3 benchmarks/bench_trainer.py --profile --steps 110 --out benchmarks/results/gpu ;;
+    trainer_shared) echo bash benchmarks/bench_trainer_shared.sh ;;  # 8 processes on one GPU, as in the studies
     trainer_c100) echo python3 benchmarks/bench_trainer.py --classes 100 --steps 110 --out benchmarks/results/gpu/c100 ;;
     trainer_c100_compiled)  # the same with the trainer's compile_loss
         echo python3 benchmarks/bench_trainer.py --classes 100 --steps 110 --compile-loss \
             --out benchmarks/results/gpu/c100_compiled ;;
     profile) echo python3 benchmarks/bench_head.py --profile --classes 100 3755 1000000 --samplers uniform dis \
         --out benchmarks/results/gpu/profile ;;
-    classification)  # where do the DIS runs' extra seconds go? py-spy once its students run, and (if the machine
+    classification)  # with where its runs spend their time: py-spy once its students run, and (if the machine
         # refuses py-spy's ptrace) every process's own stack samples (benchmarks/stack_sampling)
         echo env HF_DIS_STACK_SAMPLES=benchmarks/results/gpu/stacks_classification \
             PYTHONPATH=benchmarks/stack_sampling:${PYTHONPATH:-} \
@@ -106,8 +107,8 @@ run() {
     local named
     for named in "${@:-${DEFAULT_STAGES[@]}}"; do  # every stage known and timed, before anything runs
         [[ $named =~ ^[a-z0-9_]+:[0-9]+$ ]] && stage_command "${named%%:*}" >/dev/null ||
-            { echo "not STAGE:END_SECOND with a known stage (bench_head bench_step trainer trainer_c100" \
-                "trainer_c100_compiled profile classification reid reid_alpha09 reid_eps05 many_classes): $named" \
+            { echo "not STAGE:END_SECOND with a known stage (bench_head bench_step trainer trainer_shared" \
+                "trainer_c100 trainer_c100_compiled profile classification reid reid_alpha09 reid_eps05 many_classes): $named" \
                 >&2 && exit 2; }
     done
     exec > >(tee "$OUT/session.log") 2>&1
