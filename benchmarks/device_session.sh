@@ -108,8 +108,8 @@ run() {
     for named in "${@:-${DEFAULT_STAGES[@]}}"; do  # every stage known and timed, before anything runs
         [[ $named =~ ^[a-z0-9_]+:[0-9]+$ ]] && stage_command "${named%%:*}" >/dev/null ||
             { echo "not STAGE:END_SECOND with a known stage (bench_head bench_step trainer trainer_shared" \
-                "trainer_c100 trainer_c100_compiled profile classification reid reid_alpha09 reid_eps05 many_classes): $named" \
-                >&2 && exit 2; }
+                "trainer_c100 trainer_c100_compiled profile classification reid reid_alpha09 reid_eps05" \
+                "many_classes): $named" >&2 && exit 2; }
     done
     exec > >(tee "$OUT/session.log") 2>&1
     local wheels=.device/wheels

@@ -65,10 +65,10 @@ class LaplaceMixture:
         return torch.from_numpy(_float64(self.weights) @ masses)
 
 
-# The arithmetic is numpy's: a refit is some 2,500 operations on arrays of a few hundred numbers, and every torch
+# The arithmetic is numpy's: a refit is some 3,000 operations on arrays of a few hundred numbers, and every torch
 # operation lets go of the GIL and takes it back, which in a training process whose other threads want the GIL too
-# (the loader's pin-memory thread) turned a 7 ms refit into seconds (benchmarks/bench_refit.py); numpy keeps the GIL
-# for arrays this small.
+# (the loader's pin-memory thread) turned a 6 ms refit into about a second in the GPU studies (benchmarks/
+# bench_refit.py); numpy keeps the GIL for arrays this small.
 
 
 def _float64(values: torch.Tensor) -> np.ndarray:
