@@ -61,8 +61,7 @@ class LaplaceMixture:
 
     def bin_probs(self, edges: torch.Tensor, num_ranks: int) -> torch.Tensor:
         """`[n]`: the mixture's probability of each rank bin."""
-        masses = _component_bin_masses(_float64(edges), num_ranks, _float64(self.locs), _float64(self.scales))
-        return torch.from_numpy(_float64(self.weights) @ masses)
+        return torch.from_numpy(_float64(self.weights) @ self.component_bin_masses(edges, num_ranks).numpy())
 
 
 # The arithmetic is numpy's: a refit is some 3,000 operations on arrays of a few hundred numbers, and every torch
