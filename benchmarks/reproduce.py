@@ -166,7 +166,7 @@ def markdown(study: Study, summary: list[dict], info: dict) -> str:
         f"# {study.name}\n",
         f"{info['date']}, {info['device']}, torch {info['torch']}, hf_dis {info['hf_dis']}. Last-epoch metrics, mean "
         "+- standard deviation over seeds.\n",
-        f"| method | sampled fraction | seeds | {first} | {second} | training time (s) |",
+        f"| method | sampled fraction | seeds | {first} (%) | {second} (%) | training time (s) |",
         "|---|---|---|---|---|---|",
     ]
     for entry in summary:

@@ -1,11 +1,8 @@
 """Loaders on fixtures written in the exact original formats, the glyph benchmark, and the transforms."""
 
 import dataclasses
-import io
 import os
-import pickle
 import shutil
-import struct
 import warnings
 from pathlib import Path
 
@@ -15,6 +12,7 @@ import pytest
 import timm
 import torch
 from PIL import Image
+from tiny_models import write_cifar100_release
 
 from hf_dis.data import (
     charset_code_points,
@@ -32,56 +30,10 @@ from hf_dis.data.glyphs import _render_all
 # --- CIFAR-100 ----------------------------------------------------------------------------------------------------
 
 
-class Python2Pickler(pickle._Pickler):
-    """Writes bytes as Python 2 `str` (BINSTRING opcodes), as the authors' cPickle files do."""
-
-    dispatch = pickle._Pickler.dispatch.copy()
-
-    def save_py2_str(self, value: bytes) -> None:
-        if len(value) < 256:
-            self.write(pickle.SHORT_BINSTRING + bytes([len(value)]) + value)
-        else:
-            self.write(pickle.BINSTRING + struct.pack("<i", len(value)) + value)
-        self.memoize(value)
-
-    dispatch[bytes] = save_py2_str
-
-
-def write_py2_pickle(path: Path, content: dict) -> None:
-    buffer = io.BytesIO()
-    Python2Pickler(buffer, protocol=2).dump(content)
-    path.write_bytes(buffer.getvalue())
-
-
-def cifar_rows(count: int, seed: int) -> tuple[np.ndarray, list[int], list[int]]:
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
-    fine = [int(v) for v in rng.integers(0, 100, count)]
-    coarse = [int(v) for v in rng.integers(0, 20, count)]
-    return images, fine, coarse
-
-
 @pytest.fixture
 def cifar_copies(tmp_path):
     """The same tiny CIFAR-100 as the authors' `cifar-100-python` pickles and as a Hub-style parquet copy."""
-    splits = {"train": cifar_rows(5, 0), "test": cifar_rows(3, 1)}
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    fine_names = [name.encode() for name in FINE_NAMES]
-    coarse_names = [f"superclass_{i}".encode() for i in range(20)]
-    write_py2_pickle(folder / "meta", {b"fine_label_names": fine_names, b"coarse_label_names": coarse_names})
-    for split, (images, fine, coarse) in splits.items():
-        rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # R plane, G plane, B plane per row
-        write_py2_pickle(
-            folder / split,
-            {
-                b"filenames": [f"img_{i}.png".encode() for i in range(len(images))],
-                b"batch_label": f"{split} batch".encode(),
-                b"fine_labels": fine,
-                b"coarse_labels": coarse,
-                b"data": rows,
-            },
-        )
+    splits = write_cifar100_release(tmp_path / "cifar-100-python", {"train": 5, "test": 3})
     parquet = tmp_path / "parquet" / "cifar100"
     parquet.mkdir(parents=True)
     for split, (images, fine, coarse) in splits.items():
@@ -91,7 +43,7 @@ def cifar_copies(tmp_path):
                 {
                     "img": datasets.Image(),
                     "fine_label": datasets.ClassLabel(names=list(FINE_NAMES)),
-                    "coarse_label": datasets.ClassLabel(names=[n.decode() for n in coarse_names]),
+                    "coarse_label": datasets.ClassLabel(names=[f"superclass_{i}" for i in range(20)]),
                 }
             ),
         )

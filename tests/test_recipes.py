@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
+from tiny_models import write_market_release
 from transformers import AutoConfig, TrainingArguments
 
 from hf_dis.data import IdentitySampler
@@ -243,29 +243,8 @@ def test_reid_chain_on_glyphs_with_two_processes(tmp_path):
     assert results(evaluated)["eval_mAP"] == pytest.approx(metrics["eval_mAP"], abs=1e-6)
 
 
-def _write_market_release(root: Path, num_train_ids: int = 6, num_test_ids: int = 4) -> Path:
-    """A tiny Market-1501 release in the original layout and naming (pid_cCsS_frame_box.jpg)."""
-    release = root / "Market-1501-v15.09.15"
-    rng = np.random.default_rng(0)
-
-    def write(folder: str, pid: int, camera: int, index: int) -> None:
-        (release / folder).mkdir(parents=True, exist_ok=True)
-        pixels = rng.integers(0, 256, (32, 16, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(release / folder / f"{pid:04d}_c{camera}s1_{index:06d}_00.jpg", format="JPEG")
-
-    for pid in range(1, num_train_ids + 1):
-        for index, camera in enumerate((1, 2, 3, 4)):
-            write("bounding_box_train", pid * 2, camera, index)
-    for pid in range(100, 100 + num_test_ids):
-        write("query", pid, 1, 0)
-        for index, camera in enumerate((2, 3)):
-            write("bounding_box_test", pid, camera, index)
-    write("bounding_box_test", 0, 5, 0)  # a distractor
-    return root
-
-
 def test_market1501_recipe_on_the_release_format(tmp_path):
-    root = _write_market_release(tmp_path / "market")
+    root = write_market_release(tmp_path / "market")
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     data = ["--dataset", "market1501", "--data_dir", str(root), "--image_size", "32", "--pretrained", "false"]
     hf_dis_command("train-teacher", "--task", "reid", *data, "--model", "test_resnet", "--output_dir",

@@ -1,8 +1,15 @@
-"""Tiny models and data for the tests: transformers classifiers from configs (random weights, no download), and
-seeded random images."""
+"""Tiny models and data for the tests: transformers classifiers from configs (random weights, no download),
+seeded random images, and tiny CIFAR-100 and Market-1501 releases in their original formats."""
 
+import io
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
 import torch
 import transformers
+from PIL import Image
 
 TINY_VIT = dict(
     image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24
@@ -61,3 +68,73 @@ class RandomImages(torch.utils.data.Dataset):
         if self.with_labels:
             item["labels"] = self.labels[index]
         return item
+
+
+def write_market_release(root: Path, num_train_ids: int = 6, num_test_ids: int = 4) -> Path:
+    """A tiny Market-1501 release in the original layout and naming (pid_cCsS_frame_box.jpg)."""
+    release = root / "Market-1501-v15.09.15"
+    rng = np.random.default_rng(0)
+
+    def write(folder: str, pid: int, camera: int, index: int) -> None:
+        (release / folder).mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (32, 16, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(release / folder / f"{pid:04d}_c{camera}s1_{index:06d}_00.jpg", format="JPEG")
+
+    for pid in range(1, num_train_ids + 1):
+        for index, camera in enumerate((1, 2, 3, 4)):
+            write("bounding_box_train", pid * 2, camera, index)
+    for pid in range(100, 100 + num_test_ids):
+        write("query", pid, 1, 0)
+        for index, camera in enumerate((2, 3)):
+            write("bounding_box_test", pid, camera, index)
+    write("bounding_box_test", 0, 5, 0)  # a distractor
+    return root
+
+
+class Python2Pickler(pickle._Pickler):
+    """Writes bytes as Python 2 `str` (BINSTRING opcodes), as the authors' cPickle files do."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_py2_str(self, value: bytes) -> None:
+        if len(value) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(value)]) + value)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(value)) + value)
+        self.memoize(value)
+
+    dispatch[bytes] = save_py2_str
+
+
+def write_py2_pickle(path: Path, content: dict) -> None:
+    buffer = io.BytesIO()
+    Python2Pickler(buffer, protocol=2).dump(content)
+    path.write_bytes(buffer.getvalue())
+
+
+def write_cifar100_release(folder: Path, sizes: dict[str, int]) -> dict[str, tuple[np.ndarray, list[int], list[int]]]:
+    """A tiny `cifar-100-python` folder as the authors' cPickle files (meta, train, test), with `sizes[split]` seeded
+    random images per split; returns each split's images, fine and coarse labels."""
+    from hf_dis.data.cifar100 import FINE_NAMES
+
+    folder.mkdir(parents=True)
+    coarse_names = [f"superclass_{i}".encode() for i in range(20)]
+    fine_names = [name.encode() for name in FINE_NAMES]
+    write_py2_pickle(folder / "meta", {b"fine_label_names": fine_names, b"coarse_label_names": coarse_names})
+    splits = {}
+    for seed, (split, count) in enumerate(sizes.items()):
+        rng = np.random.default_rng(seed)
+        images = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+        fine = [int(v) for v in rng.integers(0, 100, count)]
+        coarse = [int(v) for v in rng.integers(0, 20, count)]
+        rows = images.transpose(0, 3, 1, 2).reshape(count, -1)  # R plane, G plane, B plane per row
+        content = {
+            b"filenames": [f"img_{i}.png".encode() for i in range(count)],
+            b"batch_label": f"{split} batch".encode(),
+            b"fine_labels": fine,
+            b"coarse_labels": coarse,
+            b"data": rows,
+        }
+        write_py2_pickle(folder / split, content)
+        splits[split] = images, fine, coarse
+    return splits
