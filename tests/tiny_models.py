@@ -11,6 +11,8 @@ import torch
 import transformers
 from PIL import Image
 
+from hf_dis.data.cifar100 import FINE_NAMES
+
 TINY_VIT = dict(
     image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24
 )
@@ -115,8 +117,6 @@ def write_py2_pickle(path: Path, content: dict) -> None:
 def write_cifar100_release(folder: Path, sizes: dict[str, int]) -> dict[str, tuple[np.ndarray, list[int], list[int]]]:
     """A tiny `cifar-100-python` folder as the authors' cPickle files (meta, train, test), with `sizes[split]` seeded
     random images per split; returns each split's images, fine and coarse labels."""
-    from hf_dis.data.cifar100 import FINE_NAMES
-
     folder.mkdir(parents=True)
     coarse_names = [f"superclass_{i}".encode() for i in range(20)]
     fine_names = [name.encode() for name in FINE_NAMES]
