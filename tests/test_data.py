@@ -24,8 +24,8 @@ from hf_dis.data import (
     load_market1501,
 )
 from hf_dis.data.cifar100 import FINE_NAMES
-from hf_dis.data.fonts import discover_faces, face_coverage
-from hf_dis.data.glyphs import _render_all
+from hf_dis.data.fonts import MAX_SHARED_BITMAP, discover_faces, face_coverage
+from hf_dis.data.glyphs import FACE_SETS, _render_all, faces_named
 
 # --- CIFAR-100 ----------------------------------------------------------------------------------------------------
 
@@ -257,7 +257,7 @@ def test_coverage_rejects_boxes_and_unmapped_code_points(tmp_path):
     assert not any(name.startswith(("LastResort", "cm", "STIXNonUnicode")) for name in names)
     dejavu = next(face for face in faces if face.name == "DejaVu Sans")
     covered = face_coverage(dejavu, tmp_path)
-    assert ord("A") in covered and ord("ж") in covered
+    assert ord("ж") in covered and ord("ß") in covered and ord("B") not in covered  # B, Greek Beta, Cyrillic Ve, ...
     assert 0x4E00 not in covered and 0xE000 not in covered and ord(" ") not in covered  # CJK, private use, space
     assert face_coverage(dejavu, tmp_path) == covered  # from the cache file
     assert list((tmp_path / "coverage").glob("*.json"))
@@ -356,3 +356,62 @@ def test_padded_crop_refuses_bad_options():
 
     with pytest.raises(ValueError, match="padding must be >= 0"):
         padded_crop_transform(training=True, image_size=(8, 8), padding=-1)
+
+
+def _font_with_repeated_glyph(path: Path, repeated: int) -> Path:
+    """A TrueType font whose code points U+4E00.. draw one square (all `repeated` of them, as a font that maps many
+    code points to one placeholder), and 'A' / 'B' two other shapes."""
+    from fontTools.fontBuilder import FontBuilder
+    from fontTools.pens.ttGlyphPen import TTGlyphPen
+
+    def box(x0, y0, x1, y1):
+        pen = TTGlyphPen(None)
+        pen.moveTo((x0, y0)), pen.lineTo((x0, y1)), pen.lineTo((x1, y1)), pen.lineTo((x1, y0)), pen.closePath()
+        return pen.glyph()
+
+    glyphs = {".notdef": TTGlyphPen(None).glyph(), "square": box(100, 100, 900, 900), "A": box(100, 100, 300, 900),
+              "B": box(100, 100, 900, 300)}  # fmt: skip
+    cmap = {0x4E00 + index: "square" for index in range(repeated)} | {ord("A"): "A", ord("B"): "B"}
+    builder = FontBuilder(1000, isTTF=True)
+    builder.setupGlyphOrder(list(glyphs))
+    builder.setupCharacterMap(cmap)
+    builder.setupGlyf(glyphs)
+    builder.setupHorizontalMetrics({name: (1000, 0) for name in glyphs})
+    builder.setupHorizontalHeader(ascent=900, descent=-100)
+    builder.setupNameTable({"familyName": "Repeats", "styleName": "Regular"})
+    builder.setupOS2()
+    builder.setupPost()
+    builder.save(str(path))
+    return path
+
+
+@pytest.mark.parametrize("repeated", [MAX_SHARED_BITMAP, MAX_SHARED_BITMAP + 1])
+def test_a_drawing_shared_by_too_many_code_points_is_not_a_character(repeated, tmp_path):
+    """A bitmap drawn for more than MAX_SHARED_BITMAP code points is a placeholder: none of them counts; at the limit
+    they all count. Distinct drawings always count."""
+    from hf_dis.data.fonts import Face
+
+    font = _font_with_repeated_glyph(tmp_path / "repeats.ttf", repeated)
+    covered = face_coverage(Face(str(font), 0, "Repeats", "Repeats"), tmp_path)
+    shared = {0x4E00 + index for index in range(repeated)}
+    assert {ord("A"), ord("B")} <= covered
+    assert (shared <= covered) if repeated <= MAX_SHARED_BITMAP else not (shared & covered)
+
+
+def test_faces_are_chosen_by_name_or_by_named_set():
+    """A face list keeps those faces, in discovery order; missing faces are an error naming them, and for the faces
+    of a named set, their Debian packages and the apt command; an unknown set name lists the sets."""
+    faces = discover_faces(include_system=False)
+    chosen = faces_named(faces, ["DejaVu Serif", "DejaVu Sans"])
+    assert [face.name for face in chosen] == [
+        face.name for face in faces if face.name in ("DejaVu Sans", "DejaVu Serif")
+    ]
+    with pytest.raises(ValueError, match=r"not found on this machine: \['No Such Face'\]\.$"):
+        faces_named(faces, ["DejaVu Sans", "No Such Face"])
+    with pytest.raises(ValueError, match=r"Install them with: apt-get install .*fonts-babelstone-han.*fonts-seto"):
+        faces_named(faces, "cjk-20k")  # matplotlib's faces only: every face of the set is missing
+    with pytest.raises(ValueError, match=r"Unknown face set 'cjk-1m'; choose one of \['cjk-20k'\]"):
+        faces_named(faces, "cjk-1m")
+    with pytest.raises(ValueError, match="faces is empty"):
+        faces_named(faces, [])
+    assert all(len(FACE_SETS[name]) >= 10 for name in FACE_SETS)

@@ -2,7 +2,7 @@
 re-ID pieces (P x K identity sampler, query/gallery evaluation set), and the teacher cache."""
 
 from hf_dis.data.cifar100 import load_cifar100
-from hf_dis.data.glyphs import charset_code_points, load_glyphs, render_glyph
+from hf_dis.data.glyphs import FACE_SETS, charset_code_points, load_glyphs, render_glyph
 from hf_dis.data.identity_sampler import IdentitySampler
 from hf_dis.data.market1501 import load_market1501
 from hf_dis.data.reid import REID_EVAL_KEYS, reid_eval_batches, reid_eval_dataset
@@ -16,6 +16,7 @@ from hf_dis.data.teacher_cache import (
 from hf_dis.data.transforms import data_config, image_transform, labelled_batches, padded_crop_transform
 
 __all__ = [
+    "FACE_SETS",
     "TEACHER_CACHE_COLUMNS",
     "REID_EVAL_KEYS",
     "IdentitySampler",

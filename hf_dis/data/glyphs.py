@@ -41,6 +41,31 @@ from hf_dis.data.market1501 import REID_FEATURES
 logger = logging.getLogger(__name__)
 
 Protocol = Literal["classification", "reid"]
+
+#: Named sets of faces (`Face.name`), one face per font family, each with the Debian package that installs it.
+#: ``cjk-20k``: the largest task this project can render from Debian's fonts: 16 families that each draw most of the
+#: 20,992 CJK Unified Ideographs (U+4E00-U+9FFF); with min_faces=10, 20,902 of them are drawn by 10 faces or more.
+#: Brush and handwriting designs (SetoFont, LXGW WenKai) are among them.
+FACE_SETS: dict[str, dict[str, str]] = {
+    "cjk-20k": {
+        "AR PL UKai CN": "fonts-arphic-ukai",
+        "AR PL UMing CN": "fonts-arphic-uming",
+        "BabelStone Han": "fonts-babelstone-han",
+        "Droid Sans Fallback": "fonts-droid-fallback",
+        "HanaMinA Regular": "fonts-hanazono",
+        "IPAmjMincho": "fonts-ipamj-mincho",
+        "LXGW WenKai": "fonts-lxgw-wenkai",
+        "Noto Sans CJK SC": "fonts-noto-cjk",
+        "Noto Serif CJK SC": "fonts-noto-cjk",
+        "SetoFont": "fonts-seto",
+        "TW-Kai": "fonts-cns11643-kai",
+        "Unifont": "fonts-unifont",
+        "WenQuanYi Zen Hei": "fonts-wqy-zenhei",
+        "cwTeXHeiBold": "fonts-cwtex-heib",
+        "cwTeXKai": "fonts-cwtex-kai",
+        "cwTeXMing": "fonts-cwtex-ming",
+    }
+}
 CHARSETS = ("gb2312-level1", "gb2312")
 _FORMAT_VERSION = 2  # bump when rendering changes, so that old caches are not reused
 
@@ -78,6 +103,7 @@ def load_glyphs(
     seed: int = 0,
     include_system_fonts: bool = True,
     families: Sequence[str] | None = None,
+    faces: Sequence[str] | str | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> DatasetDict:
     """Render a glyph task from the fonts of this machine (see the module docstring).
@@ -99,6 +125,9 @@ def load_glyphs(
             removed, e.g. ``"DejaVu Sans"``, ``"TW Kai"``); None: every face found. Naming the families makes the task
             the same on every machine that has them, and keeps near-copies of one design (a font and its
             proportional variant) out of the train / test split.
+        faces: use only these faces (names as `Face.name` gives them, e.g. ``"Noto Sans CJK SC"``), or the name of
+            a set in `FACE_SETS` (e.g. ``"cjk-20k"``): one face of a family with many near-identical faces (weights,
+            regional variants). Missing faces are an error that names their Debian packages.
         cache_dir: where coverage and rendered tasks are cached; default `default_cache_dir()`.
 
     Raises:
@@ -114,9 +143,12 @@ def load_glyphs(
     if min_faces < 1 or image_size < 8:
         raise ValueError(f"min_faces must be >= 1 and image_size >= 8, got {min_faces} and {image_size}.")
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    faces = discover_faces(include_system=include_system_fonts)
+    found = discover_faces(include_system=include_system_fonts)
     if families is not None:
-        faces = faces_of_families(faces, families)
+        found = faces_of_families(found, families)
+    if faces is not None:
+        found = faces_named(found, faces)
+    faces = found
     params = {
         "num_classes": num_classes, "protocol": protocol, "charset": charset, "min_faces": min_faces,
         "test_fraction": test_fraction, "image_size": image_size, "copies": copies, "augment": augment, "seed": seed,
@@ -153,6 +185,25 @@ def faces_of_families(faces: list[Face], families: Sequence[str]) -> list[Face]:
         found = sorted({face.family for face in faces})
         raise ValueError(f"font families not found on this machine: {missing}. Found: {found}.")
     return [face for face in faces if face.family in wanted]
+
+
+def faces_named(faces: list[Face], names: Sequence[str] | str) -> list[Face]:
+    """The faces called `names` (or those of the set `FACE_SETS[names]`), in `faces`' order; a ValueError names the
+    missing ones and, where known, the Debian packages and the apt command that install them."""
+    if isinstance(names, str):
+        if names not in FACE_SETS:
+            raise ValueError(f"Unknown face set {names!r}; choose one of {sorted(FACE_SETS)}, or name the faces.")
+        names = list(FACE_SETS[names])
+    if not names:
+        raise ValueError("faces is empty: name the faces to use, or pass None for every face.")
+    missing = sorted(set(names) - {face.name for face in faces})
+    if missing:
+        package_of = {name: package for face_set in FACE_SETS.values() for name, package in face_set.items()}
+        packages = sorted({package_of[name] for name in missing if name in package_of})
+        hint = f" Install them with: apt-get install {' '.join(packages)}" if packages else ""
+        raise ValueError(f"font faces not found on this machine: {missing}.{hint}")
+    wanted = set(names)
+    return [face for face in faces if face.name in wanted]
 
 
 def _faces_drawing(faces: Iterable[Face], coverage: dict[Face, frozenset[int]], allowed: set[int] | None):

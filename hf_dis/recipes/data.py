@@ -11,6 +11,7 @@ from typing import Any
 import datasets
 
 from hf_dis.data import (
+    FACE_SETS,
     TEACHER_CACHE_COLUMNS,
     labelled_batches,
     load_cifar100,
@@ -26,7 +27,8 @@ CLASSIFICATION_DATASETS = ("cifar100", "glyphs")
 REID_DATASETS = ("market1501", "glyphs")
 #: The options that choose how glyphs are rendered: a saved task (`data_dir`) has them fixed already.
 GLYPH_RENDERING = (
-    "glyph_classes", "glyph_image_size", "glyph_system_fonts", "glyph_charset", "glyph_families", "glyph_copies"
+    "glyph_classes", "glyph_image_size", "glyph_system_fonts", "glyph_charset", "glyph_families", "glyph_faces",
+    "glyph_min_faces", "glyph_copies"
 )  # fmt: skip
 
 
@@ -47,6 +49,9 @@ class DataArguments:
         glyph_charset: glyphs: restrict to a character set (gb2312-level1, gb2312).
         glyph_families: glyphs: render with the faces of these font families only (names without style words, e.g.
             "TW Kai"); unset uses every face found.
+        glyph_faces: glyphs: render with these faces only (e.g. "Noto Sans CJK SC"), or a named set of them (cjk-20k:
+            16 CJK families, one face each, 20,902 ideographs drawn by 10 or more); unset uses every face found.
+        glyph_min_faces: glyphs: a character is a class when at least this many faces draw it.
         glyph_copies: glyphs: renderings per character and face.
     """
 
@@ -85,6 +90,16 @@ class DataArguments:
             "help": "glyphs: render with the faces of these font families only (names without style words, e.g. "
             '"TW Kai"); unset uses every face found.'
         },
+    )
+    glyph_faces: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": 'glyphs: render with these faces only (e.g. "Noto Sans CJK SC"), or a named set of them (cjk-20k: '
+            "16 CJK families, one face each, 20,902 ideographs drawn by 10 or more); unset uses every face found."
+        },
+    )
+    glyph_min_faces: int = field(
+        default=5, metadata={"help": "glyphs: a character is a class when at least this many faces draw it."}
     )
     glyph_copies: int = field(default=2, metadata={"help": "glyphs: renderings per character and face."})
 
@@ -127,8 +142,17 @@ class DataArguments:
             image_size=self.glyph_image_size,
             include_system_fonts=self.glyph_system_fonts,
             families=self.glyph_families,
+            faces=_face_selection(self.glyph_faces),
+            min_faces=self.glyph_min_faces,
             copies=self.glyph_copies,
         )
+
+
+def _face_selection(names: list[str] | None) -> list[str] | str | None:
+    """`--glyph_faces`: one name that is a face set's stands for the set."""
+    if names is not None and len(names) == 1 and names[0] in FACE_SETS:
+        return names[0]
+    return names
 
 
 GLYPH_SPLITS = {"classification": ("train", "test"), "reid": ("train", "query", "gallery")}
