@@ -391,13 +391,38 @@ def test_row_sparse_classifier_optimizer_checks(tmp_path):
     with pytest.raises(ValueError, match="an option of classifier_optimizer='row_sparse'"):
         make_args(tmp_path, optim="adamw_torch", optim_args="second_moment=row")
     student = timm_model()
-    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+    optimizer = torch.optim.Adam(student.parameters(), lr=0.1)
     trainer = DistillationTrainer(
         model=student, args=make_args(tmp_path, classifier_optimizer="row_sparse"),
         teacher=timm_model("test_resnet", seed=1), train_dataset=RandomImages(), optimizers=(optimizer, None),
     )  # fmt: skip
-    with pytest.raises(ValueError, match="needs the Trainer to build the optimizer"):
+    with pytest.raises(ValueError, match="with a passed optimizer needs torch.optim.SGD"):
         trainer.train()
+
+
+def test_row_sparse_updates_with_a_passed_sgd(tmp_path):
+    """The recipes pass their own SGD (and schedule): with row_sparse, the classifier leaves it for a RowSparseSGD
+    with its hyper-parameters, so that with every row used (full KD) training is the dense run's."""
+
+    def train(classifier_optimizer):
+        student = timm_model()
+        optimizer = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-3)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))
+        args = make_args(tmp_path, output_dir=str(tmp_path / classifier_optimizer), sampler="full", max_steps=3,
+                         classifier_optimizer=classifier_optimizer)  # fmt: skip
+        trainer = DistillationTrainer(
+            model=student, args=args, teacher=timm_model("test_resnet", seed=1), train_dataset=RandomImages(12),
+            optimizers=(optimizer, schedule),
+        )  # fmt: skip
+        trainer.train()
+        return trainer
+
+    dense, sparse = train("dense"), train("row_sparse")
+    assert type(sparse.classifier_optimizer).__name__ == "RowSparseSGD" and dense.classifier_optimizer is None
+    group = sparse.classifier_optimizer.param_groups[0]
+    assert (group["momentum"], group["weight_decay"], group["lr"]) == (0.9, 5e-3, pytest.approx(0.05 / 3))
+    for (name, p), q in zip(dense.model.named_parameters(), sparse.model.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_resuming_dis_without_sampler_state_is_an_error(tmp_path):
@@ -999,3 +1024,65 @@ def test_distilling_from_cached_views_gives_the_student_the_view_the_teacher_saw
     assert len(checked) == 6 and all(checked)
     assert len(calls) == 1 + len(checked)  # the pre-training check, then only this test's own checks
     assert len(views_seen) > len(data)  # more distinct teacher targets than images: more than one view per image
+
+
+@pytest.mark.parametrize(("top_r", "warned"), [(5, True), (NUM_CLASSES, False)])
+def test_a_cache_with_fewer_ranks_than_dis_reads_is_named(top_r, warned, tmp_path, caplog):
+    """DIS draws from its top `rank_limit` ranks (here all C): a cache holding fewer gets a warning, before training,
+    that says what the draws lose and the top_r to cache with; a cache that holds them all gets none."""
+    from hf_dis.data import cache_teacher_logits, image_transform, labelled_batches
+
+    teacher = timm_model("test_resnet", seed=1).eval()
+    transform = image_transform(teacher, training=False, image_size=32)
+    cached = cache_teacher_logits(teacher, image_dataset(8), transform, top_r=top_r)
+    args = make_args(tmp_path, sampler="dis", num_sampled=3, max_steps=1)
+    trainer = DistillationTrainer(
+        model=timm_model(), args=args, train_dataset=cached.with_transform(labelled_batches(transform))
+    )
+    with caplog.at_level("WARNING", logger="hf_dis.trainer.trainer"):
+        trainer.train()
+    messages = [record.getMessage() for record in caplog.records if record.name == "hf_dis.trainer.trainer"]
+    if warned:
+        assert len(messages) == 1
+        assert (
+            f"holds the top 5 classes per example, but the dis sampler draws from the top {NUM_CLASSES}" in messages[0]
+        )
+        assert f"--top_r {NUM_CLASSES}" in messages[0]
+    else:
+        assert messages == []
+
+
+@pytest.mark.parametrize(("dis_ms", "chosen"), [(4.0, "dis"), (5.0, "dis"), (6.0, "full")])
+def test_auto_takes_dis_only_where_its_head_step_halves_the_full_one(dis_ms, chosen, tmp_path, monkeypatch, caplog):
+    """sampler="auto" times the head once (here the timer is replaced: 10 ms over all classes), takes DIS at up to
+    half the full head's time, else full KD, and says so in the log and the model card."""
+    timed = []
+
+    def head_step_ms(num_classes, width, batch_size, sampler=None, **options):
+        timed.append(None if sampler is None else sampler.name)
+        return 10.0 if sampler is None else dis_ms
+
+    monkeypatch.setattr("hf_dis.trainer.trainer.head_step_ms", head_step_ms)
+    args = make_args(tmp_path, sampler="auto", num_sampled=3, max_steps=1)
+    with caplog.at_level("INFO", logger="hf_dis.trainer.trainer"):
+        trainer = DistillationTrainer(
+            model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1), train_dataset=RandomImages(8)
+        )
+    assert timed == [None, "dis"] and trainer.sampler.name == chosen
+    assert trainer.sampler.num_sampled == (3 if chosen == "dis" else NUM_CLASSES)
+    expected = f"auto chose {chosen}: the head step took {dis_ms:g} ms with DIS (K = 3) and 10 ms over all"
+    assert expected in trainer.sampler_choice and any(expected in record.getMessage() for record in caplog.records)
+    trainer.train()
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert f"| sampler choice | {expected}" in card
+
+
+def test_an_explicit_sampler_is_never_timed_or_changed(tmp_path, monkeypatch):
+    monkeypatch.setattr("hf_dis.trainer.trainer.head_step_ms", lambda *a, **k: pytest.fail("timed"))
+    trainer = DistillationTrainer(
+        model=timm_model(), args=make_args(tmp_path, sampler="dis", num_sampled=3, max_steps=1),
+        teacher=timm_model("test_resnet", seed=1), train_dataset=RandomImages(8),
+    )  # fmt: skip
+    assert trainer.sampler.name == "dis" and trainer.sampler_choice is None
+    with pytest.raises(ValueError, match=r"dis_refit_every applies to sampler dis or auto"):
+        make_args(tmp_path, sampler="full", dis_refit_every=5)

@@ -20,7 +20,17 @@ from torch import nn
 from torchvision import transforms
 from transformers import TimmWrapperForImageClassification
 
-from hf_dis.data.teacher_cache import TEACHER_CACHE_COLUMNS, VIEW_SEEDS, read_cached_views
+from hf_dis.data.teacher_cache import (
+    TAIL_LOGIT,
+    TEACHER_CACHE_COLUMNS,
+    TOP_CLASSES,
+    TOP_LOGITS,
+    VIEW_SEEDS,
+    read_cached_views,
+)
+
+#: The teacher-cache columns as arrays (class ids as the trainer indexes with them).
+_CACHE_DTYPES = {TOP_CLASSES: np.int64, TOP_LOGITS: np.float32, TAIL_LOGIT: np.float32}
 
 
 def data_config(model: nn.Module | None = None, processor: Any = None, image_size: int | None = None) -> dict[str, Any]:
@@ -226,7 +236,10 @@ def labelled_batches(
             out = read_cached_views(batch, transform, image_column)
         else:
             out = {"pixel_values": transform_images(transform, batch[image_column])}
-            out.update({key: batch[key] for key in TEACHER_CACHE_COLUMNS if key in batch})
+            # as arrays: the collator then stacks them at once, instead of building a tensor from B x R numbers
+            out.update(
+                {key: np.asarray(batch[key], _CACHE_DTYPES[key]) for key in TEACHER_CACHE_COLUMNS if key in batch}
+            )
         if label_column is not None and label_column in batch:
             out["labels"] = batch[label_column]
         return out

@@ -89,11 +89,14 @@ def student_card_data(
     }
     if sampler.refit_every is not None:
         distillation["refit every (optimizer steps)"] = sampler.refit_every
+    if trainer.sampler_choice is not None:
+        distillation["sampler choice"] = trainer.sampler_choice
     if cache is not None:
         views = "the un-augmented image" if cache["num_views"] is None else f"{cache['num_views']} augmented views"
         distillation["teacher logits"] = f"cached once: top {cache['top_r']:,} classes per example, on {views}"
     if sampler.name == "full":
-        kept = ("sampler", "temperature (T)", "alpha (hard-label CE weight)", "label smoothing", "teacher logits")
+        kept = ("sampler", "sampler choice", "temperature (T)", "alpha (hard-label CE weight)", "label smoothing",
+                "teacher logits")  # fmt: skip
         distillation = {key: value for key, value in distillation.items() if key in kept}
     train_log = _last_log(trainer, "train_runtime")
     speed: dict[str, Any] = {"device": device_name(args.device)}

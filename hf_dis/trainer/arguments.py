@@ -15,6 +15,10 @@ from hf_dis.losses.sampled import ESTIMATORS
 from hf_dis.sampling import SCOPES, list_samplers
 from hf_dis.trainer.row_sparse_updates import row_wise_second_moment
 
+#: sampler="auto": DIS, unless its head step (drawing included) takes more than this share of the full head step's
+#: time on the training device, in which case full KD [choice: sampling trades some accuracy for time, so it must
+#: at least halve the head's cost to be chosen].
+AUTO_MAX_HEAD_RATIO = 0.5
 #: num_sampled when unset: this fraction of the classes, at most DEFAULT_MAX_SAMPLED.
 DEFAULT_SAMPLED_FRACTION = 0.1
 DEFAULT_MAX_SAMPLED = 4096
@@ -27,10 +31,10 @@ def default_num_sampled(num_classes: int) -> int:
 
 _OWNED_OPTIONS = {
     "proposal_temperature": ("ftis", "topk"),
-    "dis_num_components": ("dis",),
-    "dis_refit_every": ("dis",),
-    "dis_prior_min_weight": ("dis",),
-    "dis_stat_decay": ("dis",),
+    "dis_num_components": ("dis", "auto"),
+    "dis_refit_every": ("dis", "auto"),
+    "dis_prior_min_weight": ("dis", "auto"),
+    "dis_stat_decay": ("dis", "auto"),
 }
 
 
@@ -50,7 +54,9 @@ class DistillationArguments(TrainingArguments):
         > Class sampling
 
         sampler: Which classes the KD loss looks at: dis (dynamic importance sampling), ftis (fixed teacher
-            importance sampling), uniform, topk (biased baseline) or full (all classes: classic KD).
+            importance sampling), uniform, topk (biased baseline), full (all classes: classic KD), or auto (DIS where
+            its head step, timed once before training, takes at most half the full head's time, else full; logged
+            and written to the model card).
         num_sampled: Number K of classes drawn per step (with replacement): an integer, or a fraction of the
             classes in (0, 1). Unset: a tenth of the classes, at most 4096. Must stay unset with sampler=full.
         sample_scope: per_example (each example draws its own set: the faithful mode, and far more accurate in
@@ -124,7 +130,9 @@ class DistillationArguments(TrainingArguments):
         default="dis",
         metadata={
             "help": "Which classes the KD loss looks at: dis (dynamic importance sampling), ftis (fixed teacher "
-            "importance sampling), uniform, topk (biased baseline) or full (all classes: classic KD)."
+            "importance sampling), uniform, topk (biased baseline), full (all classes: classic KD), or auto (DIS where "
+            "its head step, timed once before training, takes at most half the full head's time, else full; logged "
+            "and written to the model card)."
         },
     )
     num_sampled: float | None = field(
@@ -244,8 +252,8 @@ class DistillationArguments(TrainingArguments):
             raise ValueError(f"temperature must be > 0, got {self.temperature}.")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0.0, 1.0], got {self.alpha}.")
-        if self.sampler not in list_samplers():
-            raise ValueError(f"Unknown sampler {self.sampler!r}; choose one of {list_samplers()}.")
+        if self.sampler not in (*list_samplers(), "auto"):
+            raise ValueError(f"Unknown sampler {self.sampler!r}; choose one of {[*list_samplers(), 'auto']}.")
         if self.sample_scope not in SCOPES:
             raise ValueError(f"sample_scope must be one of {list(SCOPES)}, got {self.sample_scope!r}.")
         if self.kd_estimator not in ESTIMATORS:
@@ -291,26 +299,29 @@ class DistillationArguments(TrainingArguments):
         if not self.label_names:
             raise ValueError("label_names must name the batch key that holds the labels (default ['labels']).")
 
-    def num_sampled_for(self, num_classes: int) -> int | float | None:
-        """K for C classes: `num_sampled`, or the default (a tenth of the classes, at most 4096); None for full."""
-        if self.sampler == "full":
+    def num_sampled_for(self, num_classes: int, sampler: str | None = None) -> int | float | None:
+        """K for C classes with `sampler` (default `self.sampler`; auto's choice once made): `num_sampled`, or the
+        default (a tenth of the classes, at most 4096); None for full."""
+        if (sampler or self.sampler) == "full":
             return None
         if self.num_sampled is not None:
             return self.num_sampled
         return default_num_sampled(num_classes)
 
-    def sampler_options(self) -> dict[str, Any]:
-        """Keyword options of `build_sampler` for this sampler (unset sampler-specific options left to it)."""
+    def sampler_options(self, sampler: str | None = None) -> dict[str, Any]:
+        """Keyword options of `build_sampler` for `sampler` (default `self.sampler`; auto's choice once made), unset
+        sampler-specific options left to it."""
+        sampler = sampler or self.sampler
         options: dict[str, Any] = {"scope": self.sample_scope, "seed": self.seed}
-        if self.sampler != "full":
+        if sampler != "full":
             options.update(
                 force_label=self.force_label, force_teacher_topk=self.force_teacher_topk, eps=self.sampler_eps
             )
-        if self.sampler in _OWNED_OPTIONS["proposal_temperature"]:
+        if sampler in _OWNED_OPTIONS["proposal_temperature"]:
             options["proposal_temperature"] = (
                 self.temperature if self.proposal_temperature is None else self.proposal_temperature
             )
-        if self.sampler == "dis":
+        if sampler == "dis":
             dis = {
                 "num_components": self.dis_num_components,
                 "refit_every": self.dis_refit_every,

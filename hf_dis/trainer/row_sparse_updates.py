@@ -2,9 +2,11 @@
 
 The Trainer builds its optimizer as usual; the student's classifier weight and bias are then taken out of it and
 given to a `RowSparseSGD` / `RowSparseAdamW` with the same hyper-parameters (weight decay on the weight, none on the
-bias, as the Trainer groups them). That optimizer steps right after the Trainer's (a step post-hook), at the Trainer's
-current learning rate, on the rows the step's forwards used. Its state is saved as `classifier_optimizer.pt` in every
-checkpoint and restored on resume.
+bias, as the Trainer groups them). An optimizer passed to the Trainer (`optimizers=`, as the recipes do) gives up the
+classifier the same way when it is a `torch.optim.SGD` (`row_sparse_counterpart`: its hyper-parameters, group by
+group); other passed optimizers are refused, since no row-sparse update equals them. That optimizer steps right
+after the Trainer's (a step post-hook), at the Trainer's current learning rate, on the rows the step's forwards used.
+Its state is saved as `classifier_optimizer.pt` in every checkpoint and restored on resume.
 
 The classifier weight's gradient is sparse on sampled steps (`SampledLinear.sparse_grad`): only the used rows are
 ever written, in the backward, the gradient clipping and the update, never a `[C, d]` buffer. DDP does not reduce it
@@ -44,6 +46,32 @@ def build_row_sparse_optimizer(head: SampledLinear, args: TrainingArguments) -> 
         groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
         row_wise_second_moment=row_wise_second_moment(args.optim_args),
     )  # fmt: skip
+
+
+def row_sparse_counterpart(optimizer: torch.optim.Optimizer, head: SampledLinear) -> RowSparseSGD:
+    """A `RowSparseSGD` for `head`'s weight and bias with the hyper-parameters of the `torch.optim.SGD` group that
+    holds each of them in `optimizer` (passed to the Trainer; call before taking them out of it)."""
+    if type(optimizer) is not torch.optim.SGD:
+        raise ValueError(
+            f"classifier_optimizer='row_sparse' with a passed optimizer needs torch.optim.SGD (it takes the "
+            f"classifier out and updates it with RowSparseSGD, the same hyper-parameters), got "
+            f"{type(optimizer).__name__}. Let the Trainer build the optimizer, or keep classifier_optimizer='dense'."
+        )
+    if any(parameter in optimizer.state for parameter in (head.weight, head.bias) if parameter is not None):
+        raise ValueError("the passed optimizer has already stepped the classifier: pass a fresh one.")
+    groups = []
+    for parameter in (head.weight, head.bias):
+        group = next((g for g in optimizer.param_groups if any(p is parameter for p in g["params"])), None)
+        if parameter is None or group is None:
+            continue
+        if group.get("dampening", 0) or group.get("maximize", False):
+            raise ValueError("classifier_optimizer='row_sparse' supports SGD without dampening or maximize.")
+        options = {key: group[key] for key in ("momentum", "weight_decay", "nesterov")}
+        groups.append({"params": [parameter], **options})
+    if not groups:
+        raise ValueError("the passed optimizer does not optimise the student's classifier.")
+    lr = next(g["lr"] for g in optimizer.param_groups)
+    return RowSparseSGD(groups, lr=lr)
 
 
 def row_wise_second_moment(optim_args: str | None) -> bool:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import random
 from collections.abc import Iterator
@@ -40,13 +41,14 @@ import pyarrow.compute as pc
 import pyarrow.types
 import torch
 import torch.nn.functional as F
+from accelerate.utils import broadcast_object_list
 from torch import nn
 from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import IntervalStrategy
 
 from hf_dis._checks import check_labels
 from hf_dis.data.teacher_cache import TAIL_LOGIT, TOP_CLASSES, TOP_LOGITS, dense_teacher_logits
-from hf_dis.diagnostics import sampled_set_stats
+from hf_dis.diagnostics import head_step_ms, sampled_set_stats
 from hf_dis.heads import install_sampled_head, split_classifier
 from hf_dis.losses import DistillationLoss, distillation_loss, sampled_distillation_loss
 from hf_dis.models import (
@@ -57,7 +59,7 @@ from hf_dis.models import (
     wrap_timm_model,
 )
 from hf_dis.sampling import ClassSampler, build_sampler
-from hf_dis.trainer.arguments import DistillationArguments
+from hf_dis.trainer.arguments import AUTO_MAX_HEAD_RATIO, DistillationArguments
 from hf_dis.trainer.buffer_sync import BufferSyncCallback
 from hf_dis.trainer.loss_logging import LossPartsLogging
 from hf_dis.trainer.row_sparse_updates import (
@@ -68,9 +70,15 @@ from hf_dis.trainer.row_sparse_updates import (
     load_classifier_state,
     reduce_row_gradient,
     remove_parameters,
+    row_sparse_counterpart,
 )
 from hf_dis.trainer.sampler_state import SamplerStateCallback, load_sampler_state, resolve_checkpoint
 from hf_dis.trainer.teacher import TeacherInputs, expected_image_size, freeze, load_teacher, model_normalization
+
+logger = logging.getLogger(__name__)
+
+#: Timed head steps per candidate when sampler="auto" (the median is compared).
+AUTO_REPEATS = 10
 
 
 class DistillationTrainer(LossPartsLogging, Trainer):
@@ -147,9 +155,12 @@ class DistillationTrainer(LossPartsLogging, Trainer):
                 model_normalization(teacher, teacher_processing_class),
                 None if args.teacher_image_size is None else (args.teacher_image_size,) * 2,
             )
+        #: sampler="auto": what was chosen and why (logged, and written to the model card); None otherwise.
+        self.sampler_choice: str | None = None
         if sampler is None:
+            name = self._choose_sampler(num_classes) if args.sampler == "auto" else args.sampler
             sampler = build_sampler(
-                args.sampler, num_classes, args.num_sampled_for(num_classes), **args.sampler_options()
+                name, num_classes, args.num_sampled_for(num_classes, name), **args.sampler_options(name)
             )
         elif sampler.num_classes != num_classes:
             raise ValueError(f"the sampler is for {sampler.num_classes} classes, the student has {num_classes}.")
@@ -174,6 +185,30 @@ class DistillationTrainer(LossPartsLogging, Trainer):
         )
         self._card_options: dict[str, Any] = {}
         self._head_times: tuple[int, dict[str, float]] | None = None  # (global step, head_step_times) for the card
+
+    def _choose_sampler(self, num_classes: int) -> str:
+        """`sampler="auto"`: time one head step (the student's classifier and the KD loss on random features, see
+        `hf_dis.diagnostics.head_step_ms`) over all classes and over DIS's draws, on the main process, and take DIS
+        when it needs at most `AUTO_MAX_HEAD_RATIO` of the full step's time, else full KD. Every process takes the
+        main process's choice."""
+        args, head = self.args, self.student_head
+        dis = build_sampler("dis", num_classes, args.num_sampled_for(num_classes, "dis"), **args.sampler_options("dis"))
+        times = [0.0, 0.0]
+        if self.is_world_process_zero():
+            sizes = (num_classes, head.in_features, args.per_device_train_batch_size)
+            times = [
+                head_step_ms(*sizes, temperature=args.temperature, device=args.device, repeats=AUTO_REPEATS),
+                head_step_ms(*sizes, dis, temperature=args.temperature, device=args.device, repeats=AUTO_REPEATS),
+            ]
+        full_ms, dis_ms = broadcast_object_list(times)
+        choice = "dis" if dis_ms <= AUTO_MAX_HEAD_RATIO * full_ms else "full"
+        self.sampler_choice = (
+            f"auto chose {choice}: the head step took {dis_ms:.3g} ms with DIS (K = {dis.num_sampled:,}) and "
+            f"{full_ms:.3g} ms over all {num_classes:,} classes on {args.device}; DIS is chosen at up to "
+            f"{AUTO_MAX_HEAD_RATIO:g}x"
+        )
+        logger.info("sampler=%s", self.sampler_choice)
+        return choice
 
     # --- the loss -------------------------------------------------------------------------------------------------
 
@@ -417,20 +452,19 @@ class DistillationTrainer(LossPartsLogging, Trainer):
         )
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
-        """The Trainer's optimizer; with `classifier_optimizer="row_sparse"`, without the student's classifier, which
-        a row-sparse optimizer updates right after each of its steps (see `hf_dis.trainer.row_sparse_updates`)."""
-        built_here = self.optimizer is None
+        """The Trainer's optimizer (built here, or passed as `optimizers=`); with `classifier_optimizer="row_sparse"`,
+        without the student's classifier, which a row-sparse optimizer with the same hyper-parameters updates right
+        after each of its steps (see `hf_dis.trainer.row_sparse_updates`; a passed optimizer must be SGD)."""
+        passed = self.optimizer is not None  # optimizers= of the Trainer (the recipes pass theirs)
         optimizer = super().create_optimizer(model)
         if self.args.classifier_optimizer != "row_sparse" or self.classifier_optimizer is not None:
             return optimizer
-        if not built_here:
-            raise ValueError(
-                "classifier_optimizer='row_sparse' needs the Trainer to build the optimizer (it takes the classifier "
-                "out of it): do not pass optimizers=, or keep classifier_optimizer='dense'."
-            )
         head = self.student_head
+        if passed:
+            self.classifier_optimizer = row_sparse_counterpart(optimizer, head)
+        else:
+            self.classifier_optimizer = build_row_sparse_optimizer(head, self.args)
         remove_parameters(optimizer, [p for p in (head.weight, head.bias) if p is not None])
-        self.classifier_optimizer = build_row_sparse_optimizer(head, self.args)
         if self._pending_classifier_state is not None:
             self.classifier_optimizer.load_state_dict(self._pending_classifier_state)
             self._pending_classifier_state = None
@@ -488,6 +522,7 @@ class DistillationTrainer(LossPartsLogging, Trainer):
                     f"the cached teacher logits do not fit the student's {num_classes} classes (class ids "
                     f"{cached.min().item()}..{cached.max().item()}, shape {tuple(cached.shape)} per batch)."
                 )
+            _check_cached_ranks(cached.shape[1], self.sampler)
         if self.teacher is None:
             if TOP_CLASSES not in batch:
                 raise ValueError(
@@ -509,6 +544,20 @@ class DistillationTrainer(LossPartsLogging, Trainer):
                 f"the teacher returns logits of shape {tuple(teacher_logits.shape)}; the student predicts "
                 f"{num_classes} classes. They must predict the same classes, in the same order."
             )
+
+
+def _check_cached_ranks(cached_ranks: int, sampler: ClassSampler) -> None:
+    """Warn when a teacher cache holds fewer ranks than the sampler reads: the missing ones are then selected from
+    the rebuilt logits every step, among classes that all share the cache's tail logit (an arbitrary order)."""
+    needed = max(sampler.force_teacher_topk, sampler._ranks_drawn_from()) if sampler.name != "full" else 0
+    if cached_ranks < needed:
+        logger.warning(
+            "the teacher cache holds the top %d classes per example, but the %s sampler draws from the top %d ranks: "
+            "each step then ranks all %d classes of the rebuilt logits (a top-k over C), and ranks %d..%d fall among "
+            "classes that share the cache's tail logit, so their order is arbitrary. Cache with top_r >= %d "
+            "(hf-dis cache-teacher --top_r %d).",
+            cached_ranks, sampler.name, needed, sampler.num_classes, cached_ranks, needed - 1, needed, needed,
+        )  # fmt: skip
 
 
 def _carries_teacher_cache(dataset: Any) -> bool:
