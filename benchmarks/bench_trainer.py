@@ -5,7 +5,11 @@ hand-written steps that bench_step times. Per sampler: the median step, the mean
 the data loading, without the model card that `DistillationTrainer.train` then writes).
 
 Random images and labels held in memory (no loader processes), random-weight timm models; each step is timed by a
-callback between `on_step_begin` and `on_step_end`, waiting for the GPU at both ends. One more column counts the ATen
+callback between `on_step_begin` and `on_step_end`, waiting for the GPU at both ends. With `--cached R` no teacher
+runs: the images carry random teacher-cache columns (the top R classes per image and their logits, as
+`hf_dis.data.cache_teacher_logits` writes them, read from a `datasets` table), which full KD reads too; `--floor`
+adds the limit no sampler can beat: the same student and data with a head of K' = K + 2 classes (K draws, the label
+and the teacher's top class), trained with full KD. One more column counts the ATen
 operators one step dispatches, forward, backward and optimizer (the third step: not a DIS probe, not the step after
 one, which recomputes the refitted proposal, not logged; left out of the timings): on a GPU all but the views launch
 a kernel, and where the host's launches bound the step (small models at 32 px) that count is what a sampled step
@@ -17,6 +21,8 @@ matches a GPU's.
     python benchmarks/bench_trainer.py --profile          # also: each sampler's top operators over 20 steps
     python benchmarks/bench_trainer.py --classes 100 --compile-loss   # C = 100, the trainer's compile_loss on
                                                           # (no operator count then: compiled code fuses them)
+    python benchmarks/bench_trainer.py --device cpu --classes 20000 --fractions 64 --samplers full dis --cached 1024 \
+        --floor --classifier-optimizer row_sparse --batch-size 128 --steps 40   # from a cache, beside the floor
     python benchmarks/bench_trainer.py --smoke --device cpu --out /tmp/x   # tiny sizes, seconds (the tests run it)
 """
 
@@ -31,16 +37,20 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import datasets  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from run_info import run_info, write_results  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 import hf_dis  # noqa: E402
+from hf_dis.data import TEACHER_CACHE_COLUMNS  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLERS = ("full", "uniform", "ftis", "dis")
-PROFILE_ORDER = ("dis", "ftis", "uniform", "full")
+PROFILE_ORDER = ("dis", "ftis", "uniform", "full", "floor")
+#: Columns a sampled set holds besides its K draws: the label and the teacher's top class (the samplers' defaults).
+FORCED_COLUMNS = 2
 
 
 class StepTimer(TrainerCallback):
@@ -97,14 +107,38 @@ class RandomImages(torch.utils.data.Dataset):
         return {"pixel_values": self.images[index], "labels": self.labels[index]}
 
 
+def cached_images(count: int, size: int, num_classes: int, top_r: int) -> datasets.Dataset:
+    """Seeded random images and labels with random teacher-cache columns (top `top_r` classes, the label first, and
+    descending logits), as a torch-formatted `datasets` table: what a cached run reads."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(num_classes, (count,), generator=generator)
+    scores = torch.rand(count, num_classes, generator=generator).scatter_(1, labels.unsqueeze(1), 2.0)
+    top = scores.topk(top_r, dim=1)
+    top_classes, top_logits, tail_logit = TEACHER_CACHE_COLUMNS
+    columns = {
+        "pixel_values": torch.randn(count, 3, size, size, generator=generator).numpy(),
+        "labels": labels.numpy(),
+        top_classes: top.indices.int().numpy(),
+        top_logits: (4 * top.values).numpy(),
+        tail_logit: torch.zeros(count).numpy(),
+    }
+    return datasets.Dataset.from_dict({key: list(value) for key, value in columns.items()}).with_format("torch")
+
+
 def build_trainer(args: argparse.Namespace, sampler: str, fraction: float | None, steps: int, output_dir: str):
-    """A `DistillationTrainer` of random-weight timm models, SGD, no checkpoints, logging every 50 steps."""
-    student = hf_dis.timm_classifier(args.student, args.classes, seed=0)
-    teacher = hf_dis.timm_classifier(args.teacher, args.classes, seed=1)
+    """A `DistillationTrainer` of random-weight timm models, SGD, no checkpoints, logging every 50 steps; from a
+    teacher cache with `--cached`; sampler "floor": full KD with a head of K' = K + 2 classes (K = `fraction`)."""
+    classes = args.classes
+    if sampler == "floor":
+        classes = (int(fraction) if fraction >= 1 else max(1, round(fraction * args.classes))) + FORCED_COLUMNS
+    student = hf_dis.timm_classifier(args.student, classes, seed=0)
+    teacher = None if args.cached else hf_dis.timm_classifier(args.teacher, classes, seed=1)
+    sampled = sampler not in ("full", "floor")
     training = hf_dis.DistillationArguments(
         output_dir=output_dir,
-        sampler=sampler,
-        num_sampled=fraction,
+        sampler="full" if sampler == "floor" else sampler,
+        num_sampled=fraction if sampled else None,
+        classifier_optimizer=args.classifier_optimizer if sampled else "dense",
         temperature=2.0,
         per_device_train_batch_size=args.batch_size,
         max_steps=steps,
@@ -120,7 +154,11 @@ def build_trainer(args: argparse.Namespace, sampler: str, fraction: float | None
         seed=0,
         compile_loss=args.compile_loss,
     )
-    dataset = RandomImages(args.batch_size * 8, args.image_size, args.classes)
+    count = args.batch_size * 8
+    if args.cached:
+        dataset = cached_images(count, args.image_size, classes, min(args.cached, classes))
+    else:
+        dataset = RandomImages(count, args.image_size, classes)
     return hf_dis.DistillationTrainer(student, training, teacher=teacher, train_dataset=dataset)
 
 
@@ -141,7 +179,8 @@ def time_run(args: argparse.Namespace, sampler: str, fraction: float | None) -> 
     return {
         "sampler": sampler,
         "fraction": fraction,
-        "num_sampled": trainer.sampler.num_sampled if sampler != "full" else args.classes,
+        "num_sampled": trainer.sampler.num_sampled,
+        "classes": trainer.sampler.num_classes,
         "median_step_ms": statistics.median(timed.values()),
         "mean_other_step_ms": statistics.fmean(others),
         "mean_probe_step_ms": statistics.fmean(probes) if probes else None,
@@ -177,21 +216,24 @@ def profile_run(args: argparse.Namespace, sampler: str, fraction: float | None) 
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
+    cached = f", no teacher: a cache of the top {meta['cached']} classes" if meta.get("cached") else ""
+    teacher = "" if meta.get("cached") else f", {meta['teacher']} teacher"
     header = (
         f"# DistillationTrainer steps\n\n{meta['date']}, {meta['device']}, torch {meta['torch']}, transformers "
-        f"{meta['transformers']}, timm {meta['timm']}. {meta['student']} student, {meta['teacher']} teacher, "
+        f"{meta['transformers']}, timm {meta['timm']}. {meta['student']} student{teacher}, "
         f"{meta['classes']} classes, {meta['image_size']} px, batch {meta['batch_size']}, {meta['steps']} steps "
-        f"(the first {meta['warmup']} untimed){', the loss compiled' if meta['compile_loss'] else ''}. "
-        "Milliseconds per optimizer step.\n\n"
-        "| sampler | K | median step | other steps (mean) | DIS probe steps (mean, count) | train_runtime per step "
-        "| operators per step |\n"
-        "|---|---|---|---|---|---|---|\n"
+        f"(the first {meta['warmup']} untimed){', the loss compiled' if meta['compile_loss'] else ''}"
+        f"{cached}; sampled runs' classifier updates: {meta.get('classifier_optimizer', 'dense')}. Milliseconds per "
+        "optimizer step; floor: full KD with a head of K' = K + 2 classes.\n\n"
+        "| sampler | classes | K | median step | other steps (mean) | DIS probe steps (mean, count) "
+        "| train_runtime per step | operators per step |\n"
+        "|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for row in rows:
         probe = "-" if row["mean_probe_step_ms"] is None else f"{row['mean_probe_step_ms']:.2f} ({row['probe_steps']})"
         lines.append(
-            f"| {row['sampler']} | {row['num_sampled']} | {row['median_step_ms']:.2f} | "
+            f"| {row['sampler']} | {row['classes']} | {row['num_sampled']} | {row['median_step_ms']:.2f} | "
             f"{row['mean_other_step_ms']:.2f} | {probe} | {row['train_runtime_ms_per_step']:.2f} | "
             f"{'-' if row['operators_per_step'] is None else row['operators_per_step']} |"
         )
@@ -224,6 +266,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=10, help="first steps left out of the statistics")
     parser.add_argument("--profile", action="store_true", help="top operators per sampler: bench_trainer_profile.txt")
     parser.add_argument("--compile-loss", action="store_true", help="the trainer's compile_loss (torch.compile)")
+    parser.add_argument("--cached", type=int, default=0, help="R: no teacher, cached top-R logits per image")
+    parser.add_argument("--floor", action="store_true", help="also the floor: full KD with a head of K + 2 classes")
+    parser.add_argument("--classifier-optimizer", default="dense", choices=("dense", "row_sparse"),
+                        help="the sampled runs' classifier_optimizer")  # fmt: skip
     parser.add_argument(
         "--start-at", type=float, help="Unix time at which to start (processes that share one GPU start together)"
     )
@@ -235,11 +281,11 @@ def main(argv: list[str] | None = None) -> None:
         args.student = args.teacher = "test_resnet.r160_in1k"
     meta = {**run_info(args.device), **{key: getattr(args, key) for key in ("student", "teacher", "classes")}}
     meta.update(image_size=args.image_size, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup)
-    meta.update(compile_loss=args.compile_loss)
+    meta.update(compile_loss=args.compile_loss, cached=args.cached, classifier_optimizer=args.classifier_optimizer)
     if args.start_at is not None:
         time.sleep(max(0.0, args.start_at - time.time()))
     rows = []
-    for sampler in args.samplers:
+    for sampler in [*args.samplers, *(["floor"] if args.floor else [])]:
         for fraction in [None] if sampler == "full" else args.fractions:
             rows.append(time_run(args, sampler, fraction))
             write_results(args.out, "bench_trainer", meta, rows, markdown(rows, meta))  # a run cut short keeps these

@@ -1,13 +1,16 @@
 """The method's comparison study: full KD against uniform, top-k, FTIS and DIS sampling at several sampled fractions,
-over several seeds, plus the student trained from scratch, each run with the same recipe and budget.
+over several seeds, plus the student trained from scratch, each run with the same recipe and budget; optionally the
+floor (the same student with its head cut to the sampled set's size: the time no sampler can beat) and one teacher
+cache that every distilled run reads (full KD included, so that the comparison is fair).
 
 One YAML (or JSON) config per study (`benchmarks/studies/*.yaml`, read with `HfArgumentParser`): the task, the
 data, the teacher (trained here once, or an existing folder), the student, the budget and the grid. Every run goes
 through the library's recipes (`hf_dis.recipes`: `train_teacher`, `distill_cifar100` for classification,
 `distill_market1501` for re-ID) and reports its last epoch's metrics (not the best epoch's). Results:
-`results.jsonl` (one line per finished run; a rerun skips those), `results.md` (mean +- std over seeds) and
-`results.png` (metric vs sampled fraction, one line per sampler, full KD and scratch as bands), all in the study's
-output folder.
+`results.jsonl` (one line per finished run, with its training time and peak memory; a rerun skips those),
+`results.md` (mean +- std over seeds), `results.png` (metric vs sampled fraction, one line per sampler, full KD and
+scratch as bands) and `results_time.png` (metric against training time, one point per run), all in the study's
+output folder. Every run trains in a process of its own, so that its peak memory is its own.
 
     python benchmarks/reproduce.py benchmarks/studies/glyphs_gb2312_classification.yaml
     python benchmarks/reproduce.py STUDY.yaml --jobs 8     # 8 student runs at a time (one GPU has room for many
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import resource
 import statistics
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -30,15 +34,19 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import datasets  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from run_info import run_info  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
 
-from hf_dis.recipes import distill_cifar100, distill_market1501, train_teacher  # noqa: E402
+from hf_dis.recipes import cache_teacher, distill_cifar100, distill_market1501, train_teacher  # noqa: E402
 
-#: The runs without sampling a study makes per seed: the student from scratch, and with full KD.
-BASELINES = ("scratch", "full")
+#: The runs without sampling a study makes per seed: the student from scratch, with full KD, and the floor (one per
+#: sampled size: the student from scratch with its head cut to that many classes; its accuracy means nothing).
+BASELINES = ("scratch", "full", "floor")
+#: Columns a sampled set holds besides its K draws: the label and the teacher's top class (the samplers' defaults).
+FORCED_COLUMNS = 2
 #: The metric a study reports per task, and a second one shown beside it.
 METRICS = {"classification": ("eval_accuracy", "eval_top5"), "reid": ("eval_rank1", "eval_mAP")}
 
@@ -58,10 +66,15 @@ class Study:
         student: the student's architecture.
         training: options of every student run (flags of the recipe: epochs, batch size, learning rate, ...).
         distillation: options of the distilled runs only (temperature, alpha, ...: the scratch run has no teacher).
+        sampling: options of the sampled runs only (e.g. classifier_optimizer: row_sparse, which full KD, updating
+            every row, does not need).
         samplers: sampled methods to compare.
-        baselines: the runs without sampling, per seed: `scratch` and `full` (KD); [] for a study that only varies
-            a sampled run's options (compare it with the baselines of the study it varies).
-        fractions: sampled fractions of the classes.
+        baselines: the runs without sampling, per seed: `scratch` and `full` (KD) by default, and `floor` on
+            request (one per sampled size; needs a saved glyph task); [] for a study that only varies a sampled run's
+            options (compare it with the baselines of the study it varies).
+        fractions: sampled sizes: fractions of the classes in (0, 1), or numbers of classes K (integers >= 1).
+        teacher_cache: options of `hf-dis cache-teacher` (e.g. {top_r: 1024}): the teacher's logits are cached once
+            and every distilled run reads them (no teacher runs during training); None: a live teacher.
         seeds: seeds of the student runs (the teacher is trained once, with the first).
     """
 
@@ -75,9 +88,11 @@ class Study:
     student: str = "resnet10t"
     training: dict[str, object] = field(default_factory=dict)
     distillation: dict[str, object] = field(default_factory=dict)
+    sampling: dict[str, object] = field(default_factory=dict)
     samplers: list[str] = field(default_factory=lambda: ["uniform", "topk", "ftis", "dis"])
-    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
+    baselines: list[str] = field(default_factory=lambda: ["scratch", "full"])
     fractions: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2])
+    teacher_cache: dict[str, object] | None = None
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
 
     def __post_init__(self) -> None:
@@ -85,8 +100,13 @@ class Study:
             raise ValueError(f"task must be one of {sorted(METRICS)}, got {self.task!r}.")
         if not set(self.baselines) <= set(BASELINES):
             raise ValueError(f"baselines must be among {list(BASELINES)}, got {self.baselines}.")
-        if not self.seeds or not all(0 < fraction < 1 for fraction in self.fractions):
-            raise ValueError(f"need seeds and fractions in (0, 1), got {self.seeds} and {self.fractions}.")
+        sizes_ok = all(0 < size < 1 or (size >= 1 and float(size).is_integer()) for size in self.fractions)
+        if not self.seeds or not sizes_ok:
+            raise ValueError(
+                f"need seeds, and fractions in (0, 1) or integers >= 1, got {self.seeds} and {self.fractions}."
+            )
+        if "floor" in self.baselines and (self.data.get("dataset") != "glyphs" or "data_dir" not in self.data):
+            raise ValueError("the floor relabels a saved glyph task: set data: {dataset: glyphs, data_dir: ...}.")
 
 
 def flags(options: dict[str, object]) -> list[str]:
@@ -101,7 +121,9 @@ def runs(study: Study) -> list[dict]:
     full KD), then sampler x fraction."""
     grid = []
     for seed in study.seeds:
-        grid += [{"method": method, "fraction": None, "seed": seed} for method in study.baselines]
+        grid += [{"method": method, "fraction": None, "seed": seed} for method in study.baselines if method != "floor"]
+        if "floor" in study.baselines:
+            grid += [{"method": "floor", "fraction": fraction, "seed": seed} for fraction in study.fractions]
         grid += [
             {"method": sampler, "fraction": fraction, "seed": seed}
             for sampler in study.samplers
@@ -126,22 +148,70 @@ def teacher_folder(study: Study, root: Path, *, train: bool = True) -> str:
     return str(folder)
 
 
+def teacher_cache_folder(study: Study, root: Path, teacher: str) -> str | None:
+    """The study's teacher cache (`root/teacher_cache`), made first when missing; None for a live teacher."""
+    if study.teacher_cache is None:
+        return None
+    folder = root / "teacher_cache"
+    if not (folder / "dataset_info.json").is_file():
+        options = ["--task", study.task, "--teacher_model", teacher, "--output_dir", str(folder)]
+        cache_teacher.main([*options, *flags(study.data), *flags(study.teacher_cache)])
+    return str(folder)
+
+
+def num_sampled(size: float) -> str:
+    """The recipes' --num_sampled of a study's sampled size: an integer K, or a fraction of the classes."""
+    return str(int(size)) if size >= 1 else str(size)
+
+
+def floor_task(study: Study, root: Path, num_classes: int) -> str:
+    """The study's saved glyph task relabelled to `num_classes` classes (label modulo that), saved once in `root`: the
+    same images and loader as every other run, with a head of the sampled set's size."""
+    folder = root / f"floor_task_{num_classes}"
+    if not (folder / "dataset_dict.json").is_file():
+        task = datasets.load_from_disk(str(study.data["data_dir"]))
+        names = datasets.ClassLabel(names=[f"bucket {index}" for index in range(num_classes)])
+        relabel = {"function": lambda labels: {"label": [label % num_classes for label in labels]}, "batched": True}
+        # in memory: no cache files written into the study's data folder; only the labels are read
+        relabelled = task.map(**relabel, input_columns="label", keep_in_memory=True, desc="floor labels")
+        relabelled.cast_column("label", names).save_to_disk(str(folder))
+    return str(folder)
+
+
+def floor_classes(study: Study, size: float) -> int:
+    """K' of a sampled size: K (or the fraction of the task's classes, rounded) plus the forced columns."""
+    if size >= 1:
+        return int(size) + FORCED_COLUMNS
+    train = datasets.load_from_disk(str(study.data["data_dir"]))["train"]
+    return max(1, round(size * train.features["label"].num_classes)) + FORCED_COLUMNS
+
+
 def run_student(study: Study, run: dict, teacher: str, root: Path) -> dict:
-    """One student run through the recipes; its last evaluation and its speed."""
+    """One student run through the recipes; its last evaluation, its speed and the peak memory of its process (each
+    run has a process of its own: see `run_grid`)."""
     folder = root / run_key(run)
-    common = ["--output_dir", str(folder), "--seed", str(run["seed"]), *flags(study.data), *flags(study.training)]
-    if run["method"] == "scratch":
-        metrics = train_teacher.main(["--task", study.task, "--model", study.student, *common])
+    common = ["--output_dir", str(folder), "--seed", str(run["seed"]), *flags(study.training)]
+    if run["method"] in ("scratch", "floor"):
+        data = flags(study.data)
+        if run["method"] == "floor":
+            data = ["--dataset", "glyphs", "--data_dir", floor_task(study, root, floor_classes(study, run["fraction"]))]
+        metrics = train_teacher.main(["--task", study.task, "--model", study.student, *data, *common])
     else:
         recipe = distill_cifar100 if study.task == "classification" else distill_market1501
         sampling = ["--sampler", run["method"]]
         if run["fraction"] is not None:
-            sampling += ["--num_sampled", str(run["fraction"])]
-        distilling = ["--student", study.student, "--teacher_model", teacher, *sampling, *flags(study.distillation)]
-        metrics = recipe.main([*distilling, *common])
+            sampling += ["--num_sampled", num_sampled(run["fraction"]), *flags(study.sampling)]
+        cache = teacher_cache_folder(study, root, teacher)
+        source = ["--teacher_model", teacher] if cache is None else ["--teacher_cache", cache]
+        distilling = ["--student", study.student, *source, *sampling, *flags(study.distillation)]
+        metrics = recipe.main([*distilling, *flags(study.data), *common])
     speed = json.loads((folder / "train_results.json").read_text())
     row = {**run, **{key: metrics[key] for key in METRICS[study.task]}}
-    return {**row, "train_runtime": speed["train_runtime"], "train_steps_per_second": speed["train_steps_per_second"]}
+    peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # kilobytes on Linux
+    if torch.cuda.is_available():
+        peak["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    speed_row = {"train_runtime": speed["train_runtime"], "train_steps_per_second": speed["train_steps_per_second"]}
+    return {**row, **speed_row, **peak}
 
 
 def summarise(study: Study, rows: list[dict]) -> list[dict]:
@@ -152,8 +222,10 @@ def summarise(study: Study, rows: list[dict]) -> list[dict]:
     summary = []
     for (method, fraction), members in groups.items():
         entry = {"method": method, "fraction": fraction, "seeds": len(members)}
-        for key in (*METRICS[study.task], "train_runtime"):
-            values = [member[key] for member in members]
+        for key in (*METRICS[study.task], "train_runtime", "peak_rss_mb"):
+            values = [member[key] for member in members if key in member]
+            if not values:  # rows written before the key existed
+                continue
             entry[key] = statistics.fmean(values)
             entry[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         summary.append(entry)
@@ -162,28 +234,52 @@ def summarise(study: Study, rows: list[dict]) -> list[dict]:
 
 def markdown(study: Study, summary: list[dict], info: dict) -> str:
     first, second = METRICS[study.task]
+    full_time = next((entry["train_runtime"] for entry in summary if entry["method"] == "full"), None)
     lines = [
         f"# {study.name}\n",
         f"{info['date']}, {info['device']}, torch {info['torch']}, hf_dis {info['hf_dis']}. Last-epoch metrics, mean "
-        "+- standard deviation over seeds.\n",
-        f"| method | sampled fraction | seeds | {first} (%) | {second} (%) | training time (s) |",
-        "|---|---|---|---|---|---|",
+        "+- standard deviation over seeds; the floor's metrics are not comparable (it learns other labels: only its "
+        "time counts).\n",
+        f"| method | sampled size | seeds | {first} (%) | {second} (%) | training time (s) | x full KD "
+        "| peak memory (MB) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for entry in summary:
-        fraction = "-" if entry["fraction"] is None else f"{entry['fraction']:g}"
+        size = "-" if entry["fraction"] is None else f"{entry['fraction']:g}"
+        metrics = ["-", "-"]
+        if entry["method"] != "floor":
+            metrics = [f"{100 * entry[key]:.2f} +- {100 * entry[f'{key}_std']:.2f}" for key in (first, second)]
+        ratio = "-" if full_time is None else f"{entry['train_runtime'] / full_time:.2f}"
+        peak = f"{entry['peak_rss_mb']:.0f}" if "peak_rss_mb" in entry else "-"
         lines.append(
-            f"| {entry['method']} | {fraction} | {entry['seeds']} | {100 * entry[first]:.2f} +- "
-            f"{100 * entry[f'{first}_std']:.2f} | {100 * entry[second]:.2f} +- {100 * entry[f'{second}_std']:.2f} | "
-            f"{entry['train_runtime']:.0f} |"
+            f"| {entry['method']} | {size} | {entry['seeds']} | {metrics[0]} | {metrics[1]} | "
+            f"{entry['train_runtime']:.0f} | {ratio} | {peak} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def plot_time(study: Study, rows: list[dict], path: Path) -> None:
+    """The metric of each run against its training time (the floor as a vertical line: time only)."""
+    metric = METRICS[study.task][0]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in rows:
+        label = row["key"]
+        if row["method"] == "floor":
+            ax.axvline(row["train_runtime"], color="gray", linestyle="--", label=f"{label} (time only)")
+        else:
+            ax.scatter(row["train_runtime"], 100 * row[metric], label=label)
+    ax.set(xlabel="training time (s)", ylabel=f"{metric} (%)", title=study.name)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def plot(study: Study, summary: list[dict], path: Path) -> None:
     metric = METRICS[study.task][0]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for entry in summary:
-        if entry["fraction"] is None:  # full KD and scratch: bands over the whole axis
+        if entry["fraction"] is None and entry["method"] != "floor":  # full KD and scratch: bands over the axis
             low, high = entry[metric] - entry[f"{metric}_std"], entry[metric] + entry[f"{metric}_std"]
             colour = "black" if entry["method"] == "full" else "gray"
             top = 100 * high if high > low else 100 * low + 0.05  # one seed: a thin line
@@ -193,7 +289,9 @@ def plot(study: Study, summary: list[dict], path: Path) -> None:
         if points:
             fractions, means, stds = zip(*points, strict=True)
             ax.errorbar(fractions, [100 * m for m in means], yerr=[100 * s for s in stds], marker="o", label=sampler)
-    ax.set(xscale="log", xlabel="sampled fraction of the classes", ylabel=f"{metric} (%)", title=study.name)
+    ax.set(
+        xscale="log", xlabel="sampled size (fraction of the classes, or K)", ylabel=f"{metric} (%)", title=study.name
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -230,16 +328,16 @@ def run_grid(study: Study, teacher: str, root: Path, done: dict[str, dict], jobs
         progress = f"[{len(done)}/{len(grid)}] {row['key']}: {metric} {100 * row[metric]:.2f}"
         print(f"{progress}, trained in {row['train_runtime']:.0f} s", flush=True)
 
-    if jobs == 1:
-        for run in pending:
-            record(run, run_student(study, run, teacher, root))
-        return
     # Spawned, not forked: the parent may hold a CUDA context (it trained the teacher), which a forked child cannot
     # use. A spawned child makes spawn its own default; the initializer restores this platform's, so the data
     # loaders' workers inside it are started as usual (a spawned loader worker cannot take the recipes' transforms).
+    # One run per process: its peak memory is its own.
     context = multiprocessing.get_context("spawn")
     platform_default = (multiprocessing.get_start_method(),)
-    with ProcessPoolExecutor(jobs, context, initializer=set_start_method, initargs=platform_default) as pool:
+    pool = ProcessPoolExecutor(
+        jobs, context, initializer=set_start_method, initargs=platform_default, max_tasks_per_child=1
+    )
+    with pool:
         running = {pool.submit(run_student, study, run, teacher, root): run for run in pending}
         while running:
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -263,6 +361,7 @@ def report(study: Study, root: Path, done: dict[str, dict], teacher: str) -> Non
     )
     (root / "study.json").write_text(json.dumps({"study": asdict(study), "run_info": info}, indent=2))
     plot(study, summary, root / "results.png")
+    plot_time(study, list(done.values()), root / "results_time.png")
     print((root / "results.md").read_text())
 
 
@@ -281,7 +380,11 @@ def main(argv: list[str] | None = None) -> None:
     finished = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
     done = {row["key"]: row for row in finished}
     teacher = teacher_folder(study, root, train=not args.report)
-    if not args.report:
+    if not args.report:  # what the runs share is made here once, not by parallel runs
+        teacher_cache_folder(study, root, teacher)
+        if "floor" in study.baselines:
+            for size in study.fractions:
+                floor_task(study, root, floor_classes(study, size))
         run_grid(study, teacher, root, done, args.jobs)
     report(study, root, done, teacher)
 

@@ -210,6 +210,18 @@ def test_bench_trainer_smoke(tmp_path):
     full_ops, *dis_ops = (row["operators_per_step"] for row in rows)
     assert full_ops > 100 and dis_ops[0] == dis_ops[1] > full_ops
     assert (tmp_path / "bench_trainer.png").stat().st_size > 0
+    # From a teacher cache (no teacher), with the floor and row-sparse classifier updates for the sampled run
+    cached = tmp_path / "cached"
+    options = ["--fractions", "4", "--cached", "8", "--floor", "--classifier-optimizer", "row_sparse"]
+    run_script("benchmarks/bench_trainer.py", "--smoke", "--device", "cpu", "--samplers", "full", "dis", *options,
+               "--out", str(cached))  # fmt: skip
+    rows = [json.loads(line) for line in (cached / "bench_trainer.jsonl").read_text().splitlines()[1:]]
+    assert [(row["sampler"], row["classes"], row["num_sampled"]) for row in rows] == [
+        ("full", 40, 40),
+        ("dis", 40, 4),
+        ("floor", 6, 6),
+    ]
+    assert "no teacher: a cache of the top 8 classes" in (cached / "bench_trainer.md").read_text()
 
 
 def test_bench_refit_runs(tmp_path):
@@ -270,6 +282,47 @@ def test_reproduce_smoke_study_runs_and_resumes(tmp_path):
     assert f"Teacher ({config['teacher_dir']}): " in (tmp_path / "study" / "results.md").read_text()
 
 
+def test_reproduce_study_with_a_teacher_cache_and_the_floor(tmp_path):
+    """A study with `teacher_cache` (made once, read by every distilled run, full KD included), the floor (the
+    saved task relabelled to K + 2 classes, trained from scratch) and an absolute K: the rows, the relabelled task,
+    the table's time ratio and peak memory, and the plot of accuracy against time."""
+    import json
+
+    import datasets
+    import yaml
+
+    env = {"HF_DIS_CACHE": str(tmp_path / "cache")}
+    task = tmp_path / "task"
+    run_script("-m", "hf_dis.cli", "render-glyphs", "--glyph_classes", "12", "--output_dir", str(task), env=env)
+    budget = {"max_steps": 2, "per_device_train_batch_size": 16, "report_to": "none", "use_cpu": True,
+              "save_strategy": "no", "disable_tqdm": True}  # fmt: skip
+    config = {
+        "name": "cached", "task": "classification", "output_dir": str(tmp_path / "study"),
+        "data": {"dataset": "glyphs", "data_dir": str(task)}, "teacher_model": "test_resnet",
+        "teacher_options": budget, "teacher_cache": {"top_r": 12}, "student": "test_resnet", "training": budget,
+        "baselines": ["scratch", "full", "floor"], "samplers": ["dis"], "fractions": [3],
+        "sampling": {"classifier_optimizer": "row_sparse"}, "seeds": [0],
+    }  # fmt: skip
+    (tmp_path / "cached.yaml").write_text(yaml.safe_dump(config))
+    progress = run_script("benchmarks/reproduce.py", str(tmp_path / "cached.yaml"), env=env).stdout
+    assert "4 of the study's 4 student runs to go" in progress
+    study = tmp_path / "study"
+    rows = {row["key"]: row for row in map(json.loads, (study / "results.jsonl").read_text().splitlines())}
+    assert sorted(rows) == ["dis-3-0", "floor-3-0", "full-None-0", "scratch-None-0"]
+    assert all(row["peak_rss_mb"] > 100 and row["train_runtime"] > 0 for row in rows.values())
+    floor = datasets.load_from_disk(str(study / "floor_task_5"))
+    assert floor["train"].features["label"].num_classes == 5 and max(floor["train"]["label"]) < 5
+    assert len(floor["train"]) == len(datasets.load_from_disk(str(task))["train"])
+    for run in ("full-None-0", "dis-3-0"):  # both read the one cache, no teacher
+        card = (study / run / "README.md").read_text()
+        assert "cached once: top 12 classes per example" in card
+    assert "RowSparseSGD on the sampled rows" in (study / "dis-3-0" / "README.md").read_text()
+    assert "with the other parameters" in (study / "full-None-0" / "README.md").read_text()
+    table = (study / "results.md").read_text()
+    assert "| full | - | 1 |" in table and "| 1.00 |" in table and "| floor | 3 | 1 | - | - |" in table
+    assert (study / "results_time.png").stat().st_size > 0
+
+
 @pytest.mark.parametrize("dataset", ["cifar100", "market1501"])
 def test_dataset_study_runs_on_the_original_format(dataset, tmp_path):
     """A committed CIFAR-100 or Market-1501 study, with its data in the authors' format (the `cifar-100-python`
@@ -312,8 +365,12 @@ def test_a_study_without_baselines_runs_only_its_sampled_grid(monkeypatch):
     options = dict(name="s", task="classification", output_dir="o", samplers=["dis"], fractions=[0.1], seeds=[0, 1])
     assert [run["method"] for run in reproduce.runs(reproduce.Study(**options, baselines=[]))] == ["dis", "dis"]
     assert [run["method"] for run in reproduce.runs(reproduce.Study(**options))][:3] == ["scratch", "full", "dis"]
-    with pytest.raises(ValueError, match="baselines must be among \\['scratch', 'full'\\], got \\['teacher'\\]"):
+    with pytest.raises(
+        ValueError, match="baselines must be among \\['scratch', 'full', 'floor'\\], got \\['teacher'\\]"
+    ):
         reproduce.Study(**options, baselines=["teacher"])
+    with pytest.raises(ValueError, match="the floor relabels a saved glyph task"):
+        reproduce.Study(**options, baselines=["floor"])  # no data_dir
     del sys.modules["reproduce"]
 
 
@@ -335,11 +392,18 @@ def test_study_configs_name_real_recipe_options(config, monkeypatch, tmp_path):
                               *reproduce.flags(study.teacher_options)])  # fmt: skip
     train_teacher.parse_args(["--task", study.task, "--model", study.student, *data, *training])
     recipe = distill_cifar100 if study.task == "classification" else distill_market1501
-    sampling = (
-        ["--sampler", "dis", "--num_sampled", str(study.fractions[0])] if study.fractions else ["--sampler", "full"]
-    )
+    sampling = ["--sampler", "full"]
+    if study.fractions:
+        sampling = ["--sampler", "dis", "--num_sampled", reproduce.num_sampled(study.fractions[0])]
+        sampling += reproduce.flags(study.sampling)
     recipe.parse_args(["--student", study.student, "--teacher_model", "t", *sampling,
                        *reproduce.flags(study.distillation), *data, *training])  # fmt: skip
-    per_seed = len(study.baselines) + len(study.samplers) * len(study.fractions)
+    if study.teacher_cache is not None:
+        from hf_dis.recipes import cache_teacher
+
+        cache_teacher.parse_args(["--task", study.task, "--teacher_model", "t", "--output_dir", "c", *data,
+                                  *reproduce.flags(study.teacher_cache)])  # fmt: skip
+    floors = len(study.fractions) if "floor" in study.baselines else 0
+    per_seed = len(set(study.baselines) - {"floor"}) + floors + len(study.samplers) * len(study.fractions)
     assert len(reproduce.runs(study)) == len(study.seeds) * per_seed
     del sys.modules["reproduce"]
