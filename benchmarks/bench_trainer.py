@@ -40,6 +40,7 @@ matplotlib.use("Agg")
 import datasets  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from floor import floor_num_classes  # noqa: E402
 from run_info import run_info, write_results  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
@@ -49,8 +50,6 @@ from hf_dis.data import TEACHER_CACHE_COLUMNS  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLERS = ("full", "uniform", "ftis", "dis")
 PROFILE_ORDER = ("dis", "ftis", "uniform", "full", "floor")
-#: Columns a sampled set holds besides its K draws: the label and the teacher's top class (the samplers' defaults).
-FORCED_COLUMNS = 2
 
 
 class StepTimer(TrainerCallback):
@@ -130,7 +129,7 @@ def build_trainer(args: argparse.Namespace, sampler: str, fraction: float | None
     teacher cache with `--cached`; sampler "floor": full KD with a head of K' = K + 2 classes (K = `fraction`)."""
     classes = args.classes
     if sampler == "floor":
-        classes = (int(fraction) if fraction >= 1 else max(1, round(fraction * args.classes))) + FORCED_COLUMNS
+        classes = floor_num_classes(fraction, args.classes)
     student = hf_dis.timm_classifier(args.student, classes, seed=0)
     teacher = None if args.cached else hf_dis.timm_classifier(args.teacher, classes, seed=1)
     sampled = sampler not in ("full", "floor")

@@ -37,6 +37,7 @@ matplotlib.use("Agg")
 import datasets  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from floor import floor_num_classes  # noqa: E402
 from run_info import run_info  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
 
@@ -45,8 +46,6 @@ from hf_dis.recipes import cache_teacher, distill_cifar100, distill_market1501, 
 #: The runs without sampling a study makes per seed: the student from scratch, with full KD, and the floor (one per
 #: sampled size: the student from scratch with its head cut to that many classes; its accuracy means nothing).
 BASELINES = ("scratch", "full", "floor")
-#: Columns a sampled set holds besides its K draws: the label and the teacher's top class (the samplers' defaults).
-FORCED_COLUMNS = 2
 #: The metric a study reports per task, and a second one shown beside it.
 METRICS = {"classification": ("eval_accuracy", "eval_top5"), "reid": ("eval_rank1", "eval_mAP")}
 
@@ -179,11 +178,9 @@ def floor_task(study: Study, root: Path, num_classes: int) -> str:
 
 
 def floor_classes(study: Study, size: float) -> int:
-    """K' of a sampled size: K (or the fraction of the task's classes, rounded) plus the forced columns."""
-    if size >= 1:
-        return int(size) + FORCED_COLUMNS
+    """K' of a sampled size on the study's task (see `floor.floor_num_classes`)."""
     train = datasets.load_from_disk(str(study.data["data_dir"]))["train"]
-    return max(1, round(size * train.features["label"].num_classes)) + FORCED_COLUMNS
+    return floor_num_classes(size, train.features["label"].num_classes)
 
 
 def run_student(study: Study, run: dict, teacher: str, root: Path) -> dict:

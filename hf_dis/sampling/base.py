@@ -157,7 +157,7 @@ class ClassSampler:
         if self.scope == "batch" and num_forced + self.num_sampled >= self.num_classes:
             return self._all_classes(teacher_logits)  # no fewer columns than C: sampling would save nothing
         generator = generator if generator is not None else self._own_generator(teacher_logits.device)
-        num_ranks = max(self.force_teacher_topk, self._ranks_drawn_from())
+        num_ranks = self.ranks_read()
         if num_ranks > 0:  # one selection serves the forced top-m and the draws
             ranked_classes = teacher_top(teacher_logits, num_ranks, ranked_classes)
         forced = self._forced_classes(teacher_logits, labels, ranked_classes)
@@ -179,6 +179,11 @@ class ClassSampler:
             classes = classes.expand(teacher_logits.shape[0], -1)
         zeros = torch.zeros(classes.shape, device=classes.device)
         return SampledClasses(classes=classes, log_pi=zeros, mask=torch.zeros_like(classes, dtype=torch.bool))
+
+    def ranks_read(self) -> int:
+        """How many of each example's highest-ranked teacher classes a draw reads: the forced top-m and what `_draw`
+        ranks (0: no ranking; a teacher cache must hold at least this many to spare a top-k over C)."""
+        return max(self.force_teacher_topk, self._ranks_drawn_from())
 
     def _ranks_drawn_from(self) -> int:
         """How many of each example's highest-ranked teacher classes `_draw` reads (0: it needs no ranking)."""

@@ -19,6 +19,9 @@ class FullSampler(ClassSampler):
             )
         super().__init__(num_classes, num_classes, **options)
 
+    def ranks_read(self) -> int:
+        return 0  # every class, no ranking
+
     def sample(
         self,
         teacher_logits: torch.Tensor,

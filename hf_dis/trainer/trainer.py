@@ -549,7 +549,7 @@ class DistillationTrainer(LossPartsLogging, Trainer):
 def _check_cached_ranks(cached_ranks: int, sampler: ClassSampler) -> None:
     """Warn when a teacher cache holds fewer ranks than the sampler reads: the missing ones are then selected from
     the rebuilt logits every step, among classes that all share the cache's tail logit (an arbitrary order)."""
-    needed = max(sampler.force_teacher_topk, sampler._ranks_drawn_from()) if sampler.name != "full" else 0
+    needed = sampler.ranks_read()
     if cached_ranks < needed:
         logger.warning(
             "the teacher cache holds the top %d classes per example, but the %s sampler draws from the top %d ranks: "
