@@ -20,19 +20,19 @@ class ScriptArguments:
     dataset: str
     student: str = "resnet18"
     image_column: str = "image"
-    label_column: str = "label"
     image_size: int | None = None  # default: the student's own input size
 
 
 script, args = HfArgumentParser((ScriptArguments, DistillationArguments)).parse_args_into_dataclasses()
+args.label_column = args.label_column or "label"  # the trainer checks that whole column before training
 data = load_dataset(script.dataset)
-student = timm.create_model(script.student, num_classes=data["train"].features[script.label_column].num_classes)
+student = timm.create_model(script.student, num_classes=data["train"].features[args.label_column].num_classes)
 train, test = (  # in the student's normalisation: the trainer converts the batch for the teacher
     data[split].with_transform(
         labelled_batches(
             image_transform(student, training=split == "train", image_size=script.image_size),
             script.image_column,
-            script.label_column,
+            args.label_column,
         )
     )
     for split in ("train", "test")

@@ -14,6 +14,7 @@ from hf_dis.sampling import ClassSampler, SampledClasses, build_sampler, list_sa
 from hf_dis.trainer import (
     DistillationArguments,
     DistillationTrainer,
+    DivergenceError,
     ReIDDistillationArguments,
     ReIDDistillationTrainer,
     ReIDTrainer,
@@ -27,6 +28,7 @@ __all__ = [
     "ClassSampler",
     "DistillationArguments",
     "DistillationTrainer",
+    "DivergenceError",
     "ReIDDistillationArguments",
     "ReIDDistillationTrainer",
     "ReIDModel",

@@ -18,6 +18,11 @@ import torch
 CHECK_VALUES_VARIABLE = "HF_DIS_CHECK_VALUES"
 
 
+class NonFiniteError(ValueError):
+    """A NaN or an infinity where a finite value is required (the trainer turns it into a `DivergenceError` that
+    names the step)."""
+
+
 def values_checked(tensor: torch.Tensor) -> bool:
     """Whether to check `tensor`'s values: on the CPU unless `HF_DIS_CHECK_VALUES=0`, on an accelerator only under
     `HF_DIS_CHECK_VALUES=1`."""
@@ -45,7 +50,7 @@ def check_logits(logits: torch.Tensor, name: str, num_classes: int | None = None
     if values_checked(logits) and not bool(torch.isfinite(logits.sum())):
         non_finite = logits[~torch.isfinite(logits)]
         if non_finite.numel():  # else only the sum overflowed (large half-precision logits)
-            raise ValueError(
+            raise NonFiniteError(
                 f"{name} must be finite, found {non_finite[0].item()} (NaN/inf teacher or student outputs)."
             )
 

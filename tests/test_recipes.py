@@ -92,6 +92,10 @@ def test_yaml_config_equals_flags(tmp_path):
 def test_evaluate_names_the_option_when_the_model_cannot_be_loaded():
     with pytest.raises(OSError, match="unreachable here.*pass that local directory as --model"):
         evaluate.main(["--model", "nobody/no-such-model", "--dataset", "glyphs"])
+    with pytest.raises(OSError, match=r"there is no local directory .*runs/no-such-student\.$"):  # a path, not a Hub id
+        evaluate.main(["--model", "runs/no-such-student/", "--dataset", "glyphs"])
+    with pytest.raises(OSError, match=r"(?s)no local directory .*runs/student, and as a Hub id .*unreachable here"):
+        evaluate.main(["--model", "runs/student", "--dataset", "glyphs"])  # either: both are said
 
 
 def test_warmup_multistep_schedule_factors():

@@ -12,56 +12,26 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
-import timm
 import torch
 import torch.nn.functional as F
 import yaml
-from tiny_models import NUM_CLASSES, RandomImages, tiny_hf
+from tiny_models import NUM_CLASSES, RandomImages, image_dataset, make_args, parameters, timm_model, tiny_hf
 from transformers import AutoModelForImageClassification, HfArgumentParser, TrainerCallback
 
 import hf_dis
 from hf_dis import DistillationArguments, DistillationTrainer
 from hf_dis.trainer import TeacherInputs
+from hf_dis.trainer.run_folder import MARKER_NAME
 from hf_dis.trainer.teacher import Normalization
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ["dis", "ftis", "uniform", "topk", "full"]
 
 
-def timm_model(name: str = "test_convnext", num_classes: int = NUM_CLASSES, seed: int = 0):
-    torch.manual_seed(seed)
-    return timm.create_model(name, num_classes=num_classes)
-
-
-def make_args(tmp_path, **overrides) -> DistillationArguments:
-    options = dict(
-        output_dir=str(tmp_path / "out"),
-        max_steps=2,
-        per_device_train_batch_size=4,
-        learning_rate=0.1,
-        optim="sgd",
-        use_cpu=True,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        seed=0,
-    )
-    options.update(overrides)
-    if options.get("sampler", "dis") == "dis" and "dis_refit_every" not in options:
-        options["dis_refit_every"] = 2  # probe at steps 0, 2, ...: short runs see both kinds of step
-    return DistillationArguments(**options)
-
-
 def head_output_shapes(trainer) -> list:
     shapes = []
     trainer.student_head.register_forward_hook(lambda module, inputs, output: shapes.append(tuple(output.shape)))
     return shapes
-
-
-def parameters(model) -> dict:
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
 # --- every sampler, both scopes, timm and transformers students -------------------------------------------------
@@ -435,6 +405,7 @@ def test_resuming_dis_without_sampler_state_is_an_error(tmp_path):
     state = json.loads(state_file.read_text())
     del state["stateful_callbacks"]["SamplerStateCallback"]
     state_file.write_text(json.dumps(state))
+    (state_file.parent / MARKER_NAME).unlink()  # as a plain Trainer's checkpoint: no completion marker
     with pytest.raises(ValueError, match="holds no sampler state"):
         trainer.train(resume_from_checkpoint=True)
 
@@ -825,14 +796,6 @@ def test_two_processes_share_the_sampler_state_and_match_one_process(tmp_path):
 # --- the teacher cache ------------------------------------------------------------------------------------------
 
 
-def image_dataset(size: int = 12, seed: int = 0) -> datasets.Dataset:
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    images = [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(size)]
-    return datasets.Dataset.from_dict({"image": images, "label": rng.integers(NUM_CLASSES, size=size).tolist()})
-
-
 def test_teacher_cache_rebuilds_the_teachers_logits(tmp_path):
     from hf_dis.data import cache_teacher_logits, dense_teacher_logits
 
@@ -899,9 +862,11 @@ def test_distilling_from_the_cache_needs_no_teacher(tmp_path):
     data = image_dataset(12)
     cache_teacher_logits(teacher, data, transform, top_r=5).save_to_disk(tmp_path / "cached")
     cached = datasets.load_from_disk(tmp_path / "cached")
-    assert teacher_cache_info(cached) == {"teacher": "test_resnet (timm)", "architecture": "test_resnet (timm)",
-                                          "parameters": sum(p.numel() for p in teacher.parameters()), "top_r": 5,
-                                          "num_views": None, "seed": None}  # fmt: skip
+    info = teacher_cache_info(cached)
+    assert info.pop("transform") == repr(transform)
+    assert info == {"teacher": "test_resnet (timm)", "architecture": "test_resnet (timm)",
+                    "parameters": sum(p.numel() for p in teacher.parameters()), "num_classes": NUM_CLASSES,
+                    "class_names": None, "top_r": 5, "num_views": None, "seed": None}  # fmt: skip
     assert teacher_cache_info(data) is None
 
     def train(name, with_teacher):
@@ -931,6 +896,10 @@ def test_distilling_from_the_cache_needs_no_teacher(tmp_path):
             model=timm_model(), args=args, train_dataset=data.with_transform(labelled_batches(transform))
         )
     wrong = cache_teacher_logits(timm_model("test_resnet", num_classes=2 * NUM_CLASSES), data, transform, top_r=5)
+    with pytest.raises(ValueError, match="cache was made by a teacher of 40 classes .* the student predicts 20"):
+        DistillationTrainer(model=timm_model(), args=args, train_dataset=wrong.with_transform(
+            labelled_batches(transform)))  # fmt: skip
+    wrong.info.description = ""  # a cache without its record: the first batch's class ids are still checked
     trainer = DistillationTrainer(model=timm_model(), args=args, train_dataset=wrong.with_transform(
         labelled_batches(transform)))  # fmt: skip
     with pytest.raises(ValueError, match="do not fit the student's 20 classes"):

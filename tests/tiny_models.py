@@ -1,16 +1,20 @@
-"""Tiny models and data for the tests: transformers classifiers from configs (random weights, no download),
-seeded random images, and tiny CIFAR-100 and Market-1501 releases in their original formats."""
+"""Tiny models and data for the tests: timm and transformers classifiers from configs (random weights, no
+download), the trainer tests' arguments, seeded random images, and tiny CIFAR-100 and Market-1501 releases in their
+original formats."""
 
 import io
 import pickle
 import struct
 from pathlib import Path
 
+import datasets
 import numpy as np
+import timm
 import torch
 import transformers
 from PIL import Image
 
+from hf_dis import DistillationArguments
 from hf_dis.data.cifar100 import FINE_NAMES
 
 TINY_VIT = dict(
@@ -51,6 +55,43 @@ def tiny_hf(model_type: str, num_labels: int = 13):
 
 
 NUM_CLASSES = 20
+
+
+def timm_model(name: str = "test_convnext", num_classes: int = NUM_CLASSES, seed: int = 0):
+    torch.manual_seed(seed)
+    return timm.create_model(name, num_classes=num_classes)
+
+
+def make_args(tmp_path, **overrides) -> DistillationArguments:
+    options = dict(
+        output_dir=str(tmp_path / "out"),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=0.1,
+        optim="sgd",
+        use_cpu=True,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=0,
+        overwrite_output_dir=True,  # tests train several students into one tmp folder
+    )
+    options.update(overrides)
+    if options.get("sampler", "dis") == "dis" and "dis_refit_every" not in options:
+        options["dis_refit_every"] = 2  # probe at steps 0, 2, ...: short runs see both kinds of step
+    return DistillationArguments(**options)
+
+
+def parameters(model) -> dict:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def image_dataset(size: int = 12, seed: int = 0) -> datasets.Dataset:
+    rng = np.random.default_rng(seed)
+    images = [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(size)]
+    return datasets.Dataset.from_dict({"image": images, "label": rng.integers(NUM_CLASSES, size=size).tolist()})
 
 
 class RandomImages(torch.utils.data.Dataset):

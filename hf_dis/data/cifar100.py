@@ -132,8 +132,14 @@ def _find_pickle_folder(root: Path) -> Path | None:
 
 def _unpickle(path: Path) -> dict[str, object]:
     """The authors' files are Python 2 pickles: str keys under latin1 (bytes keys if re-pickled from Python 3)."""
-    with open(path, "rb") as handle:
-        content = pickle.load(handle, encoding="latin1")
+    try:
+        with open(path, "rb") as handle:
+            content = pickle.load(handle, encoding="latin1")
+    except (EOFError, pickle.UnpicklingError, ValueError) as error:
+        raise ValueError(
+            f"{path} is not a whole CIFAR-100 pickle ({type(error).__name__}: {error}): download and extract "
+            "cifar-100-python.tar.gz again."
+        ) from error
     return {key.decode() if isinstance(key, bytes) else key: value for key, value in content.items()}
 
 

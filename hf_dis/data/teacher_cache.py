@@ -22,8 +22,9 @@ Which image the teacher saw, two ways:
 
 `DistillationTrainer` uses the cached columns whenever a training batch carries them, and needs no teacher at all
 when the training set carries them: the cache also records which teacher made it (name, architecture, parameters,
-R, views, seed) in the dataset's `info.description` (a JSON line; it survives `map`, `select`, `shuffle` and
-`save_to_disk`), which `teacher_cache_info` reads back for the student's model card.
+its number of classes and their names, R, views, seed, the transform) in the dataset's `info.description` (a JSON
+line; it survives `map`, `select`, `shuffle` and `save_to_disk`), which `teacher_cache_info` reads back: the trainer
+refuses a cache whose classes are not the student's, and the model card names the teacher.
 """
 
 from __future__ import annotations
@@ -109,10 +110,16 @@ def cache_teacher_logits(
     data_names = dataset_class_names(dataset, ("label",))
     if data_names is not None:
         agreed_class_names({"teacher": model_class_names(teacher, len(data_names)), "dataset": data_names})
+    if len(dataset) == 0:
+        raise ValueError("the dataset to cache the teacher's logits for is empty.")
     teacher = teacher.eval()
     device = torch.device(device) if device is not None else next(teacher.parameters()).device
     teacher.to(device)
     views = num_views or 1
+    first = teacher(seeded_view(transform, dataset[0][image_column], seed).unsqueeze(0).to(device))  # C, first
+    num_classes = (first if isinstance(first, torch.Tensor) else first.logits).shape[1]
+    if top_r > num_classes:
+        raise ValueError(f"top_r={top_r} is more than the teacher's {num_classes} classes.")
 
     def add_columns(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         if num_views is None:
@@ -126,9 +133,6 @@ def cache_teacher_logits(
             ]
         outputs = teacher(torch.stack(pixels).to(device))
         logits = (outputs if isinstance(outputs, torch.Tensor) else outputs.logits).float()
-        num_classes = logits.shape[1]
-        if top_r > num_classes:
-            raise ValueError(f"top_r={top_r} is more than the teacher's {num_classes} classes.")
         top = logits.topk(top_r, dim=1)
         tail = logits.scatter(1, top.indices, float("-inf"))
         if top_r < num_classes:
@@ -158,6 +162,9 @@ def cache_teacher_logits(
         "teacher": getattr(teacher, "name_or_path", None) or describe(teacher),
         "architecture": describe(teacher),
         "parameters": num_parameters(teacher),
+        "num_classes": num_classes,
+        "class_names": model_class_names(teacher, num_classes) or data_names,
+        "transform": repr(transform),
         "top_r": top_r,
         "num_views": num_views,
         "seed": seed if num_views is not None else None,
@@ -170,7 +177,8 @@ def cache_teacher_logits(
 
 def teacher_cache_info(dataset: datasets.Dataset) -> dict[str, Any] | None:
     """What `cache_teacher_logits` recorded about the teacher and the cache (teacher, architecture, parameters,
-    top_r, num_views, seed), or None for a dataset it did not make."""
+    num_classes, class_names, transform, top_r, num_views, seed; caches made before num_classes was recorded lack
+    the first three), or None for a dataset it did not make."""
     for line in reversed((dataset.info.description or "").splitlines()):
         if CACHE_INFO_KEY in line:
             try:

@@ -27,7 +27,7 @@ from hf_dis.recipes.models import ModelOptions, ReIDBackboneOptions, build_class
 from hf_dis.recipes.optimization import BoTRecipe, CIFARRecipe, recipe_optimizers
 from hf_dis.recipes.parsing import parse_recipe_args
 from hf_dis.recipes.runner import train_and_report
-from hf_dis.trainer import BufferSyncCallback, ReIDTrainer, ReIDTrainingArguments
+from hf_dis.trainer import BufferSyncCallback, GuardedTraining, ReIDTrainer, ReIDTrainingArguments, RunFolderOptions
 
 TASKS = ("classification", "reid")
 
@@ -61,12 +61,16 @@ class ModelArguments(ReIDBackboneOptions, ModelOptions):
 
 
 @dataclass
-class ClassificationTeacherArguments(CIFARRecipe, TrainingArguments):
+class ClassificationTeacherArguments(CIFARRecipe, RunFolderOptions, TrainingArguments):
     """`TrainingArguments` with the CIFAR KD recipe's defaults, keeping the image column for the transform."""
 
     remove_unused_columns: bool = field(
         default=False, metadata=ReIDTrainingArguments.__dataclass_fields__["remove_unused_columns"].metadata
     )
+
+
+class ClassifierTrainer(GuardedTraining, Trainer):
+    """The Trainer, with hf_dis's guards: divergence, reused output folders, incomplete checkpoints."""
 
 
 @dataclass
@@ -105,7 +109,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         if names is not None:  # saved with the teacher: its students are checked against them
             set_class_names(model, names)
         train, evaluation = classification_splits(splits, data, normalisation(model, model_args.model), size)
-        trainer_type, extra = Trainer, {"compute_metrics": classification_metrics, "callbacks": [BufferSyncCallback()]}
+        trainer_type, extra = (
+            ClassifierTrainer,
+            {"compute_metrics": classification_metrics, "callbacks": [BufferSyncCallback()]},
+        )
     trainer = trainer_type(
         model=model,
         args=args,

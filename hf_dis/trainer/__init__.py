@@ -3,12 +3,14 @@
 
 from hf_dis.trainer.arguments import DistillationArguments
 from hf_dis.trainer.buffer_sync import BufferSyncCallback
+from hf_dis.trainer.guard import DivergenceError, GuardedTraining
 from hf_dis.trainer.reid import (
     ReIDDistillationArguments,
     ReIDDistillationTrainer,
     ReIDTrainer,
     ReIDTrainingArguments,
 )
+from hf_dis.trainer.run_folder import RunFolderOptions
 from hf_dis.trainer.sampler_state import SamplerStateCallback, load_sampler_state
 from hf_dis.trainer.teacher import TeacherInputs, load_teacher
 from hf_dis.trainer.trainer import DistillationTrainer
@@ -17,10 +19,13 @@ __all__ = [
     "BufferSyncCallback",
     "DistillationArguments",
     "DistillationTrainer",
+    "DivergenceError",
+    "GuardedTraining",
     "ReIDDistillationArguments",
     "ReIDDistillationTrainer",
     "ReIDTrainer",
     "ReIDTrainingArguments",
+    "RunFolderOptions",
     "SamplerStateCallback",
     "TeacherInputs",
     "load_teacher",

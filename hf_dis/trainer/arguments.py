@@ -14,6 +14,7 @@ from transformers import TrainingArguments
 from hf_dis.losses.sampled import ESTIMATORS
 from hf_dis.sampling import SCOPES, list_samplers
 from hf_dis.trainer.row_sparse_updates import row_wise_second_moment
+from hf_dis.trainer.run_folder import RunFolderOptions
 
 #: sampler="auto": DIS, unless its head step (drawing included) takes more than this share of the full head step's
 #: time on the training device, in which case full KD [choice: sampling trades some accuracy for time, so it must
@@ -39,7 +40,7 @@ _OWNED_OPTIONS = {
 
 
 @dataclass
-class DistillationArguments(TrainingArguments):
+class DistillationArguments(RunFolderOptions, TrainingArguments):
     """Arguments of `DistillationTrainer`: all of `TrainingArguments`, and these.
 
     Args:
@@ -99,6 +100,9 @@ class DistillationArguments(TrainingArguments):
         > Parameters whose default differs from TrainingArguments
 
         remove_unused_columns: Image datasets with set_transform need their raw columns; False by default here.
+        label_column: The training dataset's column the labels come from, checked whole before training (a
+            `datasets` table; a torch Dataset's `targets` when it has them, else each batch as it comes). Unset: the
+            dataset's `ClassLabel` column, else `label_names[0]` or `label`.
         label_names: The batch key holding the labels; ["labels"] by default, so timm students (whose forward takes
             no labels) still get evaluated.
     """
@@ -237,6 +241,13 @@ class DistillationArguments(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Image datasets with set_transform need their raw columns; False by default here."},
+    )
+    label_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "The training dataset's column the labels come from, checked whole before training (a datasets "
+            "table). Unset: its ClassLabel column, else label_names[0] or 'label'."
+        },
     )
     label_names: list[str] | None = field(
         default_factory=lambda: ["labels"],

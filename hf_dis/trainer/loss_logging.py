@@ -47,6 +47,11 @@ class RunningMeans:
         """Report `value` itself at the next log (for quantities that are replaced, not averaged)."""
         self._sums[name], self._counts[name] = torch.tensor(float(value)), 1
 
+    def non_finite(self) -> list[str]:
+        """The names whose sum since the last log holds a NaN or an infinity (read from the device: for error
+        messages, not for every step)."""
+        return [name for name in sorted(self._sums) if not bool(torch.isfinite(self._sums[name]).all())]
+
     def pop_means(self, device: torch.device) -> tuple[list[str], torch.Tensor]:
         names = sorted(self._sums)
         means = [(self._sums[name] / self._counts[name]).to(device) for name in names]

@@ -33,7 +33,9 @@ from hf_dis.losses import batch_hard_triplet_loss
 from hf_dis.metrics import reid_eval_metrics
 from hf_dis.trainer.arguments import DistillationArguments
 from hf_dis.trainer.buffer_sync import BufferSyncCallback
+from hf_dis.trainer.guard import GuardedTraining
 from hf_dis.trainer.loss_logging import LossPartsLogging
+from hf_dis.trainer.run_folder import RunFolderOptions
 from hf_dis.trainer.trainer import DistillationTrainer
 
 
@@ -85,7 +87,7 @@ class ReIDOptions:
 
 
 @dataclass
-class ReIDTrainingArguments(ReIDOptions, TrainingArguments):
+class ReIDTrainingArguments(ReIDOptions, RunFolderOptions, TrainingArguments):
     """`TrainingArguments` plus `ReIDOptions`, for `ReIDTrainer`.
 
     Args:
@@ -155,7 +157,7 @@ class _ReIDTraining:
         return None, embeddings, ids.to(embeddings.device)
 
 
-class ReIDTrainer(_ReIDTraining, LossPartsLogging, Trainer):
+class ReIDTrainer(_ReIDTraining, LossPartsLogging, GuardedTraining, Trainer):
     """Train a re-ID model (e.g. the teacher) with the BoT losses: label-smoothed identity cross-entropy plus the
     batch-hard triplet loss, on P x K batches; `evaluate()` on a query/gallery set reports the re-ID metrics.
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerState
 from transformers.trainer_callback import ExportableState
-from transformers.trainer_utils import get_last_checkpoint
 
 from hf_dis.sampling import ClassSampler
 
@@ -35,13 +34,6 @@ class SamplerStateCallback(TrainerCallback, ExportableState):
         if self.sampler is None:
             raise RuntimeError("SamplerStateCallback has no sampler bound: it must be created by DistillationTrainer.")
         return {"args": {}, "attributes": {"sampler_state": self.sampler.state_dict()}}
-
-
-def resolve_checkpoint(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | None:
-    """The checkpoint directory `Trainer.train(resume_from_checkpoint=...)` will resume from (None: no resume)."""
-    if resume_from_checkpoint is True:
-        return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-    return resume_from_checkpoint or None
 
 
 def load_sampler_state(checkpoint: str, sampler: ClassSampler) -> bool:

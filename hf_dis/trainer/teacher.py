@@ -52,6 +52,10 @@ def _load_failure(name_or_path: str, error: Exception, role: str, passed_as: str
     message = f"cannot load the {role} {name_or_path!r} ({type(error).__name__}: {error})."
     if os.path.isdir(name_or_path):
         return message + " The directory should hold a model saved with save_pretrained (config.json and weights)."
+    missing = f"there is no local directory {os.path.abspath(os.path.expanduser(name_or_path))}"
+    if name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1:  # a path, not owner/name
+        return f"cannot load the {role} {name_or_path!r}: {missing}."
+    message = f"cannot load the {role} {name_or_path!r}: {missing}, and as a Hub id ({type(error).__name__}: {error})."
     if huggingface_hub.constants.HF_HUB_OFFLINE:
         reason = "the Hugging Face Hub is unreachable here (HF_HUB_OFFLINE is set)"
     else:

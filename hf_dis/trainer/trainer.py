@@ -15,8 +15,10 @@ What it adds to the Trainer, and where:
   (`num_items_in_batch`), so one step of batch 2N equals two accumulated steps of batch N, ragged batches included.
 - Randomness: each micro-batch draws from a generator seeded by (seed, global step, micro-step, process), so a run
   resumed from a checkpoint draws exactly what the uninterrupted run drew.
-- `train`: checks the data and the teacher on one example before anything is written, restores the sampler state
-  when resuming, and writes the student's model card at the end (`create_model_card`, also used by `push_to_hub`).
+- `train`: checks the labels (whole), the data and the teacher on one example before anything is written, then the
+  output folder and the checkpoint to resume from (`GuardedTraining`: also the divergence guard and non-finite
+  weights never saved), restores the sampler state when resuming, and writes the student's model card at the end
+  (`create_model_card`, also used by `push_to_hub`).
   `log` adds the loss parts and the sampled set's statistics (computed on the steps that are logged only).
 - `create_optimizer`: with `classifier_optimizer="row_sparse"`, the classifier leaves the Trainer's optimizer for a
   row-sparse one that updates only the rows each step sampled.
@@ -47,7 +49,7 @@ from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import IntervalStrategy
 
 from hf_dis._checks import check_labels
-from hf_dis.data.teacher_cache import TAIL_LOGIT, TOP_CLASSES, TOP_LOGITS, dense_teacher_logits
+from hf_dis.data.teacher_cache import TAIL_LOGIT, TOP_CLASSES, TOP_LOGITS, dense_teacher_logits, teacher_cache_info
 from hf_dis.diagnostics import head_step_ms, sampled_set_stats
 from hf_dis.heads import install_sampled_head, split_classifier
 from hf_dis.losses import DistillationLoss, distillation_loss, sampled_distillation_loss
@@ -61,6 +63,7 @@ from hf_dis.models import (
 from hf_dis.sampling import ClassSampler, build_sampler
 from hf_dis.trainer.arguments import AUTO_MAX_HEAD_RATIO, DistillationArguments
 from hf_dis.trainer.buffer_sync import BufferSyncCallback
+from hf_dis.trainer.guard import GuardedTraining
 from hf_dis.trainer.loss_logging import LossPartsLogging
 from hf_dis.trainer.row_sparse_updates import (
     ClassifierOptimizerCallback,
@@ -72,7 +75,7 @@ from hf_dis.trainer.row_sparse_updates import (
     remove_parameters,
     row_sparse_counterpart,
 )
-from hf_dis.trainer.sampler_state import SamplerStateCallback, load_sampler_state, resolve_checkpoint
+from hf_dis.trainer.sampler_state import SamplerStateCallback, load_sampler_state
 from hf_dis.trainer.teacher import TeacherInputs, expected_image_size, freeze, load_teacher, model_normalization
 
 logger = logging.getLogger(__name__)
@@ -81,7 +84,7 @@ logger = logging.getLogger(__name__)
 AUTO_REPEATS = 10
 
 
-class DistillationTrainer(LossPartsLogging, Trainer):
+class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
     """Distil `teacher` into `model` with the sampled KD objective of `args` (a `DistillationArguments`).
 
     Args:
@@ -142,7 +145,8 @@ class DistillationTrainer(LossPartsLogging, Trainer):
                 f"the teacher predicts {teacher_classes} classes and the student {num_classes}: they must predict the "
                 "same classes, in the same order. Build the student with the teacher's number of classes."
             )
-        _name_the_classes(model, num_classes, teacher, kwargs.get("train_dataset"), args.label_names[0])
+        cache_names = _cached_class_names(kwargs.get("train_dataset"), num_classes)
+        _name_the_classes(model, num_classes, teacher, kwargs.get("train_dataset"), args.label_names[0], cache_names)
         super().__init__(model=model, args=args, **kwargs)
         self.teacher: nn.Module | None = None  # None: the cached logits of the training data stand in for it
         self.teacher_inputs: TeacherInputs | None = None
@@ -403,19 +407,34 @@ class DistillationTrainer(LossPartsLogging, Trainer):
         ignore_keys_for_eval: list[str] | None = None,
         **kwargs: Any,
     ):
-        """`Trainer.train`, after checking the data and the teacher on one example, and restoring the sampler state
-        from the checkpoint when resuming."""
+        """`Trainer.train`, after checking the data and the teacher on one example and the output folder (see
+        `GuardedTraining`), and restoring the sampler state from the checkpoint when resuming."""
         self._check_training_data()
-        checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir)
+        result = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        self.create_model_card()
+        return result
+
+    def prepare_resume(self, checkpoint: str | None) -> None:
+        """The sampler's state (and the row-sparse classifier optimizer's) from `checkpoint`; counters reset."""
         if checkpoint is not None:
             load_sampler_state(checkpoint, self.sampler)
             if self.args.classifier_optimizer == "row_sparse":
                 self._pending_classifier_state = load_classifier_state(checkpoint)
         self._micro_step = (-1, 0)
         self._probe_sum, self._probe_count = None, 0  # nothing half-accumulated from an interrupted call
-        result = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
-        self.create_model_card()
-        return result
+
+    def divergence_cause(self, model: nn.Module, inputs: dict[str, Any]) -> str | None:
+        """The teacher's logits on the batch that diverged, when they are not finite."""
+        inputs = self._prepare_inputs(inputs)
+        if TOP_CLASSES in inputs:
+            logits, source = [inputs[TOP_LOGITS], inputs[TAIL_LOGIT]], "the cached teacher logits"
+        elif self.teacher is not None:
+            logits, source = [self.teacher_logits(inputs["pixel_values"])], "the teacher's logits"
+        else:
+            return None
+        if all(bool(torch.isfinite(torch.as_tensor(part)).all()) for part in logits):
+            return None
+        return f"{source} on this batch hold NaN or inf: the teacher, not the student, is the cause"
 
     # --- model card -----------------------------------------------------------------------------------------------
 
@@ -488,14 +507,13 @@ class DistillationTrainer(LossPartsLogging, Trainer):
         return super().training_step(model, inputs, num_items_in_batch)
 
     def _check_training_data(self) -> None:
-        """Clear errors before anything is written: label range (whole column when the dataset is a `datasets`
-        table), then one collated example: its keys, and a teacher forward on it (input size, number of classes)."""
+        """Clear errors before anything is written: the labels (`_check_whole_labels`), then one collated example:
+        its keys, and a teacher forward on it (input size, number of classes)."""
         dataset, args = self.train_dataset, self.args
         if dataset is None:
             return  # Trainer.train says so
         num_classes = self.student_head.out_features
-        if isinstance(dataset, datasets.Dataset):
-            _check_label_column(dataset, args.label_names[0], num_classes)
+        _check_whole_labels(dataset, args.label_column, args.label_names[0], num_classes)
         if isinstance(dataset, (torch.utils.data.IterableDataset, datasets.IterableDataset)):
             return
         with _preserved_rng():  # a random augmentation on this example must not shift the run's random streams
@@ -512,7 +530,13 @@ class DistillationTrainer(LossPartsLogging, Trainer):
                 "needs labels. Emit labels from the transform or collator, or set alpha=0 to distil without labels."
             )
         if labels is not None:
-            check_labels(torch.as_tensor(labels).reshape(-1), 1, num_classes)
+            labels = torch.as_tensor(labels).reshape(-1)
+            if labels.is_floating_point():
+                raise ValueError(
+                    f"the training batches' {args.label_names[0]!r} are {labels.dtype} ({labels[0].item()}); labels "
+                    "must be integer class ids: make the transform or the dataset return ints."
+                )
+            check_labels(labels, 1, num_classes)
         pixel_values = batch["pixel_values"].to(self.accelerator.device)
         self.input_size = tuple(pixel_values.shape[-2:])
         if TOP_CLASSES in batch:
@@ -573,14 +597,44 @@ def _build_teacher(teacher: nn.Module | str) -> nn.Module:
     return teacher
 
 
+def _cached_class_names(dataset: Any, num_classes: int) -> list[str] | None:
+    """The class names a teacher cache in `dataset` recorded, after checking its number of classes against the
+    student's; None when it recorded none (a cache made before the record had them is only warned about)."""
+    if not _carries_teacher_cache(dataset):
+        return None
+    info = teacher_cache_info(dataset) or {}
+    if "num_classes" not in info:
+        logger.warning(
+            "the training set's teacher cache does not record its teacher's number of classes (made by an older "
+            "hf_dis, or not by cache_teacher_logits): it cannot be checked against the student's %d classes. Cache "
+            "again to have it checked.",
+            num_classes,
+        )
+        return None
+    if info["num_classes"] != num_classes:
+        raise ValueError(
+            f"the training set's teacher cache was made by a teacher of {info['num_classes']} classes "
+            f"({info.get('teacher')}); the student predicts {num_classes}. Cache the logits of a teacher of the "
+            "student's classes."
+        )
+    return info.get("class_names")
+
+
 def _name_the_classes(
-    student: nn.Module, num_classes: int, teacher: nn.Module | None, dataset: Any, label_name: str
+    student: nn.Module,
+    num_classes: int,
+    teacher: nn.Module | None,
+    dataset: Any,
+    label_name: str,
+    cache_names: list[str] | None,
 ) -> None:
-    """Check that the teacher, the student and the training data name the same classes in the same order, where
-    they name them, and give the student those names when it has none (saved with it: what the Hub shows)."""
+    """Check that the teacher, its cache, the student and the training data name the same classes in the same
+    order, where they name them, and give the student those names when it has none (saved with it: what the Hub
+    shows)."""
     names = agreed_class_names(
         {
             "teacher": None if teacher is None else model_class_names(teacher, num_classes),
+            "teacher cache": cache_names,
             "student": model_class_names(student, num_classes),
             "training data": dataset_class_names(dataset, (label_name, "label")),
         }
@@ -613,21 +667,57 @@ def _first(value: str | list[str] | None) -> str | None:
     return value[0] if isinstance(value, list) and value else value or None
 
 
-def _check_label_column(dataset: datasets.Dataset, label_name: str, num_classes: int) -> None:
-    """Check the whole label column at once (before a transform renames it, it is usually `label`)."""
-    column = next((name for name in (label_name, "label") if name in dataset.column_names), None)
-    if column is None or len(dataset) == 0:
-        return
-    values = dataset.with_format("arrow")[column]
+def _label_column(dataset: datasets.Dataset, named: str | None, label_name: str) -> str | None:
+    """The column the training labels come from: `named` (the `label_column` argument), else the dataset's one
+    `ClassLabel` column, else `label_name` or `label` where present (a transform usually renames it)."""
+    if named is not None:
+        if named not in dataset.column_names:
+            raise ValueError(
+                f"label_column={named!r} is not a column of the training dataset ({dataset.column_names})."
+            )
+        return named
+    class_labels = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.ClassLabel)]
+    if len(class_labels) == 1:
+        return class_labels[0]
+    return next((name for name in (label_name, "label") if name in dataset.column_names), None)
+
+
+def _check_label_values(values: Any, where: str, num_classes: int) -> None:
+    """Integer class ids in [0, num_classes): an arrow array (a whole column) or a sequence."""
+    values = values if isinstance(values, (pyarrow.Array, pyarrow.ChunkedArray)) else pyarrow.array(values)
     if not pyarrow.types.is_integer(values.type):
-        return
-    low, high = pc.min_max(values).values()
-    if low.as_py() < 0 or high.as_py() >= num_classes:
-        bad = low.as_py() if low.as_py() < 0 else high.as_py()
         raise ValueError(
-            f"the training dataset's {column!r} column has label {bad}, outside [0, {num_classes}) (the student and "
-            "the teacher predict that many classes)."
+            f"{where} holds {values.type} values; labels must be integer class ids in [0, {num_classes}) (cast them, "
+            "e.g. dataset.cast_column(name, datasets.Value('int64')), or name the right column with label_column)."
         )
+    low, high = (value.as_py() for value in pc.min_max(values).values())
+    if low is not None and (low < 0 or high >= num_classes):
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"{where} has label {bad}, outside [0, {num_classes}) (the student and the teacher predict that many "
+            "classes)."
+        )
+
+
+def _check_whole_labels(dataset: Any, label_column: str | None, label_name: str, num_classes: int) -> None:
+    """Every training label at once, before any step: the label column of a `datasets` table, the `targets` of a
+    torchvision-style dataset; an empty dataset is an error. Other datasets are checked batch by batch."""
+    if isinstance(dataset, datasets.Dataset):
+        if len(dataset) == 0:
+            raise ValueError("the training dataset is empty.")
+        column = _label_column(dataset, label_column, label_name)
+        if column is not None:
+            _check_label_values(
+                dataset.with_format("arrow")[column], f"the training dataset's {column!r} column", num_classes
+            )
+        return
+    if isinstance(dataset, (torch.utils.data.IterableDataset, datasets.IterableDataset)):
+        return
+    if len(dataset) == 0:
+        raise ValueError("the training dataset is empty.")
+    targets = getattr(dataset, "targets", None)
+    if targets is not None:
+        _check_label_values(np.asarray(targets), "the training dataset's targets", num_classes)
 
 
 @contextlib.contextmanager

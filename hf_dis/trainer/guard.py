@@ -1,0 +1,112 @@
+"""`GuardedTraining`: a Trainer mixin for what a run must never do silently.
+
+- Train on after its loss diverged: every micro-batch's loss is checked (one device read per micro-batch, as the
+  Trainer's own NaN filter does). A NaN or inf raises `DivergenceError` before the optimizer steps, naming the step,
+  the part that went wrong (a loss part, the teacher's logits, weights made non-finite by the previous update) and
+  what to try. The fp16 loss scaler's skipping of overflowing *gradients* is not affected: it happens after the loss.
+- Save non-finite weights: `save_model` (checkpoints, the final model) refuses them, naming the parameter.
+- Write over another run's folder, or resume from a half-written checkpoint: see `hf_dis.trainer.run_folder`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from hf_dis._checks import NonFiniteError
+from hf_dis.trainer.run_folder import CheckpointMarkerCallback, checkpoints_in, prepare_run_folder
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a NaN or an infinity; nothing from that step on was saved."""
+
+
+def first_non_finite_parameter(model: nn.Module) -> str | None:
+    """The name of the first parameter holding a NaN or an infinity; None when all are finite."""
+    for name, parameter in model.named_parameters():
+        if not bool(torch.isfinite(parameter.detach()).all()):
+            return name
+    return None
+
+
+class GuardedTraining:
+    """Mixin for `transformers.Trainer` subclasses (before `Trainer` in the bases; after `LossPartsLogging`, whose
+    running sums name the loss part that diverged). Its arguments may carry `overwrite_output_dir`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_callback(CheckpointMarkerCallback(self.accelerator.wait_for_everyone))
+
+    def train(
+        self,
+        resume_from_checkpoint: str | bool | None = None,
+        trial: Any = None,
+        ignore_keys_for_eval: list[str] | None = None,
+        **kwargs: Any,
+    ):
+        """`Trainer.train` after `prepare_run_folder`: a reused `output_dir` refused, `resume_from_checkpoint=True`
+        resolved to the newest complete checkpoint, a damaged one named."""
+        overwrite = getattr(self.args, "overwrite_output_dir", False)
+        checkpoint = prepare_run_folder(
+            self.args.output_dir, resume_from_checkpoint, overwrite, self.is_world_process_zero()
+        )
+        self.prepare_resume(checkpoint)
+        return super().train(checkpoint, trial, ignore_keys_for_eval, **kwargs)
+
+    def prepare_resume(self, checkpoint: str | None) -> None:
+        """Restore what the Trainer itself does not, before it resumes from `checkpoint` (None: a fresh run)."""
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
+        try:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        except NonFiniteError as error:  # a loss's own value check (on the CPU) found it first
+            raise DivergenceError(self._divergence_message(model, inputs, str(error))) from error
+        if not bool(torch.isfinite(loss)):
+            raise DivergenceError(self._divergence_message(model, inputs, f"the loss is {float(loss)}"))
+        return loss
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`, refusing weights that hold a NaN or an infinity (nothing is written then)."""
+        name = first_non_finite_parameter(self.model)
+        if name is not None:
+            raise DivergenceError(
+                f"not saving the model to {output_dir or self.args.output_dir}: its parameter {name!r} holds NaN or "
+                f"inf (training diverged by step {self.state.global_step}). {self._what_to_try()}"
+            )
+        super().save_model(output_dir, _internal_call)
+
+    def divergence_cause(self, model: nn.Module, inputs: dict[str, Any]) -> str | None:
+        """Where a non-finite loss came from, beyond the loss parts (a subclass names its teacher); None: unknown."""
+        return None
+
+    def _divergence_message(self, model: nn.Module, inputs: dict[str, Any], found: str) -> str:
+        step = self.state.global_step + 1
+        causes = []
+        name = first_non_finite_parameter(model)
+        if name is not None:
+            causes.append(f"the weights are already non-finite (first: {name!r}): the previous update diverged")
+        extra = self.divergence_cause(model, inputs)
+        if extra is not None:
+            causes.append(extra)
+        loss_parts = getattr(self, "loss_parts", None)
+        parts = [] if loss_parts is None else loss_parts["train"].non_finite()
+        if parts:
+            causes.append(f"non-finite loss parts: {', '.join(parts)}")
+        cause = "; ".join(causes) if causes else "the student's outputs overflowed"
+        checkpoints = checkpoints_in(self.args.output_dir)
+        saved = f" The newest checkpoint is {checkpoints[0]}." if checkpoints else ""
+        return (
+            f"training diverged at step {step} (epoch {self.state.epoch or 0:.2f}): {found} ({cause}). "
+            f"Stopped before the optimizer stepped; nothing non-finite was saved.{saved} {self._what_to_try()}"
+        )
+
+    def _what_to_try(self) -> str:
+        args = self.args
+        clip = "" if args.max_grad_norm and math.isfinite(args.max_grad_norm) else " (now off)"
+        tips = [f"a lower learning_rate (now {args.learning_rate:g})", f"gradient clipping, max_grad_norm{clip}"]
+        if args.fp16:
+            tips.append("bf16 instead of fp16 (fp16 overflows above 65504)")
+        return "Try " + ", ".join(tips) + "."

@@ -1,0 +1,295 @@
+"""Nothing lost, nothing silent: divergence, a cache from another teacher, labels checked whole, a reused output
+folder, damaged checkpoints and a run killed during a save. Each case asserts the message names the problem and
+that the output folder holds nothing new or damaged afterwards."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_models import NUM_CLASSES, RandomImages, image_dataset, make_args, timm_model, write_cifar100_release
+from torch import nn
+
+import hf_dis
+from hf_dis import DistillationTrainer, DivergenceError
+from hf_dis.data import cache_teacher_logits, image_transform, labelled_batches, load_cifar100
+from hf_dis.trainer.run_folder import MARKER_NAME, checkpoint_problem
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+def teacher():
+    return timm_model("test_resnet", seed=1)
+
+
+def folder_listing(folder: Path) -> dict[str, int]:
+    """Every file under `folder` with its modification time in ns: what a refused run must leave as it was."""
+    if not folder.exists():
+        return {}
+    return {str(path.relative_to(folder)): path.stat().st_mtime_ns for path in folder.rglob("*") if path.is_file()}
+
+
+class NaNAfter(nn.Module):
+    """A teacher that returns NaN logits from its `after`-th call on (the first call is the trainer's check)."""
+
+    def __init__(self, model: nn.Module, after: int) -> None:
+        super().__init__()
+        self.model, self.after, self.calls = model, after, 0
+
+    def forward(self, pixel_values):
+        self.calls += 1
+        logits = self.model(pixel_values)
+        return logits * float("nan") if self.calls > self.after else logits
+
+
+# --- divergence ---------------------------------------------------------------------------------------------------
+
+
+def test_a_diverging_student_stops_and_saves_nothing_non_finite(tmp_path):
+    args = make_args(tmp_path, sampler="full", learning_rate=1e9, max_steps=6, save_strategy="steps", save_steps=1)
+    trainer = DistillationTrainer(model=timm_model(), args=args, teacher=teacher(), train_dataset=RandomImages(24))
+    with pytest.raises(DivergenceError, match=r"learning_rate \(now 1e\+09\)") as error:
+        trainer.train()
+    assert "diverged" in str(error.value) or "not saving" in str(error.value)
+    out = Path(args.output_dir)
+    assert not (out / "README.md").exists() and not (out / "model.safetensors").exists()
+    for checkpoint in out.glob("checkpoint-*"):  # whatever was saved is finite and whole
+        assert checkpoint_problem(checkpoint) is None
+        assert all(torch.isfinite(t).all() for t in load_file(checkpoint / "model.safetensors").values())
+
+
+def test_a_teacher_turning_nan_is_named_and_the_last_checkpoint_kept(tmp_path):
+    args = make_args(tmp_path, sampler="dis", num_sampled=5, max_steps=6, save_strategy="steps", save_steps=2)
+    nan_teacher = NaNAfter(teacher(), after=1 + 3)  # the check, then steps 1-3 fine, NaN at step 4
+    trainer = DistillationTrainer(model=timm_model(), args=args, teacher=nan_teacher, train_dataset=RandomImages(24))
+    with pytest.raises(DivergenceError, match=r"at step 4 .*the teacher's logits on this batch hold NaN"):
+        trainer.train()
+    out = Path(args.output_dir)
+    assert sorted(path.name for path in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert checkpoint_problem(out / "checkpoint-2") is None
+    assert not (out / "README.md").exists()
+    assert trainer.state.log_history == [] or all(
+        np.isfinite(entry["loss"]) for entry in trainer.state.log_history if "loss" in entry
+    )
+
+
+def test_saving_non_finite_weights_is_refused(tmp_path):
+    args = make_args(tmp_path, sampler="full")
+    student = timm_model()
+    trainer = DistillationTrainer(model=student, args=args, teacher=teacher(), train_dataset=RandomImages())
+    with torch.no_grad():
+        next(student.parameters()).fill_(float("inf"))
+    with pytest.raises(DivergenceError, match="holds NaN or inf"):
+        trainer.save_model()
+    assert folder_listing(Path(args.output_dir)) == {}
+
+
+# --- the cache knows its teacher ----------------------------------------------------------------------------------
+
+
+def test_a_cache_from_a_teacher_of_other_classes_is_refused(tmp_path):
+    small_teacher = timm_model("test_resnet", num_classes=10, seed=1).eval()
+    transform = image_transform(small_teacher, training=False, image_size=32)
+    data = image_dataset(8).map(lambda row: {"label": row["label"] % 10})
+    for top_r in (4, 10):  # with top_r = C the old error spoke of -inf logits
+        cached = cache_teacher_logits(small_teacher, data, transform, top_r=top_r)
+        args = make_args(tmp_path, sampler="full", output_dir=str(tmp_path / f"r{top_r}"))
+        with pytest.raises(ValueError, match=r"teacher of 10 classes .* the student predicts 20"):
+            DistillationTrainer(
+                model=timm_model(), args=args, train_dataset=cached.with_transform(labelled_batches(transform))
+            )
+        assert not (tmp_path / f"r{top_r}").exists()
+
+
+def test_a_cache_naming_other_classes_is_refused(tmp_path):
+    names = [f"class {i}" for i in range(NUM_CLASSES)]
+    model = timm_model("test_resnet", seed=1).eval()
+    model.pretrained_cfg = {**model.pretrained_cfg, "label_names": names[::-1]}  # same classes, reversed order
+    transform = image_transform(model, training=False, image_size=32)
+    data = image_dataset(8)
+    cached = cache_teacher_logits(model, data, transform, top_r=4)
+    assert hf_dis.data.teacher_cache_info(cached)["class_names"] == names[::-1]
+    data_named = cached.cast_column("label", datasets.ClassLabel(names=names))
+    args = make_args(tmp_path, sampler="full")
+    with pytest.raises(ValueError, match="teacher cache and the training data have the same classes in a different"):
+        DistillationTrainer(
+            model=timm_model(), args=args, train_dataset=data_named.with_transform(labelled_batches(transform))
+        )
+
+
+def test_an_old_cache_without_its_record_loads_with_a_warning(tmp_path, caplog):
+    model = teacher().eval()
+    transform = image_transform(model, training=False, image_size=32)
+    cached = cache_teacher_logits(model, image_dataset(8), transform, top_r=4)
+    record = hf_dis.data.teacher_cache_info(cached)
+    for key in ("num_classes", "class_names", "transform"):
+        del record[key]
+    cached.info.description = json.dumps({"hf_dis_teacher_cache": record})
+    args = make_args(tmp_path, sampler="full", max_steps=1)
+    with caplog.at_level("WARNING"):
+        DistillationTrainer(
+            model=timm_model(), args=args, train_dataset=cached.with_transform(labelled_batches(transform))
+        ).train()
+    assert "cannot be checked against the student's 20 classes" in caplog.text
+
+
+# --- labels checked where they come from --------------------------------------------------------------------------
+
+
+def renamed_labels(column: str, values: list, feature=None) -> datasets.Dataset:
+    """A table whose label column is `column`, renamed to `labels` by the transform (CIFAR-100's fine_label)."""
+    rng = np.random.default_rng(0)
+    table = datasets.Dataset.from_dict(
+        {"image": [rng.standard_normal((3, 32, 32)).astype(np.float32) for _ in values], column: values}
+    )
+    if feature is not None:
+        table = table.cast_column(column, feature)
+    return table.with_transform(
+        lambda batch: {"pixel_values": torch.tensor(np.asarray(batch["image"])), "labels": batch[column]}
+    )
+
+
+OUT_OF_RANGE = "'fine_label' column has label 25"
+
+
+@pytest.mark.parametrize(
+    ("table", "options", "message"),
+    [
+        (lambda: renamed_labels("fine_label", [1] * 7 + [25]), {"label_column": "fine_label"}, OUT_OF_RANGE),
+        (lambda: renamed_labels("fine_label", [1] * 7 + [25], datasets.ClassLabel(num_classes=30)), {}, OUT_OF_RANGE),
+        (lambda: renamed_labels("label", [1.0] * 8), {}, "holds double values; labels must be integer"),
+        (lambda: renamed_labels("label", []), {}, "the training dataset is empty"),
+        (lambda: renamed_labels("fine_label", [1] * 8), {"label_column": "coarse"}, "label_column='coarse' is not a"),
+    ],
+)  # fmt: skip
+def test_bad_labels_are_found_before_the_first_step(tmp_path, table, options, message):
+    args = make_args(tmp_path, sampler="full", save_strategy="steps", save_steps=1, **options)
+    trainer = DistillationTrainer(model=timm_model(), args=args, teacher=teacher(), train_dataset=table())
+    with pytest.raises(ValueError, match=message):
+        trainer.train()
+    assert folder_listing(Path(args.output_dir)) == {}
+
+
+def test_a_torch_datasets_targets_are_checked_whole(tmp_path):
+    dataset = RandomImages(8)
+    dataset.labels[-1] = 25
+    dataset.targets = dataset.labels  # the torchvision convention
+    args = make_args(tmp_path, sampler="full", save_strategy="steps", save_steps=1)
+    with pytest.raises(ValueError, match="targets has label 25"):
+        DistillationTrainer(model=timm_model(), args=args, teacher=teacher(), train_dataset=dataset).train()
+    assert folder_listing(Path(args.output_dir)) == {}
+
+
+def test_float_labels_in_batches_are_refused(tmp_path):
+    class FloatLabels(RandomImages):
+        def __getitem__(self, index):
+            item = super().__getitem__(index)
+            return {**item, "labels": item["labels"].float()}
+
+    args = make_args(tmp_path, sampler="full")
+    with pytest.raises(ValueError, match="must be integer class ids"):
+        DistillationTrainer(model=timm_model(), args=args, teacher=teacher(), train_dataset=FloatLabels()).train()
+
+
+# --- a reused output folder ---------------------------------------------------------------------------------------
+
+
+def test_a_second_run_into_the_same_folder_is_refused_unless_asked(tmp_path):
+    def trainer(**options):
+        args = make_args(tmp_path, sampler="full", save_strategy="steps", save_steps=1, **options)
+        return DistillationTrainer(model=timm_model(), args=args, teacher=teacher(), train_dataset=RandomImages())
+
+    trainer(overwrite_output_dir=False).train()
+    out = tmp_path / "out"
+    before = folder_listing(out)
+    assert {"README.md", "checkpoint-2/model.safetensors"} <= set(before)
+    with pytest.raises(ValueError, match=r"already holds a run \(checkpoint-1, checkpoint-2, README.md\).*resume_from"
+                                         r"_checkpoint=True.*overwrite_output_dir=True"):  # fmt: skip
+        trainer(overwrite_output_dir=False).train()
+    assert folder_listing(out) == before
+    trainer(overwrite_output_dir=False).train(resume_from_checkpoint=True)  # resuming is allowed
+    trainer(overwrite_output_dir=True, max_steps=1).train()  # so is replacing: the old checkpoints go
+    assert sorted(path.name for path in out.glob("checkpoint-*")) == ["checkpoint-1"]
+
+
+# --- damaged checkpoints ------------------------------------------------------------------------------------------
+
+
+def two_checkpoints(tmp_path) -> Path:
+    args = make_args(tmp_path, sampler="full", max_steps=4, save_strategy="steps", save_steps=2)
+    DistillationTrainer(model=timm_model(), args=args, teacher=teacher(), train_dataset=RandomImages(24)).train()
+    return Path(args.output_dir)
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda c: truncate(c / "trainer_state.json"), r"trainer_state.json has \d+ bytes, \d+ when it was written"),
+        (lambda c: truncate(c / "model.safetensors"), r"model.safetensors has \d+ bytes"),
+        (lambda c: (c / "optimizer.pt").unlink(), r"optimizer.pt is missing"),
+        (lambda c: [p.unlink() for p in c.iterdir()], r"is empty"),
+        (lambda c: ((c / MARKER_NAME).unlink(), truncate(c / "trainer_state.json")), r"trainer_state.json is damaged"),
+        (lambda c: ((c / MARKER_NAME).unlink(), truncate(c / "model.safetensors")), r"model.safetensors is damaged"),
+        (lambda c: ((c / MARKER_NAME).unlink(), (c / "scheduler.pt").unlink()), r"scheduler.pt is missing"),
+    ],
+)  # fmt: skip
+def test_a_damaged_checkpoint_is_named_and_skipped(tmp_path, caplog, damage, message):
+    out = two_checkpoints(tmp_path)
+    damage(out / "checkpoint-4")
+    args = make_args(tmp_path, sampler="full", max_steps=4, save_strategy="steps", save_steps=2)
+
+    def trainer():
+        return DistillationTrainer(model=timm_model(), args=args, teacher=teacher(), train_dataset=RandomImages(24))
+
+    with pytest.raises(ValueError, match=r"cannot resume from .*checkpoint-4: .*" + message):
+        trainer().train(resume_from_checkpoint=str(out / "checkpoint-4"))
+    with caplog.at_level("WARNING"):
+        trainer().train(resume_from_checkpoint=True)  # falls back to checkpoint-2 and trains to the end
+    assert "skipping checkpoint-4 when resuming" in caplog.text and re.search(message, caplog.text)
+    assert checkpoint_problem(out / "checkpoint-4") is None  # written again, whole
+
+
+# --- a run killed during a checkpoint save ------------------------------------------------------------------------
+
+
+def test_a_run_killed_during_a_save_resumes_from_the_previous_checkpoint(tmp_path):
+    """The subprocess kills itself (SIGKILL) inside the save of checkpoint-4, after the weights and before the
+    trainer state; resuming with resume_from_checkpoint=True skips that half checkpoint, resumes from checkpoint-2
+    and ends with the weights of an uninterrupted run."""
+    script = SCRIPTS / "killed_during_save.py"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    straight = tmp_path / "straight"
+    subprocess.run([sys.executable, str(script), str(straight), "run"], check=True, env=env, timeout=300)
+    killed = tmp_path / "killed"
+    result = subprocess.run([sys.executable, str(script), str(killed), "kill-at-4"], env=env, timeout=300)
+    assert result.returncode == -9
+    assert (
+        checkpoint_problem(killed / "checkpoint-4") is not None and checkpoint_problem(killed / "checkpoint-2") is None
+    )
+    subprocess.run([sys.executable, str(script), str(killed), "resume"], check=True, env=env, timeout=300)
+    final, expected = load_file(killed / "model.safetensors"), load_file(straight / "model.safetensors")
+    assert final.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(final[name], expected[name]), name
+
+
+# --- smaller errors -----------------------------------------------------------------------------------------------
+
+
+def test_a_truncated_cifar100_pickle_is_named(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    write_cifar100_release(folder, {"train": 4, "test": 2})
+    truncate(folder / "train")
+    with pytest.raises(ValueError, match=r"cifar-100-python/train is not a whole CIFAR-100 pickle"):
+        load_cifar100(str(folder))
