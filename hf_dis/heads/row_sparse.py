@@ -129,8 +129,8 @@ class RowSparseAdamW(_RowSparseOptimizer):
 
     `row_wise_second_moment=True` keeps one second-moment estimate per row, the moving average of the row's mean
     squared gradient, instead of one per entry (fbgemm's "partial row-wise Adam" for embedding tables): every entry of
-    a row then shares one adaptive step size, and the optimizer's state is one `[C, d]` buffer instead of two (at
-    10^6 classes x 512 features, 2 GB less in float32). Not AdamW any more: an option for classifiers whose state
+    a row then shares one adaptive step size, and the optimizer's state is one `[C, d]` buffer instead of two (C x d
+    floats less). Not AdamW any more: an option for classifiers whose state
     does not fit.
     """
 

@@ -66,8 +66,8 @@ class LaplaceMixture:
 
 # The arithmetic is numpy's: a refit is some 3,000 operations on arrays of a few hundred numbers, and every torch
 # operation lets go of the GIL and takes it back, which in a training process whose other threads want the GIL too
-# (the loader's pin-memory thread) turned a 6 ms refit into about a second in the GPU studies (benchmarks/
-# bench_refit.py); numpy keeps the GIL for arrays this small.
+# (the loader's pin-memory thread) made refits many times slower in the GPU studies (benchmarks/bench_refit.py,
+# docs/results.md); numpy keeps the GIL for arrays this small.
 
 
 def _float64(values: torch.Tensor) -> np.ndarray:

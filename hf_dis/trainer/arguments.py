@@ -90,7 +90,7 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
         compile_loss: Compile the distillation loss, full and sampled, forward and backward, with torch.compile: a
             few fused kernels instead of some fifty small ones per step, for steps bound by the host's kernel
             launches (small models and images on a GPU). The first steps, and a new batch size, pay the compilation.
-            Experimental: on one H100 at 100 classes it took about 5 ms off each 19-21 ms step (benchmarks/README.md).
+            Experimental; measured in benchmarks/README.md.
 
         > Teacher input
 
@@ -224,7 +224,7 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
             "help": "Compile the distillation loss, full and sampled, forward and backward, with torch.compile: a few "
             "fused kernels instead of some fifty small ones per step, for steps bound by the host's kernel launches "
             "(small models and images on a GPU). The first steps, and a new batch size, pay the compilation. "
-            "Experimental: on one H100 at 100 classes it took about 5 ms off each 19-21 ms step (benchmarks/README.md)."
+            "Experimental; measured in benchmarks/README.md."
         },
     )
 
