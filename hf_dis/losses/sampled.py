@@ -1,4 +1,4 @@
-"""Distillation and cross-entropy over a sampled set of classes S (the sampled-softmax estimators of the spec).
+"""Distillation and cross-entropy over a sampled set of classes S (the sampled-softmax estimators of docs/method.md).
 
 A sampler (`hf_dis.sampling`) gives, per example, the classes S, their log inclusion probabilities log(pi) (0 for
 forced classes) and a mask of dropped duplicates. The functions here take the student's and the teacher's logits on
@@ -123,7 +123,7 @@ def sampled_cross_entropy(
     Label smoothing mixes `label_smoothing` of uniform mass over all C classes into the target, as
     `F.cross_entropy(label_smoothing=...)` does; its term, the mean over C of -log p_c, is estimated on S with
     self-normalised importance weights 1/pi_j (exact when S holds every class with pi = 1). A choice of this library:
-    the spec says nothing of label smoothing.
+    the DIS abstract says nothing of label smoothing (docs/method.md).
 
     Args:
         student_logits_S: `[B, K']`.

@@ -3,7 +3,8 @@ de-duplication, scopes, validation and the random state.
 
 A sampler draws K classes **with replacement** from a proposal q, drops duplicates and classes already forced in
 (masking them, so shapes stay fixed), and reports for each kept class the exact inclusion probability
-pi_j = 1 - (1 - q_j)^K. Forced classes (the label and the teacher's top-m, the spec's "proposal prior") have pi = 1.
+pi_j = 1 - (1 - q_j)^K. Forced classes (the label and the teacher's top-m, the "proposal prior" of docs/method.md)
+have pi = 1.
 Layout of a sampled set: the forced columns first, then the K drawn ones.
 """
 

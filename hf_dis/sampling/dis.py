@@ -1,4 +1,4 @@
-"""`dis`: dynamic importance sampling (arXiv 1812.00914, as reconstructed in the project's spec).
+"""`dis`: dynamic importance sampling (arXiv 1812.00914, as reconstructed in docs/method.md).
 
 Classes are drawn by teacher **rank**: a Laplace mixture over ranks (component 0, the prior, at rank 0) is refitted
 from full-distillation probes, where the per-rank interaction g(r) = mean over examples of |p_s,(r) - p_t,(r)| (the
@@ -20,7 +20,7 @@ from hf_dis.sampling.base import ClassSampler, inclusion_log_prob
 from hf_dis.sampling.laplace import LaplaceMixture, fit_laplace_mixture
 from hf_dis.sampling.registry import register_sampler
 
-SPEC_INITIAL_MIXTURE = {"weights": (0.6, 0.2, 0.2), "locs": (0.0, 10.0, 100.0), "scales": (2.0, 20.0, 500.0)}
+RECONSTRUCTED_INITIAL_MIXTURE = {"weights": (0.6, 0.2, 0.2), "locs": (0.0, 10.0, 100.0), "scales": (2.0, 20.0, 500.0)}
 
 
 def log_rank_bins(num_ranks: int, num_bins: int) -> torch.Tensor:
@@ -68,8 +68,8 @@ class DISSampler(ClassSampler):
         rank_limit: R, ranks with an exact order; default min(C, max(4K, 1024)).
         num_bins: log-spaced rank bins of the statistic (default 128).
         em_iterations: EM iterations per refit (default 30, warm-started).
-        initial_mixture: dict with `weights`, `locs`, `scales` (length M); default the spec's start
-            (0.6, 0.2, 0.2), (0, 10, 100), (2, 20, 500) for M = 3.
+        initial_mixture: dict with `weights`, `locs`, `scales` (length M); default the reconstruction's start
+            (docs/method.md): (0.6, 0.2, 0.2), (0, 10, 100), (2, 20, 500) for M = 3.
     """
 
     name = "dis"
@@ -243,10 +243,10 @@ def _initial_mixture(num_components: int, initial: dict[str, Any] | None) -> Lap
             )
         return mixture
     if num_components == 3:
-        return LaplaceMixture.from_lists(**SPEC_INITIAL_MIXTURE)
+        return LaplaceMixture.from_lists(**RECONSTRUCTED_INITIAL_MIXTURE)
     if num_components < 1:
         raise ValueError(f"num_components must be >= 1, got {num_components}.")
-    # The spec's start generalised: the prior holds 0.6, the others share the rest at ranks 10, 100, 1000, ...
+    # The reconstruction's start generalised: the prior holds 0.6, the others share the rest at ranks 10, 100, 1000, ...
     others = num_components - 1
     weights = [0.6 if others else 1.0] + [0.4 / others] * others
     locs = [0.0] + [10.0**m for m in range(1, num_components)]

@@ -15,7 +15,7 @@ from hf_dis.sampling.registry import register_sampler
 @register_sampler
 class FTISSampler(ClassSampler):
     """Args (besides the base sampler's):
-    proposal_temperature: T_q of the proposal softmax. The spec's default is the KD temperature T, which the
+    proposal_temperature: T_q of the proposal softmax. docs/method.md's default is the KD temperature T, which the
         sampler does not know: the trainer passes it; built alone, the default is 1.
     """
 

@@ -2,12 +2,12 @@
 
 Ranks are the integers 0..C-1. Component m puts on rank r the mass of a continuous Laplace(mu_m, b_m) on the cell
 [r - 1/2, r + 1/2), renormalised over all valid cells [-1/2, C - 1/2). Normalising each component separately makes
-w_m exactly the component's share of the proposal mass (the spec's "mixture renormalised over the ranks" is the
+w_m exactly the component's share of the proposal mass (docs/method.md's "mixture renormalised over the ranks" is the
 same family of distributions with the weights re-parametrised), so the prior constraint w_0 >= w_min reads
 "at least w_min of the draws come from the prior". Component 0 is the prior: its location is fixed at rank 0.
 
 Data are rank bins [lo, hi) with a non-negative mass each (log-spaced bins for large C). The EM's E-step is exact for
-binned data (cell masses over each bin); the M-step follows the spec: weights from responsibilities, locations by
+binned data (cell masses over each bin); the M-step follows docs/method.md: weights from responsibilities, locations by
 weighted median and scales by weighted mean absolute deviation, both over bin centres (an approximation for wide
 bins), scales floored at `MIN_SCALE` ranks.
 """
