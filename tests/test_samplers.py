@@ -346,9 +346,16 @@ def test_loading_state_of_another_sampler_is_an_error():
 # --- validation -----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("k", [0, -3, 51])
-def test_bad_num_sampled(k):
-    with pytest.raises(ValueError, match=f"num_sampled must be in \\[1, num_classes=50\\], got {k}"):
+@pytest.mark.parametrize(
+    ("k", "message"),
+    [
+        (0, "an integer >= 1 or a fraction in \\(0, 1\\), got 0"),
+        (-3, "an integer >= 1 or a fraction in \\(0, 1\\), got -3"),
+        (51, "in \\[1, num_classes=50\\], got 51"),
+    ],
+)
+def test_bad_num_sampled(k, message):
+    with pytest.raises(ValueError, match=f"num_sampled must be {message}"):
         hf_dis.build_sampler("uniform", 50, k)
 
 
@@ -403,3 +410,25 @@ def test_sampled_set_stats_match_their_definitions():
     torch.testing.assert_close(stats["teacher_mass"], mass.mean())
     torch.testing.assert_close(stats["ess"], ess.mean())
     assert float(stats["num_classes"]) == float(keep.sum(-1).float().mean())
+
+
+@pytest.mark.parametrize("value", [1, 1.0, 7, 7.0, 0.25, 0.5])
+def test_num_sampled_means_the_same_in_the_arguments_and_build_sampler(tmp_path, value):
+    """One meaning for each accepted value (1.0 is K = 1 in both), and the same rejections with the same message."""
+    from hf_dis import DistillationArguments
+
+    args = DistillationArguments(output_dir=str(tmp_path), sampler="uniform", num_sampled=value, use_cpu=True)
+    built = hf_dis.build_sampler("uniform", 40, value)
+    from_args = hf_dis.build_sampler("uniform", 40, args.num_sampled_for(40))
+    assert built.num_sampled == from_args.num_sampled == (round(value * 40) if value < 1 else int(value))
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, 0.0, True])
+def test_num_sampled_is_rejected_alike_by_both_entry_points(tmp_path, value):
+    from hf_dis import DistillationArguments
+
+    message = "num_sampled must be an integer >= 1 or a fraction in"
+    with pytest.raises(ValueError, match=message):
+        DistillationArguments(output_dir=str(tmp_path), sampler="uniform", num_sampled=value, use_cpu=True)
+    with pytest.raises(ValueError, match=message):
+        hf_dis.build_sampler("uniform", 40, value)

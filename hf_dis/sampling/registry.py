@@ -25,13 +25,22 @@ def list_samplers() -> list[str]:
     return sorted(_SAMPLERS)
 
 
+def parse_num_sampled(num_sampled: int | float) -> int | float:
+    """The one meaning of `num_sampled`, wherever it is given: an integer K >= 1 (integral floats, as from a command
+    line, become int: 1.0 is K = 1), or a fraction of the classes in (0, 1)."""
+    if isinstance(num_sampled, bool) or not isinstance(num_sampled, (int, float)) or not num_sampled > 0:
+        raise ValueError(f"num_sampled must be an integer >= 1 or a fraction in (0, 1), got {num_sampled!r}.")
+    if num_sampled < 1:
+        return float(num_sampled)
+    if float(num_sampled).is_integer():
+        return int(num_sampled)
+    raise ValueError(f"num_sampled must be an integer >= 1 or a fraction in (0, 1), got {num_sampled!r}.")
+
+
 def resolve_num_sampled(num_sampled: int | float, num_classes: int) -> int:
-    """K from an int, or from a fraction of C in (0, 1] (rounded, at least 1)."""
-    if isinstance(num_sampled, float):
-        if not 0 < num_sampled <= 1:
-            raise ValueError(f"a fractional num_sampled must be in (0, 1], got {num_sampled}.")
-        return max(1, round(num_sampled * num_classes))
-    return num_sampled
+    """K for C classes (`parse_num_sampled`; a fraction is rounded, at least 1)."""
+    num_sampled = parse_num_sampled(num_sampled)
+    return max(1, round(num_sampled * num_classes)) if isinstance(num_sampled, float) else num_sampled
 
 
 def build_sampler(name: str, num_classes: int, num_sampled: int | float | None, **options) -> ClassSampler:

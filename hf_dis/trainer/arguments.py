@@ -13,6 +13,7 @@ from transformers import TrainingArguments
 
 from hf_dis.losses.sampled import ESTIMATORS
 from hf_dis.sampling import SCOPES, list_samplers
+from hf_dis.sampling.registry import parse_num_sampled
 from hf_dis.trainer.row_sparse_updates import row_wise_second_moment
 from hf_dis.trainer.run_folder import RunFolderOptions
 
@@ -344,15 +345,9 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
 
 
 def _check_num_sampled(num_sampled: float | None, sampler: str) -> int | float | None:
-    """An integer K >= 1 or a fraction in (0, 1), None for full; integral floats (from the command line) become int."""
+    """`parse_num_sampled`'s K or fraction, None for full (which must leave it unset)."""
     if num_sampled is None:
         return None
     if sampler == "full":
         raise ValueError(f"sampler='full' uses every class; num_sampled={num_sampled} contradicts it (leave it unset).")
-    if isinstance(num_sampled, bool) or not num_sampled > 0:
-        raise ValueError(f"num_sampled must be an integer >= 1 or a fraction in (0, 1), got {num_sampled}.")
-    if num_sampled < 1:
-        return float(num_sampled)
-    if float(num_sampled).is_integer():
-        return int(num_sampled)
-    raise ValueError(f"num_sampled must be an integer >= 1 or a fraction in (0, 1), got {num_sampled}.")
+    return parse_num_sampled(num_sampled)
