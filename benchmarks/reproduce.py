@@ -74,6 +74,8 @@ class Study:
         fractions: sampled sizes: fractions of the classes in (0, 1), or numbers of classes K (integers >= 1).
         teacher_cache: options of `hf-dis cache-teacher` (e.g. {top_r: 1024}): the teacher's logits are cached once
             and every distilled run reads them (no teacher runs during training); None: a live teacher.
+        teacher_cache_dir: the folder of an existing teacher cache (a study that varies another's runs reads that
+            study's cache; then `teacher_cache` is unused and nothing is cached).
         seeds: seeds of the student runs (the teacher is trained once, with the first).
     """
 
@@ -92,6 +94,7 @@ class Study:
     baselines: list[str] = field(default_factory=lambda: ["scratch", "full"])
     fractions: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2])
     teacher_cache: dict[str, object] | None = None
+    teacher_cache_dir: str | None = None
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
 
     def __post_init__(self) -> None:
@@ -148,7 +151,10 @@ def teacher_folder(study: Study, root: Path, *, train: bool = True) -> str:
 
 
 def teacher_cache_folder(study: Study, root: Path, teacher: str) -> str | None:
-    """The study's teacher cache (`root/teacher_cache`), made first when missing; None for a live teacher."""
+    """The study's teacher cache: its `teacher_cache_dir`, else `root/teacher_cache`, made first when missing; None
+    for a live teacher."""
+    if study.teacher_cache_dir is not None:
+        return study.teacher_cache_dir
     if study.teacher_cache is None:
         return None
     folder = root / "teacher_cache"

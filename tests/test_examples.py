@@ -374,6 +374,20 @@ def test_a_study_without_baselines_runs_only_its_sampled_grid(monkeypatch):
     del sys.modules["reproduce"]
 
 
+def test_a_study_can_read_another_studys_teacher_cache(monkeypatch, tmp_path):
+    """`teacher_cache_dir` (a variant study on another's teacher cache) is read as it is: nothing is cached."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    reproduce = __import__("reproduce")
+    options = dict(name="s", task="classification", output_dir=str(tmp_path), samplers=["dis"], fractions=[64])
+    study = reproduce.Study(**options, teacher_cache={"top_r": 8}, teacher_cache_dir="elsewhere/teacher_cache")
+    assert reproduce.teacher_cache_folder(study, tmp_path, "no-teacher") == "elsewhere/teacher_cache"
+    assert list(tmp_path.iterdir()) == []
+    assert reproduce.teacher_cache_folder(reproduce.Study(**options), tmp_path, "no-teacher") is None
+    del sys.modules["reproduce"]
+
+
 @pytest.mark.parametrize("config", sorted((ROOT / "benchmarks" / "studies").glob("*.yaml")), ids=lambda p: p.stem)
 def test_study_configs_name_real_recipe_options(config, monkeypatch, tmp_path):
     """Every committed study parses, and the recipes accept its teacher, student and scratch options."""
