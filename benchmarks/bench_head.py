@@ -161,7 +161,8 @@ def run_case(
     for num_sampled in sample_sizes(num_classes):
         for sampler_name in args.samplers:
             for scope in ("per_example", "batch"):
-                sampler = hf_dis.build_sampler(sampler_name, num_classes, num_sampled, scope=scope)
+                options = {"proposal_temperature": TEMPERATURE} if sampler_name in ("ftis", "topk") else {}
+                sampler = hf_dis.build_sampler(sampler_name, num_classes, num_sampled, scope=scope, **options)
                 for optimizer_name in OPTIMIZERS:
                     if optimizer_name == "adamw":
                         optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3)

@@ -15,21 +15,23 @@ import timm
 import torch
 
 import hf_dis
+from hf_dis.heads import install_sampled_head
 
 
-def distillation_step(student, teacher, sampler, pixel_values, labels, step, temperature=2.0, alpha=0.1):
-    split = hf_dis.split_classifier(student)
+def distillation_step(student, head, teacher, sampler, pixel_values, labels, step, temperature=2.0, alpha=0.1):
+    """One step's loss: full KD on DIS's probe steps (whose logits the sampler learns from), else sampled KD with the
+    student's `head` (from `install_sampled_head`) restricted to the drawn classes."""
     with torch.no_grad():
         teacher_logits = teacher(pixel_values)
-    features = split.features(pixel_values)
     probe = sampler.refit_every is not None and step % sampler.refit_every == 0
     if probe:  # full distillation: the B x C student logits are formed on this step only
-        student_logits = split.logits(features)
+        student_logits = student(pixel_values)
         sampler.update(teacher_logits, student_logits, temperature)
         parts = hf_dis.distillation_loss(student_logits, teacher_logits, labels, temperature, alpha)
     else:
         drawn = sampler.sample(teacher_logits, labels)
-        student_S = split.logits(features, drawn.classes)  # never B x C
+        with head.restricted_to(drawn.classes):  # the model's own forward, its head on S: never B x C
+            student_S = student(pixel_values)
         parts = hf_dis.sampled_distillation_loss(student_S, teacher_logits, drawn, labels, temperature, alpha)
     return parts.loss, probe
 
@@ -45,15 +47,20 @@ def main() -> None:
 
     torch.manual_seed(0)
     student = timm.create_model("resnet18", num_classes=args.num_classes)
+    head = install_sampled_head(student)  # in place, sharing the classifier's parameters
     teacher = timm.create_model("resnet34", num_classes=args.num_classes).eval().requires_grad_(False)
     num_sampled = None if args.sampler == "full" else args.num_sampled
-    options = {"refit_every": 2} if args.sampler == "dis" else {}  # probe often in this short demo (default 50)
+    options = {}
+    if args.sampler == "dis":
+        options["refit_every"] = 2  # probe often in this short demo (default 50)
+    if args.sampler in ("ftis", "topk"):
+        options["proposal_temperature"] = 2.0  # the distillation temperature, as DistillationArguments' default
     sampler = hf_dis.build_sampler(args.sampler, args.num_classes, num_sampled, scope=args.scope, seed=0, **options)
     optimizer = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9)
     for step in range(args.steps):
         pixel_values = torch.randn(8, 3, 32, 32)
         labels = torch.randint(args.num_classes, (8,))
-        loss, probe = distillation_step(student, teacher, sampler, pixel_values, labels, step)
+        loss, probe = distillation_step(student, head, teacher, sampler, pixel_values, labels, step)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

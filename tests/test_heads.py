@@ -11,7 +11,7 @@ from torch.utils._pytree import tree_leaves
 
 import hf_dis
 from hf_dis.diagnostics import OperatorCounter, host_sync_ops, sampled_set_stats
-from hf_dis.heads import HF_FAMILIES
+from hf_dis.heads import HF_HEAD_PATHS
 
 NUM_CLASSES = 13
 
@@ -28,7 +28,7 @@ def timm_wrapper():
 
 
 MODELS = {
-    **{f"hf-{t}": (lambda t=t: tiny_hf(t, NUM_CLASSES)) for t in HF_FAMILIES},
+    **{f"hf-{t}": (lambda t=t: tiny_hf(t, NUM_CLASSES)) for t in HF_HEAD_PATHS},
     "timm-resnet18": lambda: tiny_timm("resnet18"),
     "timm-vit": lambda: tiny_timm("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1),
     "timm-convnext": lambda: tiny_timm("convnext_atto"),
@@ -53,8 +53,8 @@ def test_subset_logits_equal_full_logits_at_those_classes(family):
     shared = torch.randperm(NUM_CLASSES, generator=g)[:6]
     with torch.no_grad():
         expected = full_logits(model, pixel_values)
-        features, logits_all = split(pixel_values)
-        torch.testing.assert_close(logits_all, expected, atol=1e-5, rtol=1e-5)
+        features = split.features(pixel_values)
+        torch.testing.assert_close(split.logits(features), expected, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(
             split.logits(features, per_example), expected.gather(1, per_example), atol=1e-5, rtol=1e-5
         )
@@ -91,11 +91,15 @@ def test_subset_logits_sparse_grad_is_the_dense_gradient_on_the_used_rows(classe
     torch.testing.assert_close(grad.to_dense(), dense_grad)
 
 
-def test_split_is_idempotent_and_keeps_the_state_dict():
-    model = tiny_hf("resnet")
+def test_split_is_idempotent_and_leaves_the_model_as_it_was():
+    model = tiny_hf("resnet").eval()  # in training mode its own forward would move the BN statistics
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     split = hf_dis.split_classifier(model)
     assert hf_dis.split_classifier(split) is split
-    assert set(split.state_dict()) == {f"model.{k}" for k in model.state_dict()}
+    split.features(torch.randn(2, 3, 32, 32))
+    after = model.state_dict()
+    assert set(after) == set(before) and all(torch.equal(after[name], before[name]) for name in before)
+    assert not model.classifier[1]._forward_pre_hooks  # the hook that read the features is gone
 
 
 def test_two_headed_models_are_refused_by_name():
@@ -337,7 +341,8 @@ def test_sampled_step_makes_the_host_wait_only_to_find_a_large_union(sampler_nam
     features = torch.randn(batch_size, 8, generator=generator, requires_grad=True)
     teacher_logits = torch.randn(batch_size, num_classes, generator=generator)
     labels = torch.randint(num_classes, (batch_size,), generator=generator)
-    sampler = hf_dis.build_sampler(sampler_name, num_classes, num_sampled, scope=scope)
+    options = {"proposal_temperature": 2.0} if sampler_name in ("ftis", "topk") else {}
+    sampler = hf_dis.build_sampler(sampler_name, num_classes, num_sampled, scope=scope, **options)
 
     def step() -> None:
         drawn = sampler.sample(teacher_logits, labels, generator=generator)
@@ -365,7 +370,8 @@ def test_a_sampled_step_adds_few_operators_to_the_full_step(sampler_name, scope,
     features = torch.randn(16, 8, generator=generator, requires_grad=True)
     teacher_logits = torch.randn(16, num_classes, generator=generator)
     labels = torch.randint(num_classes, (16,), generator=generator)
-    sampler = hf_dis.build_sampler(sampler_name, num_classes, 10, scope=scope)
+    options = {"proposal_temperature": 2.0} if sampler_name == "ftis" else {}
+    sampler = hf_dis.build_sampler(sampler_name, num_classes, 10, scope=scope, **options)
 
     def full_step() -> None:
         hf_dis.distillation_loss(head(features), teacher_logits, labels, 2.0, 0.5).loss.backward()

@@ -104,6 +104,22 @@ def test_card_renders_parses_and_states_the_run(timm_run):
     assert (folder / "README.md").read_text() == before
 
 
+def test_card_keywords_are_honoured_or_refused(timm_run):
+    """The Trainer's create_model_card keywords: tags (push_to_hub passes the model's model_tags) and language reach
+    the metadata; the ones the card cannot state are refused, naming them, and leave the card as it was."""
+    folder = Path(timm_run.args.output_dir)
+    timm_run.create_model_card(tags="my-tag", language="en")
+    card = ModelCard.load(folder / "README.md")
+    assert "my-tag" in card.data.tags and "knowledge-distillation" in card.data.tags and card.data.language == "en"
+    assert card.data.license == "apache-2.0"  # given to an earlier call: kept
+    before = (folder / "README.md").read_text()
+    for keywords, named in (({"finetuned_from": "x/y"}, "finetuned_from"), ({"tasks": "t", "dataset_args": "a"},
+                            "tasks, dataset_args"), ({"dataset": ["a", "b"]}, "one dataset")):  # fmt: skip
+        with pytest.raises(ValueError, match=named):
+            timm_run.create_model_card(**keywords)
+    assert (folder / "README.md").read_text() == before
+
+
 def test_card_usage_snippet_runs(timm_run, tmp_path):
     folder = Path(timm_run.args.output_dir)
     snippet = re.search(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S).group(1)

@@ -16,7 +16,7 @@ import hf_dis
 from hf_dis.data import IdentitySampler, padded_crop_transform, reid_eval_batches, reid_eval_dataset
 from hf_dis.data.market1501 import REID_FEATURES
 from hf_dis.heads import split_classifier
-from hf_dis.losses import batch_hard_triplet_loss
+from hf_dis.losses import batch_hard_triplet_loss, similarity_preserving_loss
 from hf_dis.metrics import reid_eval_metrics, reid_metrics_from_features
 from hf_dis.models import ReIDConfig, ReIDModel
 
@@ -54,6 +54,41 @@ def test_batch_hard_triplet_degenerate_batches_and_errors():
         batch_hard_triplet_loss(features, torch.tensor([0, 0, 1]), margin=0.0)
     with pytest.raises(ValueError, match=r"features must be \[B, d\]"):
         batch_hard_triplet_loss(features, torch.tensor([0, 0]))
+
+
+def _naive_similarity_preserving(student, teacher):
+    """Tung & Mori's loss written out in float64: each row of each Gram matrix scaled to unit norm, then the mean
+    squared entry of the difference over the B x B pairs."""
+    batch = student.shape[0]
+    total = 0.0
+    grams = []
+    for embeddings in (student.detach().double(), teacher.detach().double()):
+        gram = [[float(embeddings[i] @ embeddings[j]) for j in range(batch)] for i in range(batch)]
+        grams.append([[value / np.sqrt(sum(v * v for v in row)) for value in row] for row in gram])
+    for i in range(batch):
+        for j in range(batch):
+            total += (grams[0][i][j] - grams[1][i][j]) ** 2
+    return total / batch**2
+
+
+def test_similarity_preserving_loss_matches_its_definition_and_its_gradient():
+    generator = torch.Generator().manual_seed(0)
+    student = torch.randn(6, 5, generator=generator, requires_grad=True)  # another width than the teacher's
+    teacher = torch.randn(6, 9, generator=generator, requires_grad=True)
+    loss = similarity_preserving_loss(student, teacher)
+    assert loss.item() == pytest.approx(_naive_similarity_preserving(student, teacher), rel=1e-5)
+    loss.backward()
+    assert teacher.grad is None  # the teacher is a constant target
+    reference = student.detach().double().requires_grad_(True)
+    gram = lambda e: F.normalize(e @ e.T, dim=1)  # noqa: E731
+    ((gram(reference) - gram(teacher.detach().double())).pow(2).sum() / 36).backward()
+    torch.testing.assert_close(student.grad, reference.grad.float(), rtol=1e-4, atol=1e-6)
+    # invariant to the embeddings' scale, zero when the similarity structure is the teacher's
+    assert similarity_preserving_loss(3.0 * teacher.detach(), teacher).item() == pytest.approx(0.0, abs=1e-10)
+    with pytest.raises(ValueError, match="same 6 images"):
+        similarity_preserving_loss(student, teacher[:4])
+    with pytest.raises(ValueError, match=r"must be \[batch, width\]"):
+        similarity_preserving_loss(student[0], teacher)
 
 
 @pytest.mark.parametrize("log_q_correction", [True, False])
@@ -343,6 +378,78 @@ def test_reid_distillation_trainer_distils_with_dis_and_triplet(tmp_path):
     assert any("teacher_mass" in entry for entry in logged)  # sampled steps between the DIS probes
     metrics = trainer.evaluate()
     assert metrics["eval_num_valid_queries"] == 5 and 0.0 <= metrics["eval_mAP"] <= 1.0
+
+
+def _embedding_kd_args(tmp_path, **options):
+    defaults = dict(output_dir=str(tmp_path), per_device_train_batch_size=8, instances_per_identity=2, max_steps=3,
+                    num_sampled=3, dis_refit_every=2, logging_steps=1, report_to=[], use_cpu=True, seed=0,
+                    embedding_kd_weight=2.0, overwrite_output_dir=True)  # fmt: skip
+    return hf_dis.ReIDDistillationArguments(**{**defaults, **options})
+
+
+def test_the_embedding_term_from_a_live_teacher_and_from_a_cache(tmp_path):
+    """With embedding_kd_weight, the logged similarity-preserving term is what the loss gives on the batch's
+    embeddings, from the live teacher or from the teacher embeddings the cache stored (the same numbers: one view of
+    the un-augmented image in both here), and the term moves the student (weight 2 against 0)."""
+    train, evaluation = _reid_data()
+    teacher = ReIDModel.from_backbone("test_resnet", 8, seed=1).eval()
+    eval_transform = padded_crop_transform(training=False, image_size=(32, 16))
+    plain = _identity_split(8, 6, 0)
+    cached = hf_dis.data.cache_teacher_logits(teacher, plain, eval_transform, top_r=8, batch_size=16)
+    with torch.no_grad():
+        expected = teacher(torch.stack([eval_transform(plain[0]["image"])])).embeddings[0]
+    torch.testing.assert_close(torch.tensor(cached[0]["teacher_embeddings"]), expected, rtol=1e-5, atol=1e-5)
+
+    runs = {}
+    for name, (teacher_arg, data, weight) in {
+        "live": (teacher, plain.with_transform(hf_dis.data.labelled_batches(eval_transform)), 2.0),
+        "cached": (None, cached.with_transform(hf_dis.data.labelled_batches(eval_transform)), 2.0),
+        "off": (teacher, plain.with_transform(hf_dis.data.labelled_batches(eval_transform)), 0.0),
+    }.items():
+        trainer = hf_dis.ReIDDistillationTrainer(
+            model=ReIDModel.from_backbone("test_resnet", 8, seed=0),
+            args=_embedding_kd_args(tmp_path / name, embedding_kd_weight=weight),
+            teacher=teacher_arg,
+            train_dataset=data,
+        )
+        trainer.train()
+        runs[name] = trainer
+    logged = {
+        name: [entry.get("embedding_kd_loss") for entry in run.state.log_history if "kd_loss" in entry]
+        for name, run in runs.items()
+    }
+    assert all(value is not None and value >= 0 for value in logged["live"]) and len(logged["live"]) == 3
+    assert logged["off"] == [None, None, None]
+    assert logged["cached"] == pytest.approx(logged["live"], rel=1e-4)
+    pairs = zip(runs["live"].model.parameters(), runs["off"].model.parameters(), strict=True)
+    assert any(not torch.equal(with_term, without) for with_term, without in pairs)
+    card = (tmp_path / "live" / "README.md").read_text()
+    assert "| embedding KD weight (similarity-preserving) | 2.0 |" in card
+
+
+def test_the_embedding_term_refuses_models_and_caches_without_embeddings(tmp_path):
+    train, _ = _reid_data()
+    teacher = ReIDModel.from_backbone("test_resnet", 8, seed=1).eval()
+    student = hf_dis.timm_classifier("test_resnet", 8)  # a classifier: logits only
+    trainer = hf_dis.ReIDDistillationTrainer(
+        model=student, args=_embedding_kd_args(tmp_path / "a"), teacher=teacher, train_dataset=train
+    )
+    with pytest.raises(ValueError, match="needs the student's embeddings"):
+        trainer.train()
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())  # nothing written
+    eval_transform = padded_crop_transform(training=False, image_size=(32, 16))
+    classifier_teacher = hf_dis.timm_classifier("test_resnet", 8)
+    cache = hf_dis.data.cache_teacher_logits(classifier_teacher, _identity_split(8, 6, 0), eval_transform, top_r=8)
+    assert "teacher_embeddings" not in cache.column_names
+    trainer = hf_dis.ReIDDistillationTrainer(
+        model=ReIDModel.from_backbone("test_resnet", 8, seed=0),
+        args=_embedding_kd_args(tmp_path / "b"),
+        train_dataset=cache.with_transform(hf_dis.data.labelled_batches(eval_transform)),
+    )
+    with pytest.raises(ValueError, match="the teacher cache has no 'teacher_embeddings' column"):
+        trainer.train()
+    with pytest.raises(ValueError, match="embedding_kd_weight must be >= 0"):
+        _embedding_kd_args(tmp_path, embedding_kd_weight=-1.0)
 
 
 def test_reid_arguments_and_trainer_checks(tmp_path):

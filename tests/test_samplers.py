@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -23,6 +24,8 @@ def make_batch(seed: int, batch: int = 4, classes: int = 50, scale: float = 4.0)
 
 
 def build(name: str, num_classes: int = 50, num_sampled: int = 10, **options):
+    if name in ("ftis", "topk"):
+        options.setdefault("proposal_temperature", 1.0)
     return hf_dis.build_sampler(name, num_classes, None if name == "full" else num_sampled, **options)
 
 
@@ -432,3 +435,68 @@ def test_num_sampled_is_rejected_alike_by_both_entry_points(tmp_path, value):
         DistillationArguments(output_dir=str(tmp_path), sampler="uniform", num_sampled=value, use_cpu=True)
     with pytest.raises(ValueError, match=message):
         hf_dis.build_sampler("uniform", 40, value)
+
+
+# (argument, sampler, the sampler's keyword, rejected values, an accepted value)
+SHARED_OPTIONS = [
+    ("sample_scope", "uniform", "scope", ["both", ""], "batch"),
+    ("sampler_eps", "uniform", "eps", [-0.1, 1.0, 2.0], 0.5),
+    ("force_teacher_topk", "uniform", "force_teacher_topk", [-1], 3),
+    ("proposal_temperature", "ftis", "proposal_temperature", [0.0, -2.0], 0.5),
+    ("dis_num_components", "dis", "num_components", [0, -1], 2),
+    ("dis_refit_every", "dis", "refit_every", [0, -5], 7),
+    ("dis_prior_min_weight", "dis", "prior_min_weight", [-0.1, 1.0], 0.2),
+    ("dis_stat_decay", "dis", "stat_decay", [-0.5, 1.0], 0.9),
+]
+
+
+@pytest.mark.parametrize(("argument", "sampler", "keyword", "rejected", "accepted"), SHARED_OPTIONS)
+def test_each_option_is_accepted_and_rejected_alike_by_both_entry_points(
+    tmp_path, argument, sampler, keyword, rejected, accepted
+):
+    """DistillationArguments and build_sampler share one validator per option: the same values pass, the same fail,
+    with the same message but for the option's name."""
+    from hf_dis import DistillationArguments
+
+    def arguments(value):
+        return DistillationArguments(output_dir=str(tmp_path), sampler=sampler, use_cpu=True, **{argument: value})
+
+    def from_arguments(value):
+        args = arguments(value)
+        return hf_dis.build_sampler(sampler, 40, args.num_sampled_for(40), **args.sampler_options())
+
+    for value in rejected:
+        with pytest.raises(ValueError) as by_arguments:
+            arguments(value)  # refused as the arguments are made, before a trainer or its folder exists
+        with pytest.raises(ValueError) as by_hand:
+            build(sampler, num_classes=40, **{keyword: value})
+        assert str(by_arguments.value).replace(argument, keyword) == str(by_hand.value)
+    for built in (from_arguments(accepted), build(sampler, num_classes=40, **{keyword: accepted})):
+        value = built.mixture.weights.numel() if keyword == "num_components" else getattr(built, keyword)
+        assert value == accepted
+
+
+def test_the_arguments_defaults_are_the_samplers_defaults(tmp_path):
+    """Unset, every sampler option means what build_sampler's default means (and what the help text says)."""
+    import inspect
+
+    from hf_dis import DistillationArguments
+    from hf_dis.sampling import ClassSampler, DISSampler
+
+    base = inspect.signature(ClassSampler.__init__).parameters
+    args = DistillationArguments(output_dir=str(tmp_path), sampler="dis", use_cpu=True)
+    assert (args.sample_scope, args.force_teacher_topk, args.sampler_eps, args.force_label) == (
+        base["scope"].default,
+        base["force_teacher_topk"].default,
+        base["eps"].default,
+        base["force_label"].default,
+    )
+    by_arguments = hf_dis.build_sampler("dis", 400, args.num_sampled_for(400), **args.sampler_options())
+    by_hand = hf_dis.build_sampler("dis", 400, args.num_sampled_for(400))
+    dis = inspect.signature(DISSampler.__init__).parameters
+    helps = {field.name: field.metadata.get("help", "") for field in dataclasses.fields(DistillationArguments)}
+    for name in ("num_components", "refit_every", "prior_min_weight", "stat_decay"):
+        assert f"Unset: {dis[name].default}." in helps[f"dis_{name}"]
+    for name in ("refit_every", "prior_min_weight", "stat_decay", "rank_limit", "eps", "force_teacher_topk"):
+        assert getattr(by_arguments, name) == getattr(by_hand, name)
+    torch.testing.assert_close(by_arguments.mixture.weights, by_hand.mixture.weights)

@@ -20,9 +20,9 @@ from transformers import AutoModelForImageClassification, HfArgumentParser, Trai
 
 import hf_dis
 from hf_dis import DistillationArguments, DistillationTrainer
+from hf_dis.data.transforms import Normalization
 from hf_dis.trainer import TeacherInputs
 from hf_dis.trainer.run_folder import MARKER_NAME
-from hf_dis.trainer.teacher import Normalization
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ["dis", "ftis", "uniform", "topk", "full"]
@@ -435,8 +435,27 @@ def test_teacher_inputs_renormalise_and_resize():
     converted = TeacherInputs(student_norm, teacher_norm)(student_batch)
     mean, std = torch.tensor(teacher_norm.mean).view(1, 3, 1, 1), torch.tensor(teacher_norm.std).view(1, 3, 1, 1)
     torch.testing.assert_close(converted, (images - mean) / std)
-    assert TeacherInputs(student_norm, student_norm).is_identity
+    assert torch.equal(TeacherInputs(student_norm, student_norm)(student_batch), student_batch)
     assert TeacherInputs(student_norm, teacher_norm, (16, 16))(student_batch).shape == (2, 3, 16, 16)
+
+
+def test_the_teacher_conversion_reads_the_normalisation_the_transforms_read():
+    """One resolver: the statistics the trainer converts the teacher's batch with are those hf_dis.data.data_config
+    gives the image transforms, for a plain timm model, a TimmWrapper and an image processor; None when unknown."""
+    from transformers import ViTImageProcessor
+
+    from hf_dis.data.transforms import model_normalization
+
+    plain = timm_model("test_resnet", seed=1)
+    plain.pretrained_cfg = {**plain.pretrained_cfg, "mean": (0.1, 0.2, 0.3), "std": (0.4, 0.5, 0.6)}
+    wrapped = hf_dis.timm_classifier("test_resnet", NUM_CLASSES)
+    processor = ViTImageProcessor(image_mean=[0.7] * 3, image_std=[0.2] * 3)
+    for model, given in ((plain, None), (wrapped, None), (tiny_hf("resnet"), processor), (plain, processor)):
+        config = hf_dis.data.data_config(model, given)
+        assert model_normalization(model, given) == Normalization(tuple(config["mean"]), tuple(config["std"]))
+    assert model_normalization(plain).mean == (0.1, 0.2, 0.3)
+    assert model_normalization(plain, processor).mean == (0.7, 0.7, 0.7)  # the processor, when given, wins
+    assert model_normalization(tiny_hf("resnet")) is None
 
 
 def test_trainer_renormalises_for_a_teacher_with_other_statistics(tmp_path):

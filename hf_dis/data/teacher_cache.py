@@ -2,7 +2,8 @@
 the data, so that training reads the teacher's logits instead of running the teacher.
 
 Per example, the cache holds the teacher's top-R classes and their logits (`teacher_top_classes`,
-`teacher_top_logits`) and one value for all the other classes (`teacher_tail_logit`): the log of their mean
+`teacher_top_logits`), one value for all the other classes (`teacher_tail_logit`), and, for a teacher whose outputs
+have `embeddings` (`hf_dis.models.ReIDModel`), its embedding (`teacher_embeddings`): the log of their mean
 exp(logit), so that the tail keeps its total probability at temperature 1. `dense_teacher_logits` rebuilds `[B, C]`
 logits from them: exact with R = C; with R < C the tail classes share one logit **[choice]**, which keeps the ranks
 DIS draws from (the top R are exact) and the teacher's mass outside them, but not how that mass spreads. The top
@@ -46,6 +47,11 @@ from hf_dis.models.describe import describe, num_parameters
 TOP_CLASSES, TOP_LOGITS, TAIL_LOGIT = "teacher_top_classes", "teacher_top_logits", "teacher_tail_logit"
 #: The columns a training batch carries to the trainer (one view per example).
 TEACHER_CACHE_COLUMNS = (TOP_CLASSES, TOP_LOGITS, TAIL_LOGIT)
+#: The teacher's embedding of each example, cached when its outputs have `embeddings` (re-ID models), for the
+#: embedding-level distillation term of the re-ID trainer.
+TEACHER_EMBEDDINGS = "teacher_embeddings"
+#: Every cache column a training batch may carry: the logits' columns, and the embeddings when they were cached.
+CARRIED_CACHE_COLUMNS = (*TEACHER_CACHE_COLUMNS, TEACHER_EMBEDDINGS)
 #: Per row of a cache with augmented views: the seed of each view.
 VIEW_SEEDS = "teacher_view_seeds"
 #: The key of the cache's record in the dataset's `info.description`.
@@ -118,6 +124,7 @@ def cache_teacher_logits(
     views = num_views or 1
     first = teacher(seeded_view(transform, dataset[0][image_column], seed).unsqueeze(0).to(device))  # C, first
     num_classes = (first if isinstance(first, torch.Tensor) else first.logits).shape[1]
+    first_embeddings = getattr(first, "embeddings", None)  # re-ID teachers: what retrieval ranks by
     if top_r > num_classes:
         raise ValueError(f"top_r={top_r} is more than the teacher's {num_classes} classes.")
 
@@ -140,6 +147,8 @@ def cache_teacher_logits(
         else:
             tail_logit = torch.full((logits.shape[0],), float("-inf"), device=device)
         columns = {TOP_CLASSES: top.indices.int(), TOP_LOGITS: top.values, TAIL_LOGIT: tail_logit}
+        if first_embeddings is not None:
+            columns[TEACHER_EMBEDDINGS] = outputs.embeddings.float()
         if num_views is None:
             return {key: value.cpu().tolist() for key, value in columns.items()}
         rows = {key: value.unflatten(0, (-1, views)).cpu().tolist() for key, value in columns.items()}
@@ -152,6 +161,9 @@ def cache_teacher_logits(
     features[TOP_CLASSES] = per_view(datasets.Sequence(datasets.Value("int32"), length=top_r))
     features[TOP_LOGITS] = per_view(datasets.Sequence(datasets.Value("float32"), length=top_r))
     features[TAIL_LOGIT] = per_view(datasets.Value("float32"))
+    if first_embeddings is not None:
+        width = first_embeddings.shape[-1]
+        features[TEACHER_EMBEDDINGS] = per_view(datasets.Sequence(datasets.Value("float32"), length=width))
     if num_views is not None:
         features[VIEW_SEEDS] = datasets.Sequence(datasets.Value("int64"), length=views)
     what = "the teacher's logits" if num_views is None else f"the teacher's logits on {views} augmented views"
@@ -167,6 +179,7 @@ def cache_teacher_logits(
         "transform": repr(transform),
         "top_r": top_r,
         "num_views": num_views,
+        "embedding_size": None if first_embeddings is None else first_embeddings.shape[-1],
         "seed": seed if num_views is not None else None,
         **(record or {}),
     }
@@ -193,12 +206,13 @@ def read_cached_views(batch: dict[str, list], transform: Callable, image_column:
     of its V views, drawn with torch's random generator (so seeded like the rest of the data pipeline), the image
     remade with that view's seed and `transform` (the augmentation the cache was made with), and that view's
     logits."""
-    out: dict[str, list] = {"pixel_values": [], TOP_CLASSES: [], TOP_LOGITS: [], TAIL_LOGIT: []}
+    carried = [key for key in CARRIED_CACHE_COLUMNS if key in batch]
+    out: dict[str, list] = {"pixel_values": [], **{key: [] for key in carried}}
     for row, image in enumerate(batch[image_column]):
         seeds = batch[VIEW_SEEDS][row]
         view = int(torch.randint(len(seeds), ()))
         out["pixel_values"].append(seeded_view(transform, image, int(seeds[view])))
-        for key in TEACHER_CACHE_COLUMNS:
+        for key in carried:
             out[key].append(batch[key][row][view])
     return out
 

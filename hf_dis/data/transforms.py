@@ -10,6 +10,7 @@ is the pad-and-crop augmentation of the CIFAR KD literature and of BoT re-ID.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,19 +19,20 @@ import torch
 from PIL import Image
 from torch import nn
 from torchvision import transforms
-from transformers import TimmWrapperForImageClassification
 
 from hf_dis.data.teacher_cache import (
+    CARRIED_CACHE_COLUMNS,
     TAIL_LOGIT,
-    TEACHER_CACHE_COLUMNS,
+    TEACHER_EMBEDDINGS,
     TOP_CLASSES,
     TOP_LOGITS,
     VIEW_SEEDS,
     read_cached_views,
 )
+from hf_dis.models.timm_classifier import timm_module
 
 #: The teacher-cache columns as arrays (class ids as the trainer indexes with them).
-_CACHE_DTYPES = {TOP_CLASSES: np.int64, TOP_LOGITS: np.float32, TAIL_LOGIT: np.float32}
+_CACHE_DTYPES = {TOP_CLASSES: np.int64, TOP_LOGITS: np.float32, TAIL_LOGIT: np.float32, TEACHER_EMBEDDINGS: np.float32}
 
 
 def data_config(model: nn.Module | None = None, processor: Any = None, image_size: int | None = None) -> dict[str, Any]:
@@ -39,7 +41,7 @@ def data_config(model: nn.Module | None = None, processor: Any = None, image_siz
     if processor is not None:
         config = _processor_config(processor)
     elif model is not None:
-        inner = model.timm_model if isinstance(model, TimmWrapperForImageClassification) else model
+        inner = timm_module(model)
         if not isinstance(getattr(inner, "pretrained_cfg", None), dict):
             raise ValueError(
                 f"{type(model).__name__} carries no data config: pass its image processor (processor=...)."
@@ -51,6 +53,27 @@ def data_config(model: nn.Module | None = None, processor: Any = None, image_siz
         config["input_size"] = (3, image_size, image_size)
         config["crop_pct"] = 1.0  # at a chosen size, take the whole image
     return config
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel statistics a model's inputs were normalised with: x = (image - mean) / std."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def model_normalization(model: nn.Module, processor: Any = None) -> Normalization | None:
+    """The normalisation a model expects, the one `data_config` gives the transforms (an image processor's when it
+    has statistics, else the model's timm data config), read by the teacher's input conversion and the model card;
+    None when unknown (a transformers model without its processor)."""
+    if getattr(processor, "image_mean", None) is None:
+        processor = None  # no image statistics in it (or none given): the model's own config decides
+    try:
+        config = data_config(model, processor)
+    except ValueError:
+        return None
+    return Normalization(tuple(config["mean"]), tuple(config["std"]))
 
 
 def _processor_config(processor: Any) -> dict[str, Any]:
@@ -238,7 +261,7 @@ def labelled_batches(
             out = {"pixel_values": transform_images(transform, batch[image_column])}
             # as arrays: the collator then stacks them at once, instead of building a tensor from B x R numbers
             out.update(
-                {key: np.asarray(batch[key], _CACHE_DTYPES[key]) for key in TEACHER_CACHE_COLUMNS if key in batch}
+                {key: np.asarray(batch[key], _CACHE_DTYPES[key]) for key in CARRIED_CACHE_COLUMNS if key in batch}
             )
         if label_column is not None and label_column in batch:
             out["labels"] = batch[label_column]

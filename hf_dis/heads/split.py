@@ -1,14 +1,12 @@
 """Split an image classifier into (feature extractor, linear head), so that logits are computed for a class subset.
 
-Supported: plain timm models (`forward_features` + `forward_head(pre_logits=True)`), transformers'
-`TimmWrapperForImageClassification`, and the transformers image classifiers listed in `HF_FAMILIES`, whose
-classifier is one `nn.Linear` applied to a pooled feature. The split never changes the model: `SplitClassifier`
-holds it as its only submodule (so it can be wrapped by DDP and saved as is) and finds the head by path.
+Supported: plain timm models (their `get_classifier()`), transformers' `TimmWrapperForImageClassification`, and the
+transformers image classifiers listed in `HF_HEAD_PATHS`, whose classifier is one `nn.Linear` applied to a pooled
+feature. The split never changes the model: `SplitClassifier`
+holds it and finds the head by path (which `install_sampled_head` replaces in place).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,28 +14,20 @@ from torch import nn
 from transformers import TimmWrapperForImageClassification
 
 from hf_dis.heads.gathered import gathered_logits
+from hf_dis.models.timm_classifier import timm_module
 
-
-@dataclass(frozen=True)
-class HFFamily:
-    """How a transformers `*ForImageClassification` turns its base model's output into the classifier's input."""
-
-    pooling: str  # "pooler_output" (flattened) or "cls_token" (last_hidden_state[:, 0])
-    head_path: str  # where the nn.Linear sits
-    dropout: str | None = None  # attribute of a dropout applied before the head, if any
-
-
-HF_FAMILIES: dict[str, HFFamily] = {
-    "resnet": HFFamily("pooler_output", "classifier.1"),
-    "regnet": HFFamily("pooler_output", "classifier.1"),
-    "convnext": HFFamily("pooler_output", "classifier"),
-    "convnextv2": HFFamily("pooler_output", "classifier"),
-    "swin": HFFamily("pooler_output", "classifier"),
-    "swinv2": HFFamily("pooler_output", "classifier"),
-    "mobilenet_v2": HFFamily("pooler_output", "classifier", dropout="dropout"),
-    "efficientnet": HFFamily("pooler_output", "classifier", dropout="dropout"),
-    "vit": HFFamily("cls_token", "classifier"),
-    "deit": HFFamily("cls_token", "classifier"),
+#: transformers `*ForImageClassification` model types whose classifier is one `nn.Linear`, and where it sits.
+HF_HEAD_PATHS: dict[str, str] = {
+    "resnet": "classifier.1",
+    "regnet": "classifier.1",
+    "convnext": "classifier",
+    "convnextv2": "classifier",
+    "swin": "classifier",
+    "swinv2": "classifier",
+    "mobilenet_v2": "classifier",
+    "efficientnet": "classifier",
+    "vit": "classifier",
+    "deit": "classifier",
 }
 
 
@@ -84,15 +74,13 @@ def subset_logits(
     return logits + head.bias[classes].to(logits.dtype)  # bf16 under autocast, like F.linear
 
 
-class SplitClassifier(nn.Module):
-    """A classifier seen as features + linear head. `forward(pixel_values, classes)` returns `(features, logits)`
-    with logits at `classes` only (see `subset_logits`); the wrapped model is unchanged and remains `self.model`."""
+class SplitClassifier:
+    """A classifier seen as features + its linear head, found by path (`head_path`); the model is not changed and
+    remains `self.model`. `logits(features, classes)` gives the logits at `classes` only (see `subset_logits`)."""
 
-    def __init__(self, model: nn.Module, head_path: str, family: str) -> None:
-        super().__init__()
+    def __init__(self, model: nn.Module, head_path: str) -> None:
         self.model = model
         self.head_path = head_path
-        self.family = family
         head = self.head
         if not isinstance(head, nn.Linear):
             raise ValueError(
@@ -109,38 +97,28 @@ class SplitClassifier(nn.Module):
         return self.head.out_features
 
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """`[B, d]`: exactly what the model's own forward feeds its classifier."""
-        if self.family == "timm":
-            return _timm_features(self.model, pixel_values)
-        if self.family == "timm_wrapper":
-            return _timm_features(self.model.timm_model, pixel_values)
-        return _hf_features(self.model, HF_FAMILIES[self.family], pixel_values)
+        """`[B, d]`: the input the model's own forward feeds its classifier, taken from that forward (so it is what
+        the model computes, in every family). The forward computes all C logits too: this is for analysis; a sampled
+        training step restricts the head instead (`hf_dis.heads.install_sampled_head`)."""
+        captured: list[torch.Tensor] = []
+        handle = self.head.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0]))
+        try:
+            self.model(pixel_values)
+        finally:
+            handle.remove()
+        if len(captured) != 1:
+            raise RuntimeError(
+                f"{type(self.model).__name__}'s forward called its classifier {len(captured)} times, not once: its "
+                "features cannot be read from it."
+            )
+        return captured[0]
 
     def logits(self, features: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
         return subset_logits(features, self.head, classes)
 
-    def forward(self, pixel_values: torch.Tensor, classes: torch.Tensor | None = None):
-        features = self.features(pixel_values)
-        return features, self.logits(features, classes)
-
-
-def _timm_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-    return model.forward_head(model.forward_features(pixel_values), pre_logits=True)
-
-
-def _hf_features(model: nn.Module, family: HFFamily, pixel_values: torch.Tensor) -> torch.Tensor:
-    outputs = model.base_model(pixel_values)
-    if family.pooling == "cls_token":
-        features = outputs.last_hidden_state[:, 0]
-    else:
-        features = outputs.pooler_output.flatten(1)
-    if family.dropout is not None:
-        features = getattr(model, family.dropout)(features)
-    return features
-
 
 def _supported() -> str:
-    hf = ", ".join(sorted(HF_FAMILIES))
+    hf = ", ".join(sorted(HF_HEAD_PATHS))
     return f"plain timm models, transformers' TimmWrapperForImageClassification, and transformers models of type {hf}"
 
 
@@ -155,12 +133,12 @@ def split_classifier(model: nn.Module) -> SplitClassifier:
         return model
     name = type(model).__name__
     if isinstance(model, TimmWrapperForImageClassification):
-        return SplitClassifier(model, "timm_model." + _timm_head_path(model.timm_model, name), "timm_wrapper")
+        return SplitClassifier(model, "timm_model." + _timm_head_path(timm_module(model), name))
     if hasattr(model, "forward_head") and hasattr(model, "get_classifier"):
-        return SplitClassifier(model, _timm_head_path(model, name), "timm")
+        return SplitClassifier(model, _timm_head_path(model, name))
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type in HF_FAMILIES and name.endswith("ForImageClassification"):
-        return SplitClassifier(model, HF_FAMILIES[model_type].head_path, model_type)
+    if model_type in HF_HEAD_PATHS and name.endswith("ForImageClassification"):
+        return SplitClassifier(model, HF_HEAD_PATHS[model_type])
     raise ValueError(
         f"split_classifier does not support {name} (model_type={model_type!r}); it supports {_supported()}."
     )

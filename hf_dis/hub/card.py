@@ -69,6 +69,8 @@ class StudentCardData:
         reid: the re-ID settings (P x K, triplet, distance), for re-ID students.
         dataset: the dataset's name or Hub id.
         license: an SPDX id for the metadata, or None.
+        language: the metadata's language code(s), or None (images: usually none).
+        tags: tags for the metadata besides the library's own (e.g. the model's `model_tags`).
     """
 
     task: str
@@ -84,6 +86,8 @@ class StudentCardData:
     reid: dict[str, Any] = field(default_factory=dict)
     dataset: str | None = None
     license: str | None = None
+    language: str | list[str] | None = None
+    tags: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -105,13 +109,18 @@ class StudentCardData:
         return cls(**json.loads(path.read_text()))
 
 
+#: The tags every student's card carries.
+LIBRARY_TAGS = ("knowledge-distillation", "hf_dis", "dynamic-importance-sampling")
+
+
 def render_card(data: StudentCardData, repo_id: str | None = None) -> ModelCard:
     """The card: YAML metadata (license, library, tags, datasets, base model when the teacher is on the Hub,
     model-index with the results) and the body of the task's template. `repo_id` goes into the usage snippet."""
     metadata = ModelCardData(
         license=data.license,
         library_name="transformers",
-        tags=["knowledge-distillation", "hf_dis", "dynamic-importance-sampling", data.task, "vision"],
+        tags=list(dict.fromkeys([*LIBRARY_TAGS, data.task, "vision", *data.tags])),  # in order, each once
+        language=data.language,
         datasets=[data.dataset] if data.dataset and "/" in data.dataset else None,
         base_model=data.teacher.get("hub_id"),
         model_name=data.model_name,

@@ -7,16 +7,37 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import datasets
+from torch import nn
 
 from hf_dis.data.teacher_cache import teacher_cache_info
+from hf_dis.data.transforms import model_normalization
 from hf_dis.diagnostics import head_step_ms
 from hf_dis.hub.card import StudentCardData, device_name
 from hf_dis.models.describe import describe, num_parameters
-from hf_dis.trainer import DistillationTrainer, ReIDDistillationArguments
-from hf_dis.trainer.teacher import model_normalization
+from hf_dis.sampling import ClassSampler
+
+
+class DistilledRun(Protocol):
+    """What the card reads of a trainer: the narrow interface `DistillationTrainer` (and its re-ID subclass) provides,
+    so that the hub builds on the trainer without importing it (the trainer imports the hub to write its card)."""
+
+    args: Any  # DistillationArguments, or ReIDDistillationArguments (which has instances_per_identity)
+    accelerator: Any
+    model: nn.Module
+    student_head: nn.Linear
+    processing_class: Any
+    input_size: tuple[int, int] | None
+    train_dataset: Any
+    teacher: nn.Module | None
+    sampler: ClassSampler
+    sampler_choice: str | None
+    optimizer: Any
+    classifier_optimizer: Any
+    state: Any
+
 
 #: The Trainer's speed metrics shown in the card, and their names there.
 SPEED_KEYS = {
@@ -27,11 +48,13 @@ SPEED_KEYS = {
 
 
 def student_card_data(
-    trainer: DistillationTrainer,
+    trainer: DistilledRun,
     *,
     model_name: str | None = None,
     dataset: str | None = None,
     license: str | None = None,
+    language: str | list[str] | None = None,
+    tags: list[str] | None = None,
     head_times: dict[str, float] | None = None,
 ) -> StudentCardData:
     """The card of `trainer`'s student (call after training and, for results, after `evaluate()`).
@@ -40,13 +63,14 @@ def student_card_data(
         model_name: the card's title; default: the Hub repo name or the output folder's name.
         dataset: the dataset's name or Hub id (a Hub id also goes into the metadata).
         license: an SPDX id for the metadata.
+        language, tags: the metadata's language and extra tags.
         head_times: `head_step_times(trainer)` measured earlier (the trainer keeps it per training step, so
             re-rendering the card does not time the head again); None measures it here.
     """
     args = trainer.args
     model = trainer.accelerator.unwrap_model(trainer.model)
     num_classes = trainer.student_head.out_features
-    reid = isinstance(args, ReIDDistillationArguments)
+    reid = hasattr(args, "instances_per_identity")  # ReIDDistillationArguments
     normalisation = model_normalization(model, trainer.processing_class)
     student = {
         "architecture": describe(model),
@@ -118,10 +142,12 @@ def student_card_data(
         reid=_reid_settings(args) if reid else {},
         dataset=dataset,
         license=license,
+        language=language,
+        tags=list(tags or []),
     )
 
 
-def head_step_times(trainer: DistillationTrainer) -> dict[str, float]:
+def head_step_times(trainer: DistilledRun) -> dict[str, float]:
     """One step of the student's head and KD loss, over all classes and over the sampled ones, timed on the training
     device (milliseconds); empty for full KD."""
     args, sampler = trainer.args, trainer.sampler
@@ -133,7 +159,7 @@ def head_step_times(trainer: DistillationTrainer) -> dict[str, float]:
     return {"head step, all classes (ms)": round(full, 3), "head step, sampled (ms)": round(sampled, 3)}
 
 
-def _hyperparameters(trainer: DistillationTrainer) -> dict[str, Any]:
+def _hyperparameters(trainer: DistilledRun) -> dict[str, Any]:
     args = trainer.args
     optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # Accelerate wraps it
     if hasattr(args, "lr_milestones"):  # a recipe's warm-up + multi-step schedule (hf_dis.recipes.optimization)
@@ -159,7 +185,7 @@ def _hyperparameters(trainer: DistillationTrainer) -> dict[str, Any]:
     }
 
 
-def _classifier_updates(trainer: DistillationTrainer) -> str:
+def _classifier_updates(trainer: DistilledRun) -> str:
     """How the student's classifier was optimised: with the other parameters, or row-sparse (and how)."""
     optimizer = trainer.classifier_optimizer
     if optimizer is None:
@@ -168,17 +194,18 @@ def _classifier_updates(trainer: DistillationTrainer) -> str:
     return f"{type(optimizer).__name__} on the sampled rows" + (", one second moment per row" if row_wise else "")
 
 
-def _reid_settings(args: ReIDDistillationArguments) -> dict[str, Any]:
+def _reid_settings(args: Any) -> dict[str, Any]:
     return {
         "identities per batch (P)": args.per_device_train_batch_size // args.instances_per_identity,
         "images per identity (K)": args.instances_per_identity,
         "triplet margin": "soft" if args.triplet_margin is None else args.triplet_margin,
         "triplet weight": args.triplet_weight,
         "retrieval distance": args.reid_distance,
+        "embedding KD weight (similarity-preserving)": getattr(args, "embedding_kd_weight", 0.0),
     }
 
 
-def _last_log(trainer: DistillationTrainer, key: str) -> dict[str, Any]:
+def _last_log(trainer: DistilledRun, key: str) -> dict[str, Any]:
     return next((entry for entry in reversed(trainer.state.log_history) if key in entry), {})
 
 

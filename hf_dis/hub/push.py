@@ -11,6 +11,7 @@ from pathlib import Path
 import huggingface_hub
 from huggingface_hub import CommitInfo, HfApi
 from huggingface_hub.errors import HfHubHTTPError
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from hf_dis.hub.card import StudentCardData, render_card
 
@@ -22,7 +23,7 @@ WEIGHT_FILES = (
     "pytorch_model.bin.index.json",
 )
 #: Left out of the upload: checkpoints (resumable training state, large), logs, and private files.
-IGNORED = ["checkpoint-*", "checkpoint-*/**", "runs/**", "_*", ".*"]
+IGNORED = [f"{PREFIX_CHECKPOINT_DIR}-*", f"{PREFIX_CHECKPOINT_DIR}-*/**", "runs/**", "_*", ".*"]
 
 
 def write_card(folder: str | os.PathLike, repo_id: str | None = None) -> Path:

@@ -1,6 +1,6 @@
 """timm classifiers inside transformers' `TimmWrapperForImageClassification` (so `Trainer`, `save_pretrained`,
 `push_to_hub` and `AutoModelForImageClassification` work): `timm_classifier` builds one keeping timm's own
-initialisation, `wrap_timm_model` wraps an existing timm model without copying it."""
+initialisation, `wrap_timm_model` wraps an existing timm model without copying it, `timm_module` unwraps one."""
 
 from __future__ import annotations
 
@@ -32,6 +32,11 @@ def timm_classifier(
     wrapper = TimmWrapperForImageClassification(TimmWrapperConfig(architecture=architecture, num_labels=num_classes))
     wrapper.timm_model.load_state_dict(timm_model.state_dict())
     return wrapper
+
+
+def timm_module(model: nn.Module) -> nn.Module:
+    """The timm model a `TimmWrapperForImageClassification` holds; any other model as it is."""
+    return model.timm_model if isinstance(model, TimmWrapperForImageClassification) else model
 
 
 def wrap_timm_model(model: nn.Module) -> TimmWrapperForImageClassification | None:

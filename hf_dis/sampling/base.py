@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from hf_dis._checks import check_labels, check_logits, check_num_sampled
+from hf_dis.sampling.options import check_force_teacher_topk, check_fraction, check_scope
 
 Scope = Literal["per_example", "batch"]
-SCOPES: tuple[str, ...] = ("per_example", "batch")
 
 
 @dataclass(frozen=True)
@@ -103,12 +103,9 @@ class ClassSampler:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
         check_num_sampled(num_sampled, num_classes)
-        if scope not in SCOPES:
-            raise ValueError(f"scope must be one of {list(SCOPES)}, got {scope!r}.")
-        if not 0 <= force_teacher_topk <= num_classes:
-            raise ValueError(f"force_teacher_topk must be in [0, {num_classes}], got {force_teacher_topk}.")
-        if not 0 <= eps < 1:
-            raise ValueError(f"eps must be in [0, 1), got {eps}.")
+        check_scope(scope)
+        check_force_teacher_topk(force_teacher_topk, num_classes)
+        check_fraction(eps, "eps")
         self.num_classes = num_classes
         self.num_sampled = num_sampled
         self.scope = scope

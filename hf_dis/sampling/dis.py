@@ -18,6 +18,7 @@ import torch
 from hf_dis._checks import check_same_classes, check_temperature
 from hf_dis.sampling.base import ClassSampler, inclusion_log_prob
 from hf_dis.sampling.laplace import LaplaceMixture, fit_laplace_mixture
+from hf_dis.sampling.options import check_count, check_fraction
 from hf_dis.sampling.registry import register_sampler
 
 RECONSTRUCTED_INITIAL_MIXTURE = {"weights": (0.6, 0.2, 0.2), "locs": (0.0, 10.0, 100.0), "scales": (2.0, 20.0, 500.0)}
@@ -90,12 +91,10 @@ class DISSampler(ClassSampler):
         **options,
     ) -> None:
         super().__init__(num_classes, num_sampled, **options)
-        if not 0 <= prior_min_weight < 1:
-            raise ValueError(f"prior_min_weight must be in [0, 1), got {prior_min_weight}.")
-        if refit_every < 1:
-            raise ValueError(f"refit_every must be >= 1, got {refit_every}.")
-        if not 0 <= stat_decay < 1:
-            raise ValueError(f"stat_decay must be in [0, 1), got {stat_decay}.")
+        check_count(num_components, "num_components")
+        check_fraction(prior_min_weight, "prior_min_weight")
+        check_count(refit_every, "refit_every")
+        check_fraction(stat_decay, "stat_decay")
         if num_bins < 1 or em_iterations < 1:
             raise ValueError(f"num_bins and em_iterations must be >= 1, got {num_bins} and {em_iterations}.")
         rank_limit = rank_limit if rank_limit is not None else min(num_classes, max(4 * num_sampled, 1024))
@@ -244,8 +243,6 @@ def _initial_mixture(num_components: int, initial: dict[str, Any] | None) -> Lap
         return mixture
     if num_components == 3:
         return LaplaceMixture.from_lists(**RECONSTRUCTED_INITIAL_MIXTURE)
-    if num_components < 1:
-        raise ValueError(f"num_components must be >= 1, got {num_components}.")
     # The reconstruction's start generalised: the prior holds 0.6, the others share the rest at ranks 10, 100, 1000, ...
     others = num_components - 1
     weights = [0.6 if others else 1.0] + [0.4 / others] * others

@@ -7,21 +7,21 @@ from __future__ import annotations
 
 import torch
 
-from hf_dis._checks import check_temperature
 from hf_dis.sampling.base import ClassSampler, draw_from_proposal, with_floor
+from hf_dis.sampling.options import check_temperature
 from hf_dis.sampling.registry import register_sampler
 
 
 @register_sampler
 class FTISSampler(ClassSampler):
     """Args (besides the base sampler's):
-    proposal_temperature: T_q of the proposal softmax. docs/method.md's default is the KD temperature T, which the
-        sampler does not know: the trainer passes it; built alone, the default is 1.
+    proposal_temperature: T_q of the proposal softmax; required. docs/method.md's default is the KD temperature T,
+        which the sampler does not know: `DistillationArguments` passes T unless told otherwise.
     """
 
     name = "ftis"
 
-    def __init__(self, num_classes: int, num_sampled: int, *, proposal_temperature: float = 1.0, **options) -> None:
+    def __init__(self, num_classes: int, num_sampled: int, *, proposal_temperature: float, **options) -> None:
         super().__init__(num_classes, num_sampled, **options)
         check_temperature(proposal_temperature, "proposal_temperature")
         self.proposal_temperature = proposal_temperature

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import torch
 
-from hf_dis._checks import check_temperature
 from hf_dis.sampling.base import ClassSampler
+from hf_dis.sampling.options import check_temperature
 from hf_dis.sampling.registry import register_sampler
 
 
 @register_sampler
 class TopKSampler(ClassSampler):
     """Per example: the teacher's top-K logits. Batch scope: the top-K of the batch-averaged teacher softmax at
-    `proposal_temperature`. `eps` has no effect (nothing is drawn)."""
+    `proposal_temperature` (required, as for ftis: `DistillationArguments` passes the KD temperature T unless told
+    otherwise). `eps` has no effect (nothing is drawn)."""
 
     name = "topk"
 
-    def __init__(self, num_classes: int, num_sampled: int, *, proposal_temperature: float = 1.0, **options) -> None:
+    def __init__(self, num_classes: int, num_sampled: int, *, proposal_temperature: float, **options) -> None:
         super().__init__(num_classes, num_sampled, **options)
         check_temperature(proposal_temperature, "proposal_temperature")
         self.proposal_temperature = proposal_temperature

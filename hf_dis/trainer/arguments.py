@@ -12,7 +12,14 @@ from typing import Any
 from transformers import TrainingArguments
 
 from hf_dis.losses.sampled import ESTIMATORS
-from hf_dis.sampling import SCOPES, list_samplers
+from hf_dis.sampling import list_samplers
+from hf_dis.sampling.options import (
+    check_count,
+    check_force_teacher_topk,
+    check_fraction,
+    check_scope,
+    check_temperature,
+)
 from hf_dis.sampling.registry import parse_num_sampled
 from hf_dis.trainer.row_sparse_updates import row_wise_second_moment
 from hf_dis.trainer.run_folder import RunFolderOptions
@@ -31,12 +38,13 @@ def default_num_sampled(num_classes: int) -> int:
     return min(num_classes, DEFAULT_MAX_SAMPLED, max(1, round(DEFAULT_SAMPLED_FRACTION * num_classes)))
 
 
+#: The options that belong to some samplers: those samplers, and the validator the samplers use too.
 _OWNED_OPTIONS = {
-    "proposal_temperature": ("ftis", "topk"),
-    "dis_num_components": ("dis", "auto"),
-    "dis_refit_every": ("dis", "auto"),
-    "dis_prior_min_weight": ("dis", "auto"),
-    "dis_stat_decay": ("dis", "auto"),
+    "proposal_temperature": (("ftis", "topk"), check_temperature),
+    "dis_num_components": (("dis", "auto"), check_count),
+    "dis_refit_every": (("dis", "auto"), check_count),
+    "dis_prior_min_weight": (("dis", "auto"), check_fraction),
+    "dis_stat_decay": (("dis", "auto"), check_fraction),
 }
 
 
@@ -260,14 +268,12 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        check_temperature(self.temperature)
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0.0, 1.0], got {self.alpha}.")
         if self.sampler not in (*list_samplers(), "auto"):
             raise ValueError(f"Unknown sampler {self.sampler!r}; choose one of {[*list_samplers(), 'auto']}.")
-        if self.sample_scope not in SCOPES:
-            raise ValueError(f"sample_scope must be one of {list(SCOPES)}, got {self.sample_scope!r}.")
+        check_scope(self.sample_scope, "sample_scope")
         if self.kd_estimator not in ESTIMATORS:
             raise ValueError(f"kd_estimator must be one of {list(ESTIMATORS)}, got {self.kd_estimator!r}.")
         self.num_sampled = _check_num_sampled(self.num_sampled, self.sampler)
@@ -276,16 +282,18 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
                 f"force_label=False contradicts alpha={self.alpha}: the sampled hard-label term needs the label in "
                 "the sampled set. Keep force_label=True, or set alpha=0."
             )
-        if self.force_teacher_topk < 0:
-            raise ValueError(f"force_teacher_topk must be >= 0, got {self.force_teacher_topk}.")
-        if not 0.0 <= self.sampler_eps < 1.0:
-            raise ValueError(f"sampler_eps must be in [0.0, 1.0), got {self.sampler_eps}.")
-        for name, samplers in _OWNED_OPTIONS.items():
-            if getattr(self, name) is not None and self.sampler not in samplers:
+        check_force_teacher_topk(self.force_teacher_topk)
+        check_fraction(self.sampler_eps, "sampler_eps")
+        for name, (samplers, check) in _OWNED_OPTIONS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if self.sampler not in samplers:
                 raise ValueError(
                     f"{name} applies to sampler {' or '.join(samplers)}, but sampler={self.sampler!r}: unset it or "
                     "change the sampler."
                 )
+            check(value, name)
         if self.classifier_optimizer not in ("dense", "row_sparse"):
             raise ValueError(
                 f"classifier_optimizer must be 'dense' or 'row_sparse', got {self.classifier_optimizer!r}."
@@ -329,7 +337,7 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
             options.update(
                 force_label=self.force_label, force_teacher_topk=self.force_teacher_topk, eps=self.sampler_eps
             )
-        if sampler in _OWNED_OPTIONS["proposal_temperature"]:
+        if sampler in _OWNED_OPTIONS["proposal_temperature"][0]:
             options["proposal_temperature"] = (
                 self.temperature if self.proposal_temperature is None else self.proposal_temperature
             )

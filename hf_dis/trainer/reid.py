@@ -1,6 +1,7 @@
 """Re-identification training on the Trainer: `ReIDTrainer` (a teacher, or any model, trained with the BoT losses) and
 `ReIDDistillationTrainer` (a student distilled from a re-ID teacher with the sampled KD objective on the identity
-logits, plus the triplet loss), with their arguments.
+logits, plus the triplet loss and, optionally, a similarity-preserving term on the embeddings), with their
+arguments.
 
 What the re-ID trainers add, and where:
 - `_get_train_sampler`: P x K batches from `hf_dis.data.IdentitySampler` (P = per-device batch / K), dealt so that
@@ -29,7 +30,8 @@ from transformers import Trainer, TrainingArguments
 
 from hf_dis.data.identity_sampler import IdentitySampler
 from hf_dis.data.reid import REID_EVAL_KEYS
-from hf_dis.losses import batch_hard_triplet_loss
+from hf_dis.data.teacher_cache import TEACHER_EMBEDDINGS
+from hf_dis.losses import batch_hard_triplet_loss, similarity_preserving_loss
 from hf_dis.metrics import reid_eval_metrics
 from hf_dis.trainer.arguments import DistillationArguments
 from hf_dis.trainer.buffer_sync import BufferSyncCallback
@@ -107,7 +109,27 @@ class ReIDTrainingArguments(ReIDOptions, RunFolderOptions, TrainingArguments):
 
 @dataclass
 class ReIDDistillationArguments(ReIDOptions, DistillationArguments):
-    """`DistillationArguments` plus `ReIDOptions`, for `ReIDDistillationTrainer`."""
+    """`DistillationArguments` plus `ReIDOptions`, for `ReIDDistillationTrainer`.
+
+    Args:
+        embedding_kd_weight: Weight of the similarity-preserving term on the embeddings (the student learns the
+            teacher's `[B, B]` similarities between the batch's embeddings; Tung & Mori 2019), added to the
+            objective; 0 turns it off. Both models must return `embeddings` (`hf_dis.models.ReIDModel` does), or
+            the teacher cache must hold them.
+    """
+
+    embedding_kd_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the similarity-preserving term on the embeddings (the student learns the teacher's "
+            "pairwise similarities over the batch; Tung & Mori 2019), added to the objective; 0 turns it off."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.embedding_kd_weight >= 0:
+            raise ValueError(f"embedding_kd_weight must be >= 0, got {self.embedding_kd_weight}.")
 
 
 class _ReIDTraining:
@@ -204,12 +226,56 @@ class ReIDDistillationTrainer(_ReIDTraining, DistillationTrainer):
             raise TypeError(f"args must be a ReIDDistillationArguments, got {type(args).__name__}.")
         super().__init__(model=model, args=args, **kwargs)
 
-    def auxiliary_losses(self, outputs: Any, labels: torch.Tensor | None) -> dict[str, tuple[float, torch.Tensor]]:
-        if self.args.triplet_weight == 0:
-            return {}
-        if labels is None:
-            raise ValueError("the triplet loss needs identity labels in the batch (or set triplet_weight=0).")
-        return {"triplet_loss": (self.args.triplet_weight, self.triplet_loss(outputs, labels))}
+    def auxiliary_losses(
+        self, outputs: Any, labels: torch.Tensor | None, teacher_outputs: Any = None
+    ) -> dict[str, tuple[float, torch.Tensor]]:
+        """The triplet term on the student's features and, with `embedding_kd_weight`, the similarity-preserving
+        term between the student's and the teacher's embeddings of the batch (on each process's own batch: B x B,
+        whatever C; left out of an evaluation without a teacher, as the KD term is)."""
+        losses = {}
+        if self.args.triplet_weight > 0:
+            if labels is None:
+                raise ValueError("the triplet loss needs identity labels in the batch (or set triplet_weight=0).")
+            losses["triplet_loss"] = (self.args.triplet_weight, self.triplet_loss(outputs, labels))
+        if self.args.embedding_kd_weight > 0 and teacher_outputs is not None:
+            student, teacher = _embeddings_of(outputs, "student"), _embeddings_of(teacher_outputs, "teacher")
+            losses["embedding_kd_loss"] = (self.args.embedding_kd_weight, similarity_preserving_loss(student, teacher))
+        return losses
+
+    def _check_training_data(self) -> dict[str, Any] | None:
+        """The distillation trainer's checks, and with `embedding_kd_weight` that both models give embeddings (one
+        example, the student in evaluation mode), before anything is written."""
+        batch = super()._check_training_data()
+        if batch is None or self.args.embedding_kd_weight == 0:
+            return batch
+        pixel_values = batch["pixel_values"].to(self.accelerator.device)
+        model = self.model
+        training = model.training
+        with torch.no_grad():
+            _embeddings_of(model.eval()(pixel_values), "student")
+        model.train(training)
+        if TEACHER_EMBEDDINGS in batch:
+            return batch
+        if self.teacher is None:
+            raise ValueError(
+                f"embedding_kd_weight={self.args.embedding_kd_weight} needs the teacher's embeddings, but the teacher "
+                f"cache has no {TEACHER_EMBEDDINGS!r} column: cache the logits again with a teacher that returns "
+                "embeddings (hf_dis.models.ReIDModel), or pass teacher=."
+            )
+        _embeddings_of(self.teacher_outputs(pixel_values), "teacher")
+        return batch
+
+
+def _embeddings_of(outputs: Any, role: str) -> torch.Tensor:
+    """The `embeddings` of a model's outputs (or of a cached teacher's), or a clear error naming the model."""
+    embeddings = outputs.get("embeddings") if isinstance(outputs, dict) else getattr(outputs, "embeddings", None)
+    if embeddings is None:
+        raise ValueError(
+            f"embedding_kd_weight > 0 needs the {role}'s embeddings, but its outputs have none "
+            f"({type(outputs).__name__}): use a re-ID model that returns `embeddings` (hf_dis.models.ReIDModel), or "
+            "set embedding_kd_weight=0."
+        )
+    return embeddings
 
 
 def _identity_labels(dataset: Any, label_name: str) -> np.ndarray:

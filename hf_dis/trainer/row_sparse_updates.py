@@ -24,11 +24,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from transformers import TrainerCallback, TrainingArguments
 
 from hf_dis.heads import RowSparseAdamW, RowSparseSGD, SampledLinear
+from hf_dis.trainer.internals import checkpoint_folder
 
 CLASSIFIER_OPTIMIZER_NAME = "classifier_optimizer.pt"
 
@@ -118,14 +117,6 @@ def reduce_row_gradient(weight: torch.Tensor, accelerator) -> None:
     weight.grad = grad
 
 
-def exclude_from_ddp(model: nn.Module, parameter: torch.Tensor) -> None:
-    """Put `parameter` on the ignore list DDP reads when it wraps `model` (its gradient is reduced by
-    `reduce_row_gradient` instead)."""
-    names = [name for name, p in model.named_parameters() if p is parameter]
-    ignored = set(getattr(model, "_ddp_params_and_buffers_to_ignore", ()))
-    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, sorted(ignored | set(names)))
-
-
 def broadcast_from_main_process(tensor: torch.Tensor) -> None:
     """Copy the main process's `tensor` to every process (DDP's first broadcast skips the parameters it ignores)."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -141,8 +132,8 @@ class ClassifierOptimizerCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-            torch.save(self.optimizer.state_dict(), os.path.join(folder, CLASSIFIER_OPTIMIZER_NAME))
+            folder = checkpoint_folder(args.output_dir, state.global_step)
+            torch.save(self.optimizer.state_dict(), folder / CLASSIFIER_OPTIMIZER_NAME)
 
 
 def load_classifier_state(checkpoint: str) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,11 +25,12 @@ from pathlib import Path
 from safetensors import safe_open
 from transformers import TrainerCallback
 
+from hf_dis.trainer.internals import CHECKPOINT_PATTERN, checkpoint_folder
+
 logger = logging.getLogger(__name__)
 
 #: Written last into every checkpoint: {"files": {relative path: size in bytes}}.
 MARKER_NAME = "hf_dis_checkpoint.json"
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 #: Files that say a folder holds a finished or running training run (checkpoints aside).
 RUN_FILES = (
     "model.safetensors",
@@ -206,7 +206,7 @@ class CheckpointMarkerCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         self.wait_for_everyone()
         if state.is_world_process_zero:
-            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            checkpoint = checkpoint_folder(args.output_dir, state.global_step)
             if checkpoint.is_dir():
                 write_marker(checkpoint)
         return control

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
-from typing import Any
 
 import huggingface_hub
 import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForImageClassification, TimmWrapperForImageClassification
+from transformers import AutoModelForImageClassification
+
+from hf_dis.data.transforms import Normalization
+from hf_dis.models.timm_classifier import timm_module
 
 logger = logging.getLogger(__name__)
 
@@ -71,29 +72,8 @@ def freeze(teacher: nn.Module) -> nn.Module:
     return teacher.eval().requires_grad_(False)
 
 
-@dataclass(frozen=True)
-class Normalization:
-    """Per-channel statistics a model's inputs were normalised with: x = (image - mean) / std."""
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-
-def model_normalization(model: nn.Module, processor: Any = None) -> Normalization | None:
-    """The normalisation a model expects: from an image processor when given, else timm's `pretrained_cfg` (plain
-    timm models and TimmWrapper); None when unknown (a transformers model without its processor)."""
-    if processor is not None and getattr(processor, "image_mean", None) is not None:
-        return Normalization(tuple(processor.image_mean), tuple(processor.image_std))
-    cfg = _timm_pretrained_cfg(model)
-    if cfg is not None and "mean" in cfg and "std" in cfg:
-        return Normalization(tuple(cfg["mean"]), tuple(cfg["std"]))
-    return None
-
-
 def _timm_pretrained_cfg(model: nn.Module) -> dict | None:
-    if isinstance(model, TimmWrapperForImageClassification):
-        model = model.timm_model
-    cfg = getattr(model, "pretrained_cfg", None)
+    cfg = getattr(timm_module(model), "pretrained_cfg", None)
     return cfg if isinstance(cfg, dict) else None
 
 
@@ -131,10 +111,6 @@ class TeacherInputs:
                 unknown,
             )
         self.student, self.teacher, self.image_size = student, teacher, image_size
-
-    @property
-    def is_identity(self) -> bool:
-        return not self.renormalize and self.image_size is None
 
     def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if self.renormalize:

@@ -46,12 +46,20 @@ import torch.nn.functional as F
 from accelerate.utils import broadcast_object_list
 from torch import nn
 from transformers import PreTrainedModel, Trainer
-from transformers.trainer_utils import IntervalStrategy
 
 from hf_dis._checks import check_labels
-from hf_dis.data.teacher_cache import TAIL_LOGIT, TOP_CLASSES, TOP_LOGITS, dense_teacher_logits, teacher_cache_info
+from hf_dis.data.teacher_cache import (
+    TAIL_LOGIT,
+    TEACHER_EMBEDDINGS,
+    TOP_CLASSES,
+    TOP_LOGITS,
+    dense_teacher_logits,
+    teacher_cache_info,
+)
+from hf_dis.data.transforms import model_normalization
 from hf_dis.diagnostics import head_step_ms, sampled_set_stats
 from hf_dis.heads import install_sampled_head, split_classifier
+from hf_dis.hub import head_step_times, render_card, student_card_data
 from hf_dis.losses import DistillationLoss, distillation_loss, sampled_distillation_loss
 from hf_dis.models import (
     agreed_class_names,
@@ -64,19 +72,24 @@ from hf_dis.sampling import ClassSampler, build_sampler
 from hf_dis.trainer.arguments import AUTO_MAX_HEAD_RATIO, DistillationArguments
 from hf_dis.trainer.buffer_sync import BufferSyncCallback
 from hf_dis.trainer.guard import GuardedTraining
+from hf_dis.trainer.internals import (
+    across_devices_loss_scale,
+    count_loss_items,
+    exclude_from_ddp,
+    trainer_logs_after_step,
+)
 from hf_dis.trainer.loss_logging import LossPartsLogging
 from hf_dis.trainer.row_sparse_updates import (
     ClassifierOptimizerCallback,
     broadcast_from_main_process,
     build_row_sparse_optimizer,
-    exclude_from_ddp,
     load_classifier_state,
     reduce_row_gradient,
     remove_parameters,
     row_sparse_counterpart,
 )
 from hf_dis.trainer.sampler_state import SamplerStateCallback, load_sampler_state
-from hf_dis.trainer.teacher import TeacherInputs, expected_image_size, freeze, load_teacher, model_normalization
+from hf_dis.trainer.teacher import TeacherInputs, expected_image_size, freeze, load_teacher
 
 logger = logging.getLogger(__name__)
 
@@ -169,8 +182,7 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         elif sampler.num_classes != num_classes:
             raise ValueError(f"the sampler is for {sampler.num_classes} classes, the student has {num_classes}.")
         self.sampler = sampler
-        # Our compute_loss consumes num_items_in_batch: this makes the Trainer count it (over the accumulated step).
-        self.model_accepts_loss_kwargs = True
+        count_loss_items(self)  # our compute_loss normalises by the accumulated step's examples
         self.add_callback(SamplerStateCallback(sampler))
         self.add_callback(BufferSyncCallback())
         self._probe_sum: torch.Tensor | None = None
@@ -231,10 +243,14 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
             teacher_logits = dense_teacher_logits(
                 ranked_classes, inputs[TOP_LOGITS], inputs[TAIL_LOGIT], self.student_head.out_features
             ).to(pixel_values.device)
+            teacher_outputs = {"logits": teacher_logits}
+            if TEACHER_EMBEDDINGS in inputs:
+                teacher_outputs["embeddings"] = inputs[TEACHER_EMBEDDINGS].to(pixel_values.device)
         elif self.teacher is None and not training:
             return self._cross_entropy_only(model, pixel_values, labels, return_outputs)
         else:
-            teacher_logits = self.teacher_logits(pixel_values)
+            teacher_outputs = self.teacher_outputs(pixel_values)
+            teacher_logits = _logits_of(teacher_outputs)
         if not training or self.sampler.name == "full" or self._is_probe_step():
             outputs = model(pixel_values)
             student_logits = _logits_of(outputs)
@@ -265,14 +281,16 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
                 log_q_correction=args.log_q_correction,
                 label_smoothing=args.label_smoothing_factor,
             )
-            if self._logs_after_this_step():
+            # The sampled set's statistics, on the steps the Trainer logs only (a snapshot, as its grad_norm is):
+            # on every step they would add some thirty small operators (kernel launches on a GPU).
+            if trainer_logs_after_step(args, self.state):
                 for key, value in sampled_set_stats(
                     teacher_logits, drawn, args.temperature, log_q_correction=args.log_q_correction
                 ).items():
                     self.loss_parts["train"].add(key, value)
         mode = "train" if training else "eval"
         self._record_parts(mode, parts)
-        loss = self._with_auxiliary_losses(mode, parts.loss, outputs, labels)
+        loss = self._with_auxiliary_losses(mode, parts.loss, outputs, labels, teacher_outputs)
         if training:
             loss = self._scale_for_accumulation(loss, pixel_values.shape[0], num_items_in_batch)
         return (loss, {"logits": student_logits}) if return_outputs else loss
@@ -292,31 +310,40 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         return (loss, {"logits": student_logits}) if return_outputs else loss
 
     def _with_auxiliary_losses(
-        self, mode: str, loss: torch.Tensor, outputs: Any, labels: torch.Tensor | None
+        self, mode: str, loss: torch.Tensor, outputs: Any, labels: torch.Tensor | None, teacher_outputs: Any = None
     ) -> torch.Tensor:
         """`loss` plus the weighted `auxiliary_losses`, each logged under its name."""
-        for name, (weight, value) in self.auxiliary_losses(outputs, labels).items():
+        for name, (weight, value) in self.auxiliary_losses(outputs, labels, teacher_outputs).items():
             self.loss_parts[mode].add(name, value)
             loss = loss + weight * value
         return loss
 
-    def auxiliary_losses(self, outputs: Any, labels: torch.Tensor | None) -> dict[str, tuple[float, torch.Tensor]]:
+    def auxiliary_losses(
+        self, outputs: Any, labels: torch.Tensor | None, teacher_outputs: Any = None
+    ) -> dict[str, tuple[float, torch.Tensor]]:
         """Terms added to the distillation loss, as `{name: (weight, batch mean)}`; each is logged under its name.
-        None here; subclasses add theirs (the re-ID trainer its triplet loss) from the student's `outputs`."""
+        None here; subclasses add theirs (the re-ID trainer its triplet and embedding terms) from the student's
+        `outputs` and the teacher's `teacher_outputs` on the same batch: the live teacher's own outputs, or from a
+        cache a dict with `logits` (and `embeddings` when cached); None where there is no teacher (an evaluation
+        without one)."""
         return {}
 
     def teacher_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """`[B, C]` teacher logits on the student's batch (converted to the teacher's input), without gradients,
-        under the same mixed precision as the student, in the teacher's output dtype (bf16 under bf16 mixed
-        precision: the losses and samplers read them in float32 where it matters, and a float32 copy would add
-        4 bytes per class and example to every step)."""
+        """`[B, C]` teacher logits on the student's batch (see `teacher_outputs`), in the teacher's output dtype
+        (bf16 under bf16 mixed precision: the losses and samplers read them in float32 where it matters, and a
+        float32 copy would add 4 bytes per class and example to every step)."""
+        return _logits_of(self.teacher_outputs(pixel_values))
+
+    def teacher_outputs(self, pixel_values: torch.Tensor) -> Any:
+        """The teacher's outputs on the student's batch (converted to the teacher's input), without gradients, under
+        the same mixed precision as the student."""
         if self.teacher is None:
             raise ValueError(
                 "this trainer has no teacher (it distils from cached logits) and the batch carries none: give every "
                 "training batch the cache columns (hf_dis.data.cache_teacher_logits), or pass teacher=."
             )
         with torch.no_grad(), self.accelerator.autocast():
-            return _logits_of(self.teacher(self.teacher_inputs(pixel_values)))
+            return self.teacher(self.teacher_inputs(pixel_values))
 
     def _scale_for_accumulation(
         self, loss: torch.Tensor, batch_size: int, num_items_in_batch: torch.Tensor | int | None
@@ -325,11 +352,7 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         if num_items_in_batch is None:  # no labels to count: assume equal micro-batches
             # (set by the training loop; outside it, e.g. a direct call, the configured number)
             return loss / getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
-        loss = loss * (batch_size / num_items_in_batch)
-        if self.args.average_tokens_across_devices and self.args.world_size > 1:
-            # num_items_in_batch counts every process's examples, and DDP averages gradients over processes.
-            loss = loss * self.accelerator.num_processes
-        return loss
+        return loss * (batch_size / num_items_in_batch) * across_devices_loss_scale(self)
 
     # --- sampling: seeding and DIS probes -------------------------------------------------------------------------
 
@@ -362,19 +385,6 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
             self.loss_parts["train"].set(f"{self.sampler.name}/{name}", value)
 
     # --- logging --------------------------------------------------------------------------------------------------
-
-    def _logs_after_this_step(self) -> bool:
-        """Whether the Trainer will log after the current optimizer step (its `DefaultFlowCallback`'s rule, and the
-        last step, whose statistics the end-of-training log carries). The sampled set's statistics are computed on
-        those steps only, a snapshot as the Trainer's `grad_norm` is: on every step they would add some thirty small
-        operators (kernel launches on a GPU) to steps that are never logged."""
-        args, step = self.args, self.state.global_step + 1
-        if args.logging_strategy == IntervalStrategy.NO:
-            return False
-        if args.logging_strategy == IntervalStrategy.EPOCH:
-            return True  # the epoch's last step is not known here
-        first = step == 1 and args.logging_first_step
-        return first or step % self.state.logging_steps == 0 or step >= self.state.max_steps
 
     def _record_parts(self, mode: str, parts: DistillationLoss) -> None:
         self.loss_parts[mode].add("kd_loss", parts.kd_loss)
@@ -440,7 +450,7 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
 
     def create_model_card(
         self,
-        language: str | None = None,
+        language: str | list[str] | None = None,
         license: str | None = None,
         tags: str | list[str] | None = None,
         model_name: str | None = None,
@@ -453,13 +463,28 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         """Write the distilled student's card (README.md) and its data (distillation_card.json) in `output_dir`:
         teacher and student, every distillation setting, the DIS mixture, hyper-parameters, the last evaluation,
         speed, usage, limitations, citation (see `hf_dis.hub`). Called at the end of `train()` and by
-        `push_to_hub()`, in place of the Trainer's generic card; `dataset`, `license` and `model_name` given once are
-        kept for later calls. The other keywords of the Trainer's signature are accepted and not used."""
-        from hf_dis.hub import head_step_times, render_card, student_card_data  # hf_dis.hub builds on this module
-
+        `push_to_hub()`, in place of the Trainer's generic card; `dataset`, `license`, `language`, `tags` and
+        `model_name` given once are kept for later calls. `finetuned_from`, `tasks`, `dataset_tags` and
+        `dataset_args` are refused: the card states its teacher, task and dataset itself (pass `dataset=`)."""
+        refused = dict(finetuned_from=finetuned_from, tasks=tasks, dataset_tags=dataset_tags, dataset_args=dataset_args)
+        if any(value is not None for value in refused.values()):
+            names = ", ".join(name for name, value in refused.items() if value is not None)
+            raise ValueError(
+                f"create_model_card does not take {names}: a distilled student's card states its teacher (as the "
+                "base model when it is on the Hub), its task and its dataset itself. Pass dataset= (a name or a Hub "
+                "id), license=, language= or tags=."
+            )
+        if isinstance(dataset, list) and len(dataset) > 1:
+            raise ValueError(f"the card names one dataset, got {dataset}: pass the one the student was trained on.")
         if not self.is_world_process_zero():
             return
-        given = {"license": license, "model_name": model_name, "dataset": _first(dataset)}
+        given = {
+            "license": license,
+            "model_name": model_name,
+            "dataset": _first(dataset),
+            "language": language,
+            "tags": [tags] if isinstance(tags, str) else tags,
+        }
         self._card_options.update({key: value for key, value in given.items() if value is not None})
         if self._head_times is None or self._head_times[0] != self.state.global_step:  # timed once per state
             self._head_times = (self.state.global_step, head_step_times(self))
@@ -506,16 +531,17 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
                 callback.sampler = self.sampler
         return super().training_step(model, inputs, num_items_in_batch)
 
-    def _check_training_data(self) -> None:
+    def _check_training_data(self) -> dict[str, Any] | None:
         """Clear errors before anything is written: the labels (`_check_whole_labels`), then one collated example:
-        its keys, and a teacher forward on it (input size, number of classes)."""
+        its keys, and a teacher forward on it (input size, number of classes). Returns that example's batch (None for
+        an iterable dataset, or none)."""
         dataset, args = self.train_dataset, self.args
         if dataset is None:
-            return  # Trainer.train says so
+            return None  # Trainer.train says so
         num_classes = self.student_head.out_features
         _check_whole_labels(dataset, args.label_column, args.label_names[0], num_classes)
         if isinstance(dataset, (torch.utils.data.IterableDataset, datasets.IterableDataset)):
-            return
+            return None
         with _preserved_rng():  # a random augmentation on this example must not shift the run's random streams
             batch = self.data_collator([dataset[0]])
         if "pixel_values" not in batch:
@@ -553,7 +579,7 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
                     f"no teacher, and the training batches carry no cached teacher logits (keys: {sorted(batch)}): "
                     "read the cached dataset through hf_dis.data.labelled_batches, or pass teacher=."
                 )
-            return
+            return batch
         try:
             teacher_logits = self.teacher_logits(pixel_values)
         except Exception as error:  # any failure here is a mismatch between the batch and the teacher
@@ -568,6 +594,7 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
                 f"the teacher returns logits of shape {tuple(teacher_logits.shape)}; the student predicts "
                 f"{num_classes} classes. They must predict the same classes, in the same order."
             )
+        return batch
 
 
 def _check_cached_ranks(cached_ranks: int, sampler: ClassSampler) -> None:
