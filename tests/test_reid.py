@@ -1,7 +1,13 @@
 """Re-ID: the triplet loss, label smoothing on a sampled set, the P x K sampler (alone and sharded as Accelerate
 shards it), the BoT model, and the two re-ID trainers end to end on a tiny synthetic identity task."""
 
+import json
 import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -9,16 +15,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 from accelerate.data_loader import BatchSamplerShard
-from PIL import Image
+from tiny_models import identity_split
 from transformers import AutoModelForImageClassification, EvalPrediction
 
 import hf_dis
 from hf_dis.data import IdentitySampler, padded_crop_transform, reid_eval_batches, reid_eval_dataset
-from hf_dis.data.market1501 import REID_FEATURES
 from hf_dis.heads import split_classifier
 from hf_dis.losses import batch_hard_triplet_loss, similarity_preserving_loss
 from hf_dis.metrics import reid_eval_metrics, reid_metrics_from_features
 from hf_dis.models import ReIDConfig, ReIDModel
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # --- losses ------------------------------------------------------------------------------------------------------
 
@@ -273,7 +280,7 @@ def test_reid_eval_metrics_splits_queries_by_mask():
 
 
 def test_reid_eval_dataset_checks_its_splits():
-    split = _identity_split(3, 2, start_pid=0, label=False)
+    split = identity_split(3, 2, start_pid=0, label=False)
     combined = reid_eval_dataset(split, split)
     assert combined["is_query"] == [True] * 6 + [False] * 6
     with pytest.raises(ValueError, match="query split is empty"):
@@ -285,27 +292,12 @@ def test_reid_eval_dataset_checks_its_splits():
 # --- the trainers, end to end ------------------------------------------------------------------------------------
 
 
-def _identity_split(num_ids, per_id, start_pid, label=True, seed=0):
-    """Each identity is a colour; images are that colour plus noise, from cameras 0..per_id-1."""
-    rng = np.random.default_rng(seed)
-    rows = {"image": [], "pid": [], "camid": [], "label": []}
-    for i in range(num_ids):
-        colour = rng.integers(0, 256, 3)
-        for copy in range(per_id):
-            pixels = np.clip(colour + rng.normal(0, 20, (32, 16, 3)), 0, 255).astype(np.uint8)
-            rows["image"].append(Image.fromarray(pixels))
-            rows["pid"].append(start_pid + i)
-            rows["camid"].append(copy)
-            rows["label"].append(i if label else -1)
-    return datasets.Dataset.from_dict(rows, features=REID_FEATURES)
-
-
 def _reid_data():
     train_transform = padded_crop_transform(training=True, image_size=(32, 16), padding=2, random_erasing=0.5)
     eval_transform = padded_crop_transform(training=False, image_size=(32, 16))
-    train = _identity_split(8, 6, 0).with_transform(hf_dis.data.labelled_batches(train_transform))
-    query = _identity_split(5, 1, 100, label=False, seed=1)
-    gallery = _identity_split(5, 3, 100, label=False, seed=1)  # same colours: each query has 2 valid matches
+    train = identity_split(8, 6, 0).with_transform(hf_dis.data.labelled_batches(train_transform))
+    query = identity_split(5, 1, 100, label=False, seed=1)
+    gallery = identity_split(5, 3, 100, label=False, seed=1)  # same colours: each query has 2 valid matches
     gallery = gallery.cast_column("camid", datasets.Value("int64")).map(lambda row: {"camid": row["camid"] + 1})
     evaluation = reid_eval_dataset(query, gallery).with_transform(reid_eval_batches(eval_transform))
     return train, evaluation
@@ -394,7 +386,7 @@ def test_the_embedding_term_from_a_live_teacher_and_from_a_cache(tmp_path):
     train, evaluation = _reid_data()
     teacher = ReIDModel.from_backbone("test_resnet", 8, seed=1).eval()
     eval_transform = padded_crop_transform(training=False, image_size=(32, 16))
-    plain = _identity_split(8, 6, 0)
+    plain = identity_split(8, 6, 0)
     cached = hf_dis.data.cache_teacher_logits(teacher, plain, eval_transform, top_r=8, batch_size=16)
     with torch.no_grad():
         expected = teacher(torch.stack([eval_transform(plain[0]["image"])])).embeddings[0]
@@ -439,7 +431,7 @@ def test_the_embedding_term_refuses_models_and_caches_without_embeddings(tmp_pat
     assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())  # nothing written
     eval_transform = padded_crop_transform(training=False, image_size=(32, 16))
     classifier_teacher = hf_dis.timm_classifier("test_resnet", 8)
-    cache = hf_dis.data.cache_teacher_logits(classifier_teacher, _identity_split(8, 6, 0), eval_transform, top_r=8)
+    cache = hf_dis.data.cache_teacher_logits(classifier_teacher, identity_split(8, 6, 0), eval_transform, top_r=8)
     assert "teacher_embeddings" not in cache.column_names
     trainer = hf_dis.ReIDDistillationTrainer(
         model=ReIDModel.from_backbone("test_resnet", 8, seed=0),
@@ -450,6 +442,27 @@ def test_the_embedding_term_refuses_models_and_caches_without_embeddings(tmp_pat
         trainer.train()
     with pytest.raises(ValueError, match="embedding_kd_weight must be >= 0"):
         _embedding_kd_args(tmp_path, embedding_kd_weight=-1.0)
+
+
+def test_the_embedding_term_under_two_processes(tmp_path):
+    """accelerate launch --multi_gpu --num_processes 2 (2 gloo ranks on CPU): each rank computes the term on its own
+    P x K batch, and DDP keeps the two replicas identical."""
+    script = str(ROOT / "tests" / "scripts" / "ddp_reid_embedding.py")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+        script, str(tmp_path),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
+    assert len(ranks[0]["embedding_kd_loss"]) == 3 and all(value > 0 for value in ranks[0]["embedding_kd_loss"])
+    assert ranks[0]["parameter_checksum"] == ranks[1]["parameter_checksum"]
 
 
 def test_reid_arguments_and_trainer_checks(tmp_path):
