@@ -885,7 +885,8 @@ def test_distilling_from_the_cache_needs_no_teacher(tmp_path):
     assert info.pop("transform") == repr(transform)
     assert info == {"teacher": "test_resnet (timm)", "architecture": "test_resnet (timm)",
                     "parameters": sum(p.numel() for p in teacher.parameters()), "num_classes": NUM_CLASSES,
-                    "class_names": None, "top_r": 5, "num_views": None, "seed": None}  # fmt: skip
+                    "class_names": None, "top_r": 5, "num_views": None, "seed": None,
+                    "embedding_size": None}  # fmt: skip
     assert teacher_cache_info(data) is None
 
     def train(name, with_teacher):

@@ -2,9 +2,9 @@
 the data, so that training reads the teacher's logits instead of running the teacher.
 
 Per example, the cache holds the teacher's top-R classes and their logits (`teacher_top_classes`,
-`teacher_top_logits`), one value for all the other classes (`teacher_tail_logit`), and, for a teacher whose outputs
-have `embeddings` (`hf_dis.models.ReIDModel`), its embedding (`teacher_embeddings`): the log of their mean
-exp(logit), so that the tail keeps its total probability at temperature 1. `dense_teacher_logits` rebuilds `[B, C]`
+`teacher_top_logits`), one value for all the other classes (`teacher_tail_logit`: the log of their mean exp(logit),
+so that the tail keeps its total probability at temperature 1), and, for a teacher whose outputs have `embeddings`
+(`hf_dis.models.ReIDModel`), its embedding (`teacher_embeddings`). `dense_teacher_logits` rebuilds `[B, C]`
 logits from them: exact with R = C; with R < C the tail classes share one logit **[choice]**, which keeps the ranks
 DIS draws from (the top R are exact) and the teacher's mass outside them, but not how that mass spreads. The top
 classes are stored in descending order of logit, so a sampler reads the teacher's ranking from them
