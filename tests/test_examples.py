@@ -147,6 +147,24 @@ def test_bench_loader_smoke(tmp_path):
     assert all(row["images_per_second"] > 0 for row in rows) and (tmp_path / "bench_loader.png").stat().st_size
 
 
+def test_bench_cached_steps_smoke(tmp_path):
+    import json
+
+    run_script(
+        "benchmarks/bench_cached_steps.py", "--smoke", "--out", str(tmp_path), env={"HF_DIS_CACHE": str(tmp_path)}
+    )
+    lines = (tmp_path / "bench_cached_steps.jsonl").read_text().splitlines()
+    meta, rows = json.loads(lines[0])["meta"], [json.loads(line) for line in lines[1:]]
+    assert meta["classes"] == 40 and meta["top_r"] == 16
+    assert [(row["method"], row["num_sampled"], row["loader"]) for row in rows] == [
+        ("full", None, "arrow"), ("full", None, "python"), ("dis", 4, "arrow"), ("dis", 4, "python"),
+        ("floor", 4, None),
+    ]  # fmt: skip
+    assert all(row["median_step_ms"] > 0 and row["train_runtime_ms_per_step"] > 0 for row in rows)
+    assert "| floor | 4 | - |" in (tmp_path / "bench_cached_steps.md").read_text()
+    assert (tmp_path / "bench_cached_steps.png").stat().st_size > 0
+
+
 def test_bench_step_smoke(tmp_path):
     import json
 

@@ -470,15 +470,32 @@ def test_row_sparse_optimizer_updates_touched_rows_as_if_skipped_steps_never_hap
 
 
 @pytest.mark.parametrize("name", sorted(ROW_SPARSE))
-def test_row_sparse_step_on_a_sparse_gradient_waits_for_the_device_only_to_coalesce_it(name):
-    """Coalescing a sparse gradient has a data-dependent size (a host-device synchronisation on an accelerator);
-    nothing else in the step needs the host to wait: its rows are that gradient's own."""
+def test_row_sparse_step_on_a_sparse_gradient_waits_for_the_device_only_to_order_its_rows(name):
+    """Ordering a sparse gradient's rows has a data-dependent outcome (a host-device synchronisation on an
+    accelerator): one check that they are distinct and sorted, and a sort only where they are not. Nothing else in
+    the step needs the host to wait: its rows are that gradient's own."""
     sparse_type, _, options = ROW_SPARSE[name]
     params = _head_params()
     optimizer = sparse_type(params, **options)
-    params[0].grad = _sparse_rows(_grads(0)[0], [1, 4])
+    params[0].grad = _sparse_rows(_grads(0)[0], [1, 4])  # row 1 twice
     params[1].grad = _grads(0)[1]
-    assert dict(host_sync_ops(optimizer.step)) == {"_coalesce": 1}
+    assert dict(host_sync_ops(optimizer.step)) == {"_local_scalar_dense": 1, "_coalesce": 1}
+    ordered = _grads(1)[0][[1, 4]]  # distinct rows in order, not flagged as coalesced (as after gradient clipping)
+    params[0].grad = torch.sparse_coo_tensor(torch.tensor([[1, 4]]), ordered, (6, 3), check_invariants=False)
+    assert dict(host_sync_ops(optimizer.step)) == {"_local_scalar_dense": 1}
+
+
+def test_coalesced_skips_the_sort_only_for_distinct_ordered_rows():
+    from hf_dis.heads.row_sparse import coalesced
+
+    values = torch.arange(12.0).view(4, 3)
+    for rows, sorted_distinct in (([0, 2, 3, 5], True), ([2, 0, 3, 5], False), ([0, 2, 2, 5], False)):
+        grad = torch.sparse_coo_tensor(torch.tensor([rows]), values, (6, 3), check_invariants=False)
+        assert not grad.is_coalesced()
+        result = coalesced(grad)
+        assert result.is_coalesced()
+        torch.testing.assert_close(result.to_dense(), grad.coalesce().to_dense(), rtol=0, atol=0)
+        assert (result.values().data_ptr() == values.data_ptr()) == sorted_distinct  # no copy when no sort
 
 
 def test_row_wise_second_moment_is_adamw_when_each_rows_entries_share_a_magnitude():

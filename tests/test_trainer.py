@@ -871,6 +871,43 @@ def test_distilling_from_the_cache_equals_the_live_teacher_without_running_it(tm
     assert live.sampler.state_dict()["num_updates"] == from_cache.sampler.state_dict()["num_updates"] == 2
 
 
+def test_labelled_dataset_reads_the_cache_columns_as_labelled_batches_does(tmp_path):
+    """The cache columns read as arrays from the arrow table hold what labelled_batches makes of them, in the same
+    dtypes, after a save/load round trip, a shuffle and a selection (each row keeps its cache position); the cache's
+    record survives; a dataset without a cache is transformed as labelled_batches does."""
+    from transformers import default_data_collator
+
+    from hf_dis.data import (
+        cache_teacher_logits,
+        image_transform,
+        labelled_batches,
+        labelled_dataset,
+        teacher_cache_info,
+    )
+
+    teacher = timm_model("test_resnet", seed=1).eval()
+    transform = image_transform(teacher, training=False, image_size=32)
+    data = image_dataset(12)
+    cache_teacher_logits(teacher, data, transform, top_r=5, batch_size=5).save_to_disk(tmp_path / "cached")
+    cached = datasets.load_from_disk(tmp_path / "cached")
+    fast = labelled_dataset(cached, transform)
+    assert teacher_cache_info(fast) == teacher_cache_info(cached) is not None
+    slow = cached.with_transform(labelled_batches(transform))
+    views = ((fast, slow, [9, 0, 4, 4, 11]), (fast.shuffle(seed=3).select(range(2, 9)), slow.shuffle(seed=3).select(
+        range(2, 9)), [6, 1, 1, 3]))  # fmt: skip
+    for fast_view, slow_view, rows in views:
+        fast_batch = default_data_collator(fast_view.__getitems__(rows))
+        slow_batch = default_data_collator(slow_view.__getitems__(rows))
+        assert set(fast_batch) == set(slow_batch) == {"pixel_values", "labels", *hf_dis.data.TEACHER_CACHE_COLUMNS}
+        for key, value in slow_batch.items():
+            assert fast_batch[key].dtype == value.dtype, key
+            torch.testing.assert_close(fast_batch[key], value, rtol=0, atol=0, msg=key)
+    plain = labelled_dataset(data, transform)
+    assert plain.column_names == data.column_names
+    torch.testing.assert_close(plain[0:3]["pixel_values"], data.with_transform(labelled_batches(transform))[0:3][
+        "pixel_values"])  # fmt: skip
+
+
 def test_distilling_from_the_cache_needs_no_teacher(tmp_path):
     """Without a teacher, training from the cache gives the same student as with one; evaluation on uncached data
     reports the cross-entropy; the card describes the teacher the cache recorded (kept through save_to_disk)."""

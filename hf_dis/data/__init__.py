@@ -13,7 +13,13 @@ from hf_dis.data.teacher_cache import (
     seeded_view,
     teacher_cache_info,
 )
-from hf_dis.data.transforms import data_config, image_transform, labelled_batches, padded_crop_transform
+from hf_dis.data.transforms import (
+    data_config,
+    image_transform,
+    labelled_batches,
+    labelled_dataset,
+    padded_crop_transform,
+)
 
 __all__ = [
     "FACE_SETS",
@@ -26,6 +32,7 @@ __all__ = [
     "dense_teacher_logits",
     "image_transform",
     "labelled_batches",
+    "labelled_dataset",
     "load_cifar100",
     "load_glyphs",
     "load_market1501",

@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import datasets
 import numpy as np
+import pyarrow as pa
 import timm.data
 import torch
 from PIL import Image
@@ -268,3 +270,50 @@ def labelled_batches(
         return out
 
     return apply
+
+
+#: The column `labelled_dataset` adds to a dataset with a teacher cache: each row's position in that dataset, where
+#: its cache columns are read from.
+CACHE_ROW = "teacher_cache_row"
+
+
+def labelled_dataset(
+    dataset: datasets.Dataset, transform: Callable, image_column: str = "image", label_column: str | None = "label"
+) -> datasets.Dataset:
+    """`dataset.with_transform(labelled_batches(transform, ...))`, with a one-view teacher cache's columns read as
+    arrays from the dataset's arrow table.
+
+    A `with_transform` function receives its batch as Python objects: B x R numbers per cache column, which cost more
+    to build than the images they come with. Here the cache columns are left out of that batch; each row carries its
+    position (`teacher_cache_row`) and the batch's cache rows are taken from the arrow table at once, as NumPy arrays.
+    The batches hold the same values as `labelled_batches` gives. A dataset without a teacher cache, or with
+    augmented views (whose images are remade per view), is transformed by `labelled_batches` as it is. Select or
+    shuffle the result freely: each row keeps its position in the cache it was made from.
+    """
+    cached = [key for key in CARRIED_CACHE_COLUMNS if key in dataset.column_names]
+    read = labelled_batches(transform, image_column, label_column)
+    if not cached or VIEW_SEEDS in dataset.column_names:
+        return dataset.with_transform(read)
+    cache = dataset.select_columns(cached).with_format("arrow")
+    rows = dataset.add_column(CACHE_ROW, np.arange(len(dataset), dtype=np.int64))
+
+    def apply(batch: dict[str, list]) -> dict[str, Any]:
+        out = read(batch)
+        out.update(_cache_arrays(cache[batch[CACHE_ROW]]))
+        return out
+
+    return rows.with_transform(apply, columns=[name for name in rows.column_names if name not in cached])
+
+
+def _cache_arrays(table: pa.Table) -> dict[str, np.ndarray]:
+    """A table of one-view cache rows as arrays in `_CACHE_DTYPES`: `[B, R]` (or `[B, width]`) from a fixed-size
+    list column, `[B]` from a scalar one."""
+    arrays = {}
+    for key in table.column_names:
+        column = table.column(key).combine_chunks()
+        if pa.types.is_fixed_size_list(column.type):
+            array = column.flatten().to_numpy(zero_copy_only=False).reshape(len(table), column.type.list_size)
+        else:
+            array = column.to_numpy(zero_copy_only=False)
+        arrays[key] = array.astype(_CACHE_DTYPES[key], copy=False)
+    return arrays

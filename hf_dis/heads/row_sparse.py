@@ -20,11 +20,23 @@ from collections.abc import Iterable
 import torch
 
 
+def coalesced(grad: torch.Tensor) -> torch.Tensor:
+    """`grad.coalesce()` of a sparse row gradient, without its sort when the rows are already distinct and in order
+    (as `gathered_logits` writes them): autograd's copy into `.grad`, and in-place scaling such as gradient clipping,
+    drop the coalesced flag but not the order, and re-sorting U rows of d values costs as much as a row-sparse step."""
+    if grad.is_coalesced():
+        return grad
+    indices = grad._indices()
+    if indices.shape[0] == 1 and bool((indices[0, 1:] > indices[0, :-1]).all()):
+        return torch.sparse_coo_tensor(indices, grad._values(), grad.shape, is_coalesced=True, check_invariants=False)
+    return grad.coalesce()
+
+
 def _gradient_rows(grad: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """`grad` at `rows` as a dense `[len(rows), ...]` tensor; a sparse `grad` must have no row outside `rows`."""
     if not grad.is_sparse:
         return grad.index_select(0, rows)
-    grad = grad.coalesce()
+    grad = coalesced(grad)
     indices, values = grad.indices()[0], grad.values()
     if torch.equal(indices, rows):
         return values
@@ -56,7 +68,7 @@ class _RowSparseOptimizer(torch.optim.Optimizer):
         params = [(p, group) for group in self.param_groups for p in group["params"] if p.grad is not None]
         for param, _ in params:
             if param.grad.is_sparse:
-                param.grad = param.grad.coalesce()  # once here, not per use (a no-op when it is already)
+                param.grad = coalesced(param.grad)  # once here, not per use
         rows_of = None  # the parameter whose sparse gradient gave the rows: its values are those rows' gradient
         if rows is None:
             rows_of = next((p for p, _ in params if p.grad.is_sparse), None)

@@ -14,6 +14,7 @@ from hf_dis.data import (
     FACE_SETS,
     TEACHER_CACHE_COLUMNS,
     labelled_batches,
+    labelled_dataset,
     load_cifar100,
     load_glyphs,
     load_market1501,
@@ -207,7 +208,7 @@ def classification_splits(
     """(train, test) transformed by `classification_transforms`."""
     train_transform = classification_transforms(data, normalisation, image_size, training=True)
     test_transform = classification_transforms(data, normalisation, image_size, training=False)
-    train = splits["train"].with_transform(labelled_batches(train_transform))
+    train = labelled_dataset(splits["train"], train_transform)
     test = splits["test"].with_transform(labelled_batches(test_transform))
     return train, test
 
@@ -231,7 +232,7 @@ def reid_splits(
 ) -> tuple[datasets.Dataset, datasets.Dataset]:
     """(train, query + gallery evaluation set) transformed by `reid_transforms`."""
     train_transform = reid_transforms(data, normalisation, image_size, training=True)
-    train = splits["train"].with_transform(labelled_batches(train_transform))
+    train = labelled_dataset(splits["train"], train_transform)
     evaluation = reid_eval_dataset(splits["query"], splits["gallery"]).with_transform(
         reid_eval_batches(reid_transforms(data, normalisation, image_size, training=False))
     )

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from transformers import TrainerCallback, TrainingArguments
 
 from hf_dis.heads import RowSparseAdamW, RowSparseSGD, SampledLinear
+from hf_dis.heads.row_sparse import coalesced
 from hf_dis.trainer.internals import checkpoint_folder
 
 CLASSIFIER_OPTIMIZER_NAME = "classifier_optimizer.pt"
@@ -95,7 +96,7 @@ def reduce_row_gradient(weight: torch.Tensor, accelerator) -> None:
     (when the Trainer synchronises gradients), as DDP does for the other parameters."""
     if not accelerator.sync_gradients:
         return
-    grad = weight.grad.coalesce() if weight.grad.is_sparse else weight.grad
+    grad = coalesced(weight.grad) if weight.grad.is_sparse else weight.grad
     if accelerator.num_processes > 1:
         num_rows = weight.shape[0]
         used = torch.zeros(num_rows + 1, device=grad.device)  # rows this process used, then a "dense" flag
