@@ -283,11 +283,13 @@ def cjk_fonts_installed() -> bool:
 
 
 @pytest.mark.skipif(not cjk_fonts_installed(), reason="the 5 CJK font packages are not installed (CI installs them)")
-@pytest.mark.parametrize(("charset", "count"), [("gb2312-level1", 3755), ("gb2312", 6763)])
-def test_gb2312_tasks_with_the_cjk_fonts(tmp_path, charset, count):
-    task = load_glyphs(charset=charset, copies=1, image_size=16, augment=False, cache_dir=tmp_path)
-    assert task["train"].features["label"].num_classes == count
-    assert len(set(task["test"]["label"])) == count
+def test_gb2312_tasks_with_the_cjk_fonts(tmp_path):
+    """All 6,763 GB2312 hanzi qualify, in train and test; so do the 3,755 of level 1, a subset (a character qualifies
+    by its own coverage, whatever the set: rendering the level-1 task as well would add minutes)."""
+    task = load_glyphs(charset="gb2312", copies=1, image_size=16, augment=False, cache_dir=tmp_path)
+    names = task["train"].features["label"].names
+    assert sorted(ord(name) for name in names) == sorted(charset_code_points("gb2312"))
+    assert len(set(task["test"]["label"])) == 6763
 
 
 # --- transforms ---------------------------------------------------------------------------------------------------

@@ -119,20 +119,23 @@ def test_steps_per_epoch_matches_the_loaders(tmp_path):
     assert steps_per_epoch(30, args) == 2
 
 
-def test_cli_help_and_errors():
+def test_cli_help_and_errors(capsys, monkeypatch):
+    from hf_dis import cli
+
     entry_point = Path(sys.executable).with_name("hf-dis")  # installed by pyproject's [project.scripts]
     assert entry_point.is_file(), "the package is not installed in this environment (pip install -e .)"
     result = subprocess.run([str(entry_point), "--help"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0
     for command in ("train-teacher", "distill cifar100", "distill market1501", "evaluate"):
         assert command in result.stdout
-    result = subprocess.run([sys.executable, "-m", "hf_dis.cli", "distill"], capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 2 and "distill needs a recipe" in result.stderr
-    result = subprocess.run(
-        [sys.executable, "-m", "hf_dis.cli", "distill", "cifar100", "--help"], capture_output=True, text=True, cwd=ROOT
-    )
-    assert result.returncode == 0 and "usage: hf-dis distill cifar100" in result.stdout
-    assert "--teacher_model" in result.stdout and "--glyph_classes" in result.stdout
+    # the subcommands in this process: each one's own process would only add its start-up
+    monkeypatch.setattr(sys, "argv", ["hf-dis"])  # main names the program there
+    assert cli.main(["distill"]) == 2 and "distill needs a recipe" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_status:
+        cli.main(["distill", "cifar100", "--help"])
+    out = capsys.readouterr().out
+    assert exit_status.value.code == 0 and "usage: hf-dis distill cifar100" in out
+    assert "--teacher_model" in out and "--glyph_classes" in out
 
 
 def test_a_rendered_glyph_task_is_read_back_where_the_fonts_are_not(tmp_path, monkeypatch):
@@ -182,7 +185,7 @@ def test_render_glyphs_takes_font_families_and_copies(tmp_path, monkeypatch):
 # --- end to end --------------------------------------------------------------------------------------------------
 
 
-def test_classification_chain_on_glyphs(tmp_path):
+def test_classification_chain_on_glyphs(tmp_path, monkeypatch):
     """train-teacher -> distill cifar100 (DIS) -> evaluate: the evaluation recomputes the distillation's figures."""
     data = ["--dataset", "glyphs", "--glyph_classes", "16"]
     teacher, student = tmp_path / "teacher", tmp_path / "student"
@@ -215,10 +218,11 @@ def test_classification_chain_on_glyphs(tmp_path):
     card = (from_cache / "README.md").read_text()
     assert "cached once: top 16 classes per example, on 2 augmented views" in card
     assert f"distilled from **{teacher}**" in card
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DIS_CACHE": str(tmp_path / "cache")}
-    command = [sys.executable, "-m", "hf_dis.cli", *distil_from_cache, "--image_size", "40", "--output_dir", "x"]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env)
-    assert result.returncode != 0 and "were made at 32 px and the student trains at 40 px" in result.stderr
+    monkeypatch.setenv("HF_DIS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # an error before training: in this process, and nothing written
+    with pytest.raises(ValueError, match="were made at 32 px and the student trains at 40 px"):
+        distill_cifar100.main([*distil_from_cache[2:], "--image_size", "40", "--output_dir", "x"])
+    assert not (tmp_path / "x").exists()
 
 
 def test_reid_chain_on_glyphs_with_two_processes(tmp_path):
