@@ -1,15 +1,19 @@
 """Training steps of `DistillationTrainer` itself, sampler by sampler: what the Trainer-level path adds (drawing,
 the sampled head, the logged statistics of the sampled set, DIS's full-distillation probes and refits) to the
 hand-written steps that bench_step times. Per sampler: the median step, the mean of DIS's probe steps (every
-`dis_refit_every` steps, and step 0) and of the other steps, and the Trainer's train_runtime per step (its loop with
-the data loading, without the model card that `DistillationTrainer.train` then writes).
+`dis_refit_every` steps, and step 0) and of the other steps, the median time between steps (the loader's next batch,
+the logging), and the Trainer's train_runtime per step (its loop with the data loading, without the model card that
+`DistillationTrainer.train` then writes).
 
 Random images and labels held in memory (no loader processes), random-weight timm models; each step is timed by a
 callback between `on_step_begin` and `on_step_end`, waiting for the GPU at both ends. With `--cached R` no teacher
 runs: the images carry random teacher-cache columns (the top R classes per image and their logits, as
-`hf_dis.data.cache_teacher_logits` writes them, read from a `datasets` table), which full KD reads too; `--floor`
-adds the limit no sampler can beat: the same student and data with a head of K' = K + 2 classes (K draws, the label
-and the teacher's top class), trained with full KD. One more column counts the ATen
+`hf_dis.data.cache_teacher_logits` writes them, read from a `datasets` table), which full KD reads too. With
+`--data` the runs read a real training set with its teacher cache (what `hf-dis cache-teacher` saves, such as a
+study's `teacher_cache` folder) as a study's runs do: through `hf_dis.data.labelled_dataset`, with the recipes'
+32 px glyph augmentation. `--floor` adds the limit no sampler can beat: the same student and data with a head of
+K' = K + 2 classes (K draws, the label and the teacher's top class), trained with full KD (on `--data`: from scratch,
+on the labels modulo K', reading no cache, as a study's floor runs). One more column counts the ATen
 operators one step dispatches, forward, backward and optimizer (the third step: not a DIS probe, not the step after
 one, which recomputes the refitted proposal, not logged; left out of the timings): on a GPU all but the views launch
 a kernel, and where the host's launches bound the step (small models at 32 px) that count is what a sampled step
@@ -23,6 +27,8 @@ matches a GPU's.
                                                           # (no operator count then: compiled code fuses them)
     python benchmarks/bench_trainer.py --device cpu --classes 20000 --fractions 64 --samplers full dis --cached 1024 \
         --floor --classifier-optimizer row_sparse --batch-size 128 --steps 40   # from a cache, beside the floor
+    python benchmarks/bench_trainer.py --device cpu --data reproduce_output/glyphs_cjk20k_cpu/teacher_cache \
+        --fractions 64 256 --samplers full dis --floor --classifier-optimizer row_sparse --batch-size 128 --steps 80
     python benchmarks/bench_trainer.py --smoke --device cpu --out /tmp/x   # tiny sizes, seconds (the tests run it)
 """
 
@@ -42,10 +48,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from floor import floor_num_classes  # noqa: E402
 from run_info import run_info, write_results  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
 import hf_dis  # noqa: E402
-from hf_dis.data import TEACHER_CACHE_COLUMNS  # noqa: E402
+from hf_dis.data import TEACHER_CACHE_COLUMNS, labelled_batches, labelled_dataset, padded_crop_transform  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLERS = ("full", "uniform", "ftis", "dis")
@@ -53,20 +59,26 @@ PROFILE_ORDER = ("dis", "ftis", "uniform", "full", "floor")
 
 
 class StepTimer(TrainerCallback):
-    """Milliseconds of every optimizer step, keyed by the global step it started at."""
+    """Milliseconds of every optimizer step, and of the time from its end to the next step's start, keyed by the
+    global step it started at."""
 
     def __init__(self, device: torch.device) -> None:
         self.synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         self.times: dict[int, float] = {}
+        self.gaps: dict[int, float] = {}
         self._start = 0.0
+        self._end: float | None = None
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.synchronize()
         self._start = time.perf_counter()
+        if self._end is not None:
+            self.gaps[state.global_step] = 1000 * (self._start - self._end)
 
     def on_step_end(self, args, state, control, **kwargs):
         self.synchronize()
-        self.times[state.global_step - 1] = 1000 * (time.perf_counter() - self._start)
+        self._end = time.perf_counter()
+        self.times[state.global_step - 1] = 1000 * (self._end - self._start)
 
 
 #: The step whose operators are counted (0-based global step): not a DIS probe (0, 50, ...) nor the step after one,
@@ -124,37 +136,54 @@ def cached_images(count: int, size: int, num_classes: int, top_r: int) -> datase
     return datasets.Dataset.from_dict({key: list(value) for key, value in columns.items()}).with_format("torch")
 
 
+def glyph_augmentation() -> object:
+    """The classification recipe's training transform for 32 px glyphs (pad 4 and crop, no flip)."""
+    return padded_crop_transform(
+        image_size=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, training=True, hflip=0.0, padding=4
+    )
+
+
+def floor_trainer(data: datasets.Dataset, args: argparse.Namespace, head: int, options: dict) -> Trainer:
+    """A study's floor run on `--data`: the student with a `head`-class head, from scratch on the labels modulo
+    `head`, reading no cache."""
+    relabelled = data.select_columns(["image", "label"]).map(
+        lambda label: {"label": label % head}, input_columns="label", desc="floor labels"
+    )
+    model = hf_dis.timm_classifier(args.student, head, seed=0)
+    train = relabelled.with_transform(labelled_batches(glyph_augmentation()))
+    return Trainer(model=model, args=TrainingArguments(**options), train_dataset=train)
+
+
 def build_trainer(args: argparse.Namespace, sampler: str, fraction: float | None, steps: int, output_dir: str):
     """A `DistillationTrainer` of random-weight timm models, SGD, no checkpoints, logging every 50 steps; from a
-    teacher cache with `--cached`; sampler "floor": full KD with a head of K' = K + 2 classes (K = `fraction`)."""
-    classes = args.classes
+    teacher cache with `--cached` or `--data`; sampler "floor": the same student with a head of K' = K + 2 classes
+    (K = `fraction`)."""
+    classes = args.data.features["label"].num_classes if args.data is not None else args.classes
+    options = dict(
+        output_dir=output_dir, per_device_train_batch_size=args.batch_size, max_steps=steps, learning_rate=0.1,
+        optim="sgd", bf16=args.device == "cuda", use_cpu=args.device == "cpu", dataloader_num_workers=0,
+        logging_steps=50, report_to="none", save_strategy="no", disable_tqdm=True, seed=0,
+        remove_unused_columns=False,  # the cache columns are not the model's arguments
+    )  # fmt: skip
     if sampler == "floor":
-        classes = floor_num_classes(fraction, args.classes)
+        classes = floor_num_classes(fraction, classes)
+        if args.data is not None:
+            return floor_trainer(args.data, args, classes, options)
     student = hf_dis.timm_classifier(args.student, classes, seed=0)
-    teacher = None if args.cached else hf_dis.timm_classifier(args.teacher, classes, seed=1)
+    teacher = None if args.cached or args.data is not None else hf_dis.timm_classifier(args.teacher, classes, seed=1)
     sampled = sampler not in ("full", "floor")
     training = hf_dis.DistillationArguments(
-        output_dir=output_dir,
         sampler="full" if sampler == "floor" else sampler,
         num_sampled=fraction if sampled else None,
         classifier_optimizer=args.classifier_optimizer if sampled else "dense",
         temperature=2.0,
-        per_device_train_batch_size=args.batch_size,
-        max_steps=steps,
-        learning_rate=0.1,
-        optim="sgd",
-        bf16=args.device == "cuda",
-        use_cpu=args.device == "cpu",
-        dataloader_num_workers=0,
-        logging_steps=50,
-        report_to="none",
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=0,
         compile_loss=args.compile_loss,
+        **options,
     )
     count = args.batch_size * 8
-    if args.cached:
+    if args.data is not None:
+        dataset = labelled_dataset(args.data, glyph_augmentation())
+    elif args.cached:
         dataset = cached_images(count, args.image_size, classes, min(args.cached, classes))
     else:
         dataset = RandomImages(count, args.image_size, classes)
@@ -171,16 +200,19 @@ def time_run(args: argparse.Namespace, sampler: str, fraction: float | None) -> 
         if not args.compile_loss:  # a dispatch mode sees the operators that compiled code fuses away
             trainer.add_callback(operators)
         runtime_ms = 1000 * trainer.train().metrics["train_runtime"] / args.steps  # the loop's, not the card's
-    refit_every = trainer.sampler.refit_every
+    sampler_used = getattr(trainer, "sampler", None)  # none in a floor run on --data (a plain Trainer)
+    refit_every = None if sampler_used is None else sampler_used.refit_every
+    head = trainer.model.config.num_labels if sampler_used is None else None
     timed = {step: ms for step, ms in timer.times.items() if step >= args.warmup and step != COUNTED_STEP}
     probes = [ms for step, ms in timed.items() if refit_every is not None and step % refit_every == 0]
     others = [ms for step, ms in timed.items() if refit_every is None or step % refit_every != 0]
     return {
         "sampler": sampler,
         "fraction": fraction,
-        "num_sampled": trainer.sampler.num_sampled,
-        "classes": trainer.sampler.num_classes,
+        "num_sampled": head or sampler_used.num_sampled,
+        "classes": head or sampler_used.num_classes,
         "median_step_ms": statistics.median(timed.values()),
+        "median_between_steps_ms": statistics.median(ms for step, ms in timer.gaps.items() if step > args.warmup),
         "mean_other_step_ms": statistics.fmean(others),
         "mean_probe_step_ms": statistics.fmean(probes) if probes else None,
         "probe_steps": len(probes),
@@ -216,25 +248,35 @@ def profile_run(args: argparse.Namespace, sampler: str, fraction: float | None) 
 
 def markdown(rows: list[dict], meta: dict) -> str:
     cached = f", no teacher: a cache of the top {meta['cached']} classes" if meta.get("cached") else ""
-    teacher = "" if meta.get("cached") else f", {meta['teacher']} teacher"
+    if meta.get("data"):
+        cached = f", no teacher: the training set and teacher cache `{meta['data']}` (top {meta['top_r']} classes)"
+    teacher = "" if cached else f", {meta['teacher']} teacher"
     header = (
         f"# DistillationTrainer steps\n\n{meta['date']}, {meta['device']}, torch {meta['torch']}, transformers "
         f"{meta['transformers']}, timm {meta['timm']}. {meta['student']} student{teacher}, "
         f"{meta['classes']} classes, {meta['image_size']} px, batch {meta['batch_size']}, {meta['steps']} steps "
         f"(the first {meta['warmup']} untimed){', the loss compiled' if meta['compile_loss'] else ''}"
         f"{cached}; sampled runs' classifier updates: {meta.get('classifier_optimizer', 'dense')}. Milliseconds per "
-        "optimizer step; floor: full KD with a head of K' = K + 2 classes.\n\n"
+        "optimizer step; floor: the student with a head of K' = K + 2 classes; x full: train_runtime per step against "
+        "full KD's; share of the floor's saving: (full - run) / (full - floor), from train_runtime per step.\n\n"
         "| sampler | classes | K | median step | other steps (mean) | DIS probe steps (mean, count) "
-        "| train_runtime per step | operators per step |\n"
-        "|---|---|---|---|---|---|---|---|\n"
+        "| between steps | train_runtime per step | x full | share of the floor's saving | operators per step |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
+    full = next((row["train_runtime_ms_per_step"] for row in rows if row["sampler"] == "full"), None)
+    floor = next((row["train_runtime_ms_per_step"] for row in rows if row["sampler"] == "floor"), None)
     lines = []
     for row in rows:
         probe = "-" if row["mean_probe_step_ms"] is None else f"{row['mean_probe_step_ms']:.2f} ({row['probe_steps']})"
+        per_step = row["train_runtime_ms_per_step"]
+        ratio = "-" if full is None else f"{per_step / full:.2f}"
+        saving = "-"
+        if full is not None and floor is not None and full > floor and row["sampler"] not in ("full", "floor"):
+            saving = f"{(full - per_step) / (full - floor):.0%}"
         lines.append(
             f"| {row['sampler']} | {row['classes']} | {row['num_sampled']} | {row['median_step_ms']:.2f} | "
-            f"{row['mean_other_step_ms']:.2f} | {probe} | {row['train_runtime_ms_per_step']:.2f} | "
-            f"{'-' if row['operators_per_step'] is None else row['operators_per_step']} |"
+            f"{row['mean_other_step_ms']:.2f} | {probe} | {row['median_between_steps_ms']:.2f} | {per_step:.2f} | "
+            f"{ratio} | {saving} | {'-' if row['operators_per_step'] is None else row['operators_per_step']} |"
         )
     return header + "\n".join(lines) + "\n"
 
@@ -242,7 +284,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
 def plot(rows: list[dict], path: Path) -> None:
     labels = [f"{row['sampler']}\nK={row['num_sampled']}" for row in rows]
     figure, axis = plt.subplots(figsize=(1.2 * len(rows) + 2, 3.5))
-    axis.bar(labels, [row["median_step_ms"] for row in rows], label="median step")
+    steps = [row["median_step_ms"] for row in rows]
+    axis.bar(labels, steps, label="median step")
+    axis.bar(labels, [row["median_between_steps_ms"] for row in rows], bottom=steps, label="between steps")
     axis.plot(labels, [row["train_runtime_ms_per_step"] for row in rows], "ko", label="train_runtime per step")
     axis.set_ylabel("ms per optimizer step")
     axis.legend(fontsize=8)
@@ -266,6 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true", help="top operators per sampler: bench_trainer_profile.txt")
     parser.add_argument("--compile-loss", action="store_true", help="the trainer's compile_loss (torch.compile)")
     parser.add_argument("--cached", type=int, default=0, help="R: no teacher, cached top-R logits per image")
+    parser.add_argument("--data", type=Path, help="no teacher: a training set with its teacher cache (cache-teacher)")
     parser.add_argument("--floor", action="store_true", help="also the floor: full KD with a head of K + 2 classes")
     parser.add_argument("--classifier-optimizer", default="dense", choices=("dense", "row_sparse"),
                         help="the sampled runs' classifier_optimizer")  # fmt: skip
@@ -278,8 +323,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:
         args.classes, args.batch_size, args.image_size, args.steps, args.warmup = 40, 8, 32, 6, 0
         args.student = args.teacher = "test_resnet.r160_in1k"
-    meta = {**run_info(args.device), **{key: getattr(args, key) for key in ("student", "teacher", "classes")}}
-    meta.update(image_size=args.image_size, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup)
+    meta = {**run_info(args.device), **{key: getattr(args, key) for key in ("student", "teacher")}}
+    meta["classes"] = args.classes
+    if args.data is not None:
+        if args.cached:
+            parser.error("--data and --cached are two sources of teacher-cache columns: give one")
+        meta["data"], args.data = str(args.data), datasets.load_from_disk(str(args.data))
+        info = hf_dis.data.teacher_cache_info(args.data) or {}
+        meta.update(classes=args.data.features["label"].num_classes, top_r=info.get("top_r"), image_size=32)
+    meta.setdefault("image_size", args.image_size)
+    meta.update(batch_size=args.batch_size, steps=args.steps, warmup=args.warmup)
     meta.update(compile_loss=args.compile_loss, cached=args.cached, classifier_optimizer=args.classifier_optimizer)
     if args.start_at is not None:
         time.sleep(max(0.0, args.start_at - time.time()))

@@ -288,7 +288,9 @@ def labelled_dataset(
     position (`teacher_cache_row`) and the batch's cache rows are taken from the arrow table at once, as NumPy arrays.
     The batches hold the same values as `labelled_batches` gives. A dataset without a teacher cache, or with
     augmented views (whose images are remade per view), is transformed by `labelled_batches` as it is. Select or
-    shuffle the result freely: each row keeps its position in the cache it was made from.
+    shuffle the result freely: each row keeps its position in the cache it was made from. Pass the dataset before
+    any `select` or `shuffle`: on one with an indices mapping, adding the position column first writes the selected
+    rows out as a new table.
     """
     cached = [key for key in CARRIED_CACHE_COLUMNS if key in dataset.column_names]
     read = labelled_batches(transform, image_column, label_column)
