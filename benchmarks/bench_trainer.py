@@ -221,6 +221,18 @@ def time_run(args: argparse.Namespace, sampler: str, fraction: float | None) -> 
     }
 
 
+def median_row(repeats: list[dict]) -> dict:
+    """One run's row over its rounds: each timing the median of the rounds', with every round's train_runtime per
+    step kept beside it."""
+    row = dict(repeats[0])
+    for key, value in row.items():
+        if key.endswith("_ms") and value is not None:
+            row[key] = statistics.median(repeat[key] for repeat in repeats)
+    row["train_runtime_ms_per_step"] = statistics.median(repeat["train_runtime_ms_per_step"] for repeat in repeats)
+    row["rounds_train_runtime_ms_per_step"] = [repeat["train_runtime_ms_per_step"] for repeat in repeats]
+    return row
+
+
 def profile_run(args: argparse.Namespace, sampler: str, fraction: float | None) -> str:
     """The operators of 20 training steps (after a 10-step warm-up), by self time on the device and on the host;
     each table's footer totals the 20 steps (the device total is what the steps ask of a GPU that other processes
@@ -251,26 +263,29 @@ def markdown(rows: list[dict], meta: dict) -> str:
     if meta.get("data"):
         cached = f", no teacher: the training set and teacher cache `{meta['data']}` (top {meta['top_r']} classes)"
     teacher = "" if cached else f", {meta['teacher']} teacher"
+    rounds = f", the median of {meta['rounds']} interleaved rounds" if meta.get("rounds", 1) > 1 else ""
     header = (
         f"# DistillationTrainer steps\n\n{meta['date']}, {meta['device']}, torch {meta['torch']}, transformers "
         f"{meta['transformers']}, timm {meta['timm']}. {meta['student']} student{teacher}, "
         f"{meta['classes']} classes, {meta['image_size']} px, batch {meta['batch_size']}, {meta['steps']} steps "
         f"(the first {meta['warmup']} untimed){', the loss compiled' if meta['compile_loss'] else ''}"
+        f"{rounds}"
         f"{cached}; sampled runs' classifier updates: {meta.get('classifier_optimizer', 'dense')}. Milliseconds per "
         "optimizer step; floor: the student with a head of K' = K + 2 classes; x full: train_runtime per step against "
-        "full KD's; share of the floor's saving: (full - run) / (full - floor), from train_runtime per step.\n\n"
+        "full KD's; share of the floor's saving: (full - run) / (full - floor) for the floor of the same K, from "
+        "train_runtime per step.\n\n"
         "| sampler | classes | K | median step | other steps (mean) | DIS probe steps (mean, count) "
         "| between steps | train_runtime per step | x full | share of the floor's saving | operators per step |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     full = next((row["train_runtime_ms_per_step"] for row in rows if row["sampler"] == "full"), None)
-    floor = next((row["train_runtime_ms_per_step"] for row in rows if row["sampler"] == "floor"), None)
+    floors = {row["fraction"]: row["train_runtime_ms_per_step"] for row in rows if row["sampler"] == "floor"}
     lines = []
     for row in rows:
         probe = "-" if row["mean_probe_step_ms"] is None else f"{row['mean_probe_step_ms']:.2f} ({row['probe_steps']})"
         per_step = row["train_runtime_ms_per_step"]
         ratio = "-" if full is None else f"{per_step / full:.2f}"
-        saving = "-"
+        saving, floor = "-", floors.get(row["fraction"])  # against the floor of the same K
         if full is not None and floor is not None and full > floor and row["sampler"] not in ("full", "floor"):
             saving = f"{(full - per_step) / (full - floor):.0%}"
         lines.append(
@@ -307,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=160, help="optimizer steps per run (DIS probes every 50)")
     parser.add_argument("--warmup", type=int, default=10, help="first steps left out of the statistics")
+    parser.add_argument("--rounds", type=int, default=1, help="every run this many times, interleaved: medians")
     parser.add_argument("--profile", action="store_true", help="top operators per sampler: bench_trainer_profile.txt")
     parser.add_argument("--compile-loss", action="store_true", help="the trainer's compile_loss (torch.compile)")
     parser.add_argument("--cached", type=int, default=0, help="R: no teacher, cached top-R logits per image")
@@ -332,15 +348,20 @@ def main(argv: list[str] | None = None) -> None:
         info = hf_dis.data.teacher_cache_info(args.data) or {}
         meta.update(classes=args.data.features["label"].num_classes, top_r=info.get("top_r"), image_size=32)
     meta.setdefault("image_size", args.image_size)
-    meta.update(batch_size=args.batch_size, steps=args.steps, warmup=args.warmup)
+    meta.update(batch_size=args.batch_size, steps=args.steps, warmup=args.warmup, rounds=args.rounds)
     meta.update(compile_loss=args.compile_loss, cached=args.cached, classifier_optimizer=args.classifier_optimizer)
     if args.start_at is not None:
         time.sleep(max(0.0, args.start_at - time.time()))
-    rows = []
-    for sampler in [*args.samplers, *(["floor"] if args.floor else [])]:
-        for fraction in [None] if sampler == "full" else args.fractions:
-            rows.append(time_run(args, sampler, fraction))
-            write_results(args.out, "bench_trainer", meta, rows, markdown(rows, meta))  # a run cut short keeps these
+    runs = [
+        (sampler, fraction)
+        for sampler in [*args.samplers, *(["floor"] if args.floor else [])]
+        for fraction in ([None] if sampler == "full" else args.fractions)
+    ]
+    rounds: list[list[dict]] = []
+    for _ in range(args.rounds):  # interleaved, so that a slow spell of the machine falls on every run alike
+        rounds.append([time_run(args, sampler, fraction) for sampler, fraction in runs])
+        rows = [median_row([done[index] for done in rounds]) for index in range(len(runs))]
+        write_results(args.out, "bench_trainer", meta, rows, markdown(rows, meta))  # a run cut short keeps these
     plot(rows, args.out / "bench_trainer.png")
     print(markdown(rows, meta), flush=True)
     if args.profile:

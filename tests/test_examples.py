@@ -226,6 +226,7 @@ def test_bench_trainer_smoke(tmp_path):
 
 def test_bench_trainer_reads_a_saved_training_set_with_its_teacher_cache(tmp_path):
     import json
+    import statistics
 
     import hf_dis
 
@@ -234,7 +235,8 @@ def test_bench_trainer_reads_a_saved_training_set_with_its_teacher_cache(tmp_pat
     transform = hf_dis.data.padded_crop_transform(image_size=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, training=False)
     cache = hf_dis.data.cache_teacher_logits(teacher, task["train"], transform, top_r=16, batch_size=64)
     cache.save_to_disk(tmp_path / "cache")
-    options = ["--fractions", "4", "--data", str(tmp_path / "cache"), "--floor", "--classifier-optimizer", "row_sparse"]
+    options = ["--fractions", "4", "--data", str(tmp_path / "cache"), "--floor", "--classifier-optimizer", "row_sparse",
+               "--rounds", "2"]  # fmt: skip
     run_script("benchmarks/bench_trainer.py", "--smoke", "--device", "cpu", "--samplers", "full", "dis", *options,
                "--out", str(tmp_path))  # fmt: skip
     lines = (tmp_path / "bench_trainer.jsonl").read_text().splitlines()
@@ -246,8 +248,11 @@ def test_bench_trainer_reads_a_saved_training_set_with_its_teacher_cache(tmp_pat
         ("floor", 6, 6),  # a plain Trainer on the labels modulo 6
     ]
     assert all(row["median_between_steps_ms"] > 0 and row["train_runtime_ms_per_step"] > 0 for row in rows)
+    for row in rows:  # the median of the two rounds, each round's kept
+        assert row["train_runtime_ms_per_step"] == statistics.median(row["rounds_train_runtime_ms_per_step"])
+        assert len(row["rounds_train_runtime_ms_per_step"]) == 2
     table = (tmp_path / "bench_trainer.md").read_text()
-    assert "teacher cache `" in table and "| floor | 6 | 6 |" in table
+    assert "teacher cache `" in table and "| floor | 6 | 6 |" in table and "median of 2 interleaved rounds" in table
 
 
 def test_bench_refit_runs(tmp_path):

@@ -500,3 +500,13 @@ def test_the_arguments_defaults_are_the_samplers_defaults(tmp_path):
     for name in ("refit_every", "prior_min_weight", "stat_decay", "rank_limit", "eps", "force_teacher_topk"):
         assert getattr(by_arguments, name) == getattr(by_hand, name)
     torch.testing.assert_close(by_arguments.mixture.weights, by_hand.mixture.weights)
+
+
+@pytest.mark.parametrize("num_classes", [50, 2**31])  # the flat offsets in int32, then past its range
+def test_sorted_rows_sorts_each_row_as_a_row_sort_does(num_classes):
+    from hf_dis.sampling.dis import sorted_rows
+
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.stack([torch.randperm(50, generator=generator)[:20] for _ in range(7)]) * (num_classes // 50)
+    result = sorted_rows(ids, num_classes)
+    assert result.dtype == ids.dtype and torch.equal(result, ids.sort(dim=-1).values)

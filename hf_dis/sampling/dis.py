@@ -251,6 +251,16 @@ def _initial_mixture(num_components: int, initial: dict[str, Any] | None) -> Lap
     return LaplaceMixture.from_lists(weights, locs, scales)
 
 
+def sorted_rows(ids: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Each row of `ids [B, R]` (class ids below `num_classes`) in increasing order, as `ids.sort(dim=-1).values`:
+    offset by num_classes per row, sorted as one flat tensor (a single sort of B x R values runs several times
+    faster on a CPU than B row sorts), in int32 where the offsets fit."""
+    offsets = torch.arange(ids.shape[0], device=ids.device).unsqueeze(1) * num_classes
+    dtype = torch.int32 if ids.shape[0] * num_classes <= torch.iinfo(torch.int32).max else torch.int64
+    flat = (ids + offsets).to(dtype).flatten().sort().values
+    return flat.view(ids.shape).to(ids.dtype) - offsets
+
+
 def _uniform_outside(top: torch.Tensor, num_classes: int, num_draws: int, generator: torch.Generator) -> torch.Tensor:
     """`[B, K]` classes drawn uniformly among those NOT in each row of `top [B, R]`.
 
@@ -258,7 +268,7 @@ def _uniform_outside(top: torch.Tensor, num_classes: int, num_draws: int, genera
     complement's classes below s_i), so one searchsorted maps uniform indices to class ids.
     """
     batch_size, num_excluded = top.shape
-    excluded = top.sort(dim=-1).values
+    excluded = sorted_rows(top, num_classes)
     below = excluded - torch.arange(num_excluded, device=top.device)
     u = torch.randint(num_classes - num_excluded, (batch_size, num_draws), generator=generator, device=top.device)
     return u + torch.searchsorted(below, u, right=True)
