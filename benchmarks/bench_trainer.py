@@ -359,9 +359,11 @@ def main(argv: list[str] | None = None) -> None:
     ]
     rounds: list[list[dict]] = []
     for _ in range(args.rounds):  # interleaved, so that a slow spell of the machine falls on every run alike
-        rounds.append([time_run(args, sampler, fraction) for sampler, fraction in runs])
-        rows = [median_row([done[index] for done in rounds]) for index in range(len(runs))]
-        write_results(args.out, "bench_trainer", meta, rows, markdown(rows, meta))  # a run cut short keeps these
+        rounds.append([])
+        for sampler, fraction in runs:
+            rounds[-1].append(time_run(args, sampler, fraction))
+            rows = [median_row([done[i] for done in rounds if len(done) > i]) for i in range(len(rounds[0]))]
+            write_results(args.out, "bench_trainer", meta, rows, markdown(rows, meta))  # a run cut short keeps these
     plot(rows, args.out / "bench_trainer.png")
     print(markdown(rows, meta), flush=True)
     if args.profile:

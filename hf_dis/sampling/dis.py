@@ -258,7 +258,7 @@ def sorted_rows(ids: torch.Tensor, num_classes: int) -> torch.Tensor:
     offsets = torch.arange(ids.shape[0], device=ids.device).unsqueeze(1) * num_classes
     dtype = torch.int32 if ids.shape[0] * num_classes <= torch.iinfo(torch.int32).max else torch.int64
     flat = (ids + offsets).to(dtype).flatten().sort().values
-    return flat.view(ids.shape).to(ids.dtype) - offsets
+    return (flat.view(ids.shape) - offsets).to(ids.dtype)
 
 
 def _uniform_outside(top: torch.Tensor, num_classes: int, num_draws: int, generator: torch.Generator) -> torch.Tensor:
