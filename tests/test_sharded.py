@@ -1,0 +1,132 @@
+"""The classifier sharded over processes (`hf_dis.heads.sharded`): two gloo processes, each holding half the rows,
+against one process holding them all."""
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+import hf_dis
+from hf_dis.heads.sharded import (
+    class_shard,
+    gather_features,
+    sharded_cross_entropy,
+    sharded_kd_loss,
+    sharded_subset_logits,
+    sharded_topk,
+)
+
+WORLD_SIZE, BATCH, WIDTH, CLASSES = 2, 3, 4, 11  # shards of 6 and 5 classes
+
+
+def test_shards_cover_the_classes_once_in_order():
+    for num_classes, world_size in ((11, 2), (12, 3), (5, 5), (10**7, 8)):
+        shards = [class_shard(num_classes, rank, world_size) for rank in range(world_size)]
+        assert shards[0].start == 0 and shards[-1].stop == num_classes
+        assert all(left.stop == right.start for left, right in zip(shards, shards[1:], strict=False))
+        assert max(s.size for s in shards) - min(s.size for s in shards) <= 1
+        assert [s.size for s in shards] == [len(part) for part in torch.arange(num_classes).tensor_split(world_size)]
+    with pytest.raises(ValueError, match="each process must own at least one class"):
+        class_shard(3, 0, 4)
+    with pytest.raises(ValueError, match="rank must be in"):
+        class_shard(10, 2, 2)
+
+
+def _inputs():
+    """The whole batch and classifier, the same on every process (seeded)."""
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(WORLD_SIZE * BATCH, WIDTH, generator=g)
+    weight, bias = torch.randn(CLASSES, WIDTH, generator=g), torch.randn(CLASSES, generator=g)
+    teacher = torch.randn(WORLD_SIZE * BATCH, CLASSES, generator=g) * 3
+    classes = torch.randint(CLASSES, (WORLD_SIZE * BATCH, 5), generator=g)
+    classes[:, 1] = classes[:, 0]  # duplicates within an example
+    labels = torch.randint(CLASSES, (WORLD_SIZE * BATCH,), generator=g)
+    upstream = torch.randn(WORLD_SIZE * BATCH, 5, generator=g)
+    return features, weight, bias, teacher, classes, labels, upstream
+
+
+def _leaf(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.clone().requires_grad_(True)
+
+
+def _check_sharded(rank: int, init_file: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        features, weight, bias, teacher, classes, labels, upstream = _inputs()
+        shard = class_shard(CLASSES, rank, WORLD_SIZE)
+        mine = slice(rank * BATCH, (rank + 1) * BATCH)
+        own_rows = slice(shard.start, shard.stop)
+
+        def sharded(loss_of, *, sparse_grad=False, grad_scale=1.0):
+            local_features, local_weight, local_bias = _leaf(features[mine]), _leaf(weight[own_rows]), _leaf(
+                bias[own_rows])  # fmt: skip
+            gathered = gather_features(local_features, grad_scale=grad_scale)
+            value = loss_of(gathered, local_weight, local_bias, sparse_grad)
+            value.backward()
+            grad_weight = local_weight.grad.to_dense() if sparse_grad else local_weight.grad
+            assert local_weight.grad.is_sparse == sparse_grad
+            return value.detach(), local_features.grad, grad_weight, local_bias.grad
+
+        def reference(loss_of):
+            all_features, all_weight, all_bias = _leaf(features), _leaf(weight), _leaf(bias)
+            value = loss_of(all_features, all_weight, all_bias)
+            value.backward()
+            return value.detach(), all_features.grad[mine], all_weight.grad[own_rows], all_bias.grad[own_rows]
+
+        def same(got, expected, scale=1.0):
+            for name, a, b, factor in zip(("loss", "features", "weight", "bias"), got, expected, (1, scale, 1, 1),
+                                          strict=True):  # fmt: skip
+                torch.testing.assert_close(a, b * factor, msg=f"rank {rank}: {name}")
+
+        # Sampled logits at per-example classes, and at one set for the batch.
+        for sampled in (classes, classes[0]):
+            for sparse_grad in (False, True):
+                same(
+                    sharded(
+                        lambda h, w, b, s, c=sampled: (
+                            sharded_subset_logits(h, w, b, shard, c, sparse_grad=s) * upstream
+                        ).sum(),
+                        sparse_grad=sparse_grad,
+                    ),  # fmt: skip
+                    reference(
+                        lambda h, w, b, c=sampled: (
+                            ((w[c.expand(h.shape[0], -1)] * h[:, None]).sum(-1) + b[c]) * upstream
+                        ).sum()
+                    ),  # fmt: skip
+                )
+        # Under DDP (a mean over processes of the backbone's gradient), grad_scale=N makes that mean the sum.
+        same(
+            sharded(lambda h, w, b, s: (sharded_subset_logits(h, w, b, shard, classes) * upstream).sum(), grad_scale=2),
+            reference(lambda h, w, b: (((w[classes] * h[:, None]).sum(-1) + b[classes]) * upstream).sum()),
+            scale=2.0,
+        )
+        # Losses over all C classes, from each process's logits of its own classes.
+        same(
+            sharded(lambda h, w, b, s: sharded_kd_loss(F.linear(h, w, b), teacher[:, own_rows], 2.0)),
+            reference(lambda h, w, b: hf_dis.kd_loss(F.linear(h, w, b), teacher, 2.0)),
+        )
+        same(
+            sharded(lambda h, w, b, s: sharded_cross_entropy(F.linear(h, w, b), labels, shard)),
+            reference(lambda h, w, b: F.cross_entropy(F.linear(h, w, b), labels)),
+        )
+        # Top-k over all classes, k above the smaller shard's 5 classes included.
+        logits = F.linear(features, weight, bias)
+        for k in (1, 3, 7, CLASSES):
+            values, ids = sharded_topk(logits[:, own_rows], shard, k)
+            expected = logits.topk(k, dim=-1)
+            torch.testing.assert_close(values, expected.values, msg=f"rank {rank}: top-{k} values")
+            assert torch.equal(ids, expected.indices), f"rank {rank}: top-{k} classes"
+        # Each shard's first class ties with the other shard's: the lower rank's (the lower id) comes first.
+        tied = torch.cat([-torch.arange(6.0), -torch.arange(5.0)]).expand(2, -1)
+        assert torch.equal(sharded_topk(tied[:, own_rows], shard, 3)[1], torch.tensor([[0, 6, 1], [0, 6, 1]]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_shards_give_the_logits_losses_gradients_and_top_k_of_one_whole_classifier(tmp_path):
+    """Each process holds half the classifier's rows and its own examples' features: the sampled logits (per
+    example, or one set for the batch; dense or sparse weight gradients), full KD, the cross-entropy and the top-k
+    over all classes equal one process's over the whole batch and classifier, and so do the gradients of each
+    process's rows and features."""
+    mp.spawn(_check_sharded, args=(str(tmp_path / "init"),), nprocs=WORLD_SIZE, join=True)
