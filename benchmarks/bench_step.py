@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from run_info import run_info, write_results  # noqa: E402
 
 import hf_dis  # noqa: E402
-from hf_dis.data import dense_teacher_logits  # noqa: E402
+from hf_dis.data import CachedTeacherLogits  # noqa: E402
 from hf_dis.diagnostics import median_step_ms  # noqa: E402
 from hf_dis.heads import RowSparseAdamW, install_sampled_head  # noqa: E402
 
@@ -62,8 +62,8 @@ def make_step(method: str, parts, batch, sampler, args, num_classes: int):
                 features = student.forward_head(student.forward_features(pixels), pre_logits=True)
                 loss = features.float().square().mean()
             else:
-                if method == "dis_cached_teacher":
-                    teacher_logits = dense_teacher_logits(*cache, num_classes)
+                if method == "dis_cached_teacher":  # the cache's ranking and values on S: no top-R, no [B, C]
+                    teacher_logits = CachedTeacherLogits(*cache, num_classes)
                 else:
                     with torch.no_grad():
                         teacher_logits = teacher(pixels).float()
@@ -71,8 +71,7 @@ def make_step(method: str, parts, batch, sampler, args, num_classes: int):
                     logits = student(pixels)
                     loss = hf_dis.distillation_loss(logits, teacher_logits, labels, TEMPERATURE, 0.1).loss
                 else:
-                    ranked = cache[0] if method == "dis_cached_teacher" else None  # the cache's ranking: no top-R
-                    drawn = sampler.sample(teacher_logits, labels, ranked_classes=ranked)
+                    drawn = sampler.sample(teacher_logits, labels)
                     with head.restricted_to(drawn.classes):
                         logits = student(pixels)
                     loss = hf_dis.sampled_distillation_loss(logits, teacher_logits, drawn, labels, TEMPERATURE, 0.1)

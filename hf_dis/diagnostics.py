@@ -19,8 +19,10 @@ from dataclasses import dataclass
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from hf_dis.data.cached_logits import CachedTeacherLogits, TeacherLogits
 from hf_dis.heads import subset_logits
 from hf_dis.losses import kd_loss, logits_at, sampled_distillation_loss
+from hf_dis.losses.distillation import teacher_log_partition, teacher_logits_at
 from hf_dis.sampling import ClassSampler, SampledClasses
 
 
@@ -95,11 +97,12 @@ STATS_MAX_ENTRIES = 2**24
 
 
 def sampled_set_stats(
-    teacher_logits: torch.Tensor, drawn: SampledClasses, temperature: float, *, log_q_correction: bool = True
+    teacher_logits: TeacherLogits, drawn: SampledClasses, temperature: float, *, log_q_correction: bool = True
 ) -> dict[str, torch.Tensor]:
     """What a sampled set holds, averaged over the batch (0-dim tensors, so that no device sync happens here); with
-    more than `STATS_MAX_ENTRIES` teacher logits, averaged over the batch's first examples only (so that a logging
-    diagnostic never costs a float32 copy of the `[B, C]` logits at 10^6 classes).
+    more than `STATS_MAX_ENTRIES` dense teacher logits, averaged over the batch's first examples only (so that a
+    logging diagnostic never costs a float32 copy of the `[B, C]` logits at 10^6 classes; cache columns are read
+    whole, without forming them).
 
     - ``teacher_mass``: sum of the teacher's probabilities softmax(z_t / T) over the distinct classes of S (1 when S
       covers everything the teacher believes).
@@ -107,14 +110,15 @@ def sampled_set_stats(
       a_t = z_t / T - log pi when `log_q_correction` (between 1 and K'; low values mean a few classes carry it all).
     - ``num_classes``: distinct classes in S per example.
     """
-    rows = max(1, min(teacher_logits.shape[0], STATS_MAX_ENTRIES // teacher_logits.shape[1]))
-    if drawn.classes.dim() == 2:
-        drawn = SampledClasses(drawn.classes[:rows], drawn.log_pi[:rows], drawn.mask[:rows])
-    scaled = teacher_logits[:rows].detach().float() / temperature
-    keep = ~drawn.mask.expand(scaled.shape[0], -1)
-    scaled_S = logits_at(scaled, drawn.classes)
+    if not isinstance(teacher_logits, CachedTeacherLogits):
+        rows = max(1, min(teacher_logits.shape[0], STATS_MAX_ENTRIES // teacher_logits.shape[1]))
+        teacher_logits = teacher_logits[:rows].detach()
+        if drawn.classes.dim() == 2:
+            drawn = SampledClasses(drawn.classes[:rows], drawn.log_pi[:rows], drawn.mask[:rows])
+    scaled_S = teacher_logits_at(teacher_logits, drawn.classes).float() / temperature
+    keep = ~drawn.mask.expand(scaled_S.shape[0], -1)
     # p_t on S only, from the log-partition: the [B, C] probabilities are not materialised on every logged step.
-    teacher_mass = ((scaled_S - torch.logsumexp(scaled, dim=-1, keepdim=True)).exp() * keep).sum(-1)
+    teacher_mass = ((scaled_S - teacher_log_partition(teacher_logits, temperature).unsqueeze(-1)).exp() * keep).sum(-1)
     a_t = scaled_S - drawn.log_pi.float() if log_q_correction else scaled_S
     weights = torch.softmax(a_t.masked_fill(~keep, float("-inf")), dim=-1)
     return {

@@ -266,6 +266,18 @@ def test_bench_refit_runs(tmp_path):
     assert (tmp_path / "bench_refit.png").stat().st_size > 0
 
 
+def test_bench_cache_lookup_runs(tmp_path):
+    import json
+
+    run_script("benchmarks/bench_cache_lookup.py", "--classes", "100", "3000", "--sampled", "5", "--batch-size", "4",
+               "--top-r", "50", "--repeats", "2", "--out", str(tmp_path))  # fmt: skip
+    meta, *rows = (json.loads(line) for line in (tmp_path / "bench_cache_lookup.jsonl").read_text().splitlines())
+    assert meta["meta"]["top_r"] == 50
+    assert [(row["num_classes"], row["sampled"]) for row in rows] == [(100, 5), (3000, 5)]
+    assert all(row["dense_ms"] > 0 and row["lookup_ms"] > 0 for row in rows)
+    assert (tmp_path / "bench_cache_lookup.png").stat().st_size > 0
+
+
 def test_reproduce_smoke_study_runs_and_resumes(tmp_path, monkeypatch, capsys):
     import json
     import math

@@ -106,6 +106,69 @@ def test_a_given_ranking_stands_in_for_ranking_the_logits(name, scope, monkeypat
         draw(ranked[:5])
 
 
+def cache_columns(seed: int, batch: int, classes: int, ranked: int) -> hf_dis.data.CachedTeacherLogits:
+    """Teacher cache columns as `cache_teacher_logits` writes them: the top R classes in order, one tail logit."""
+    logits = torch.randn(batch, classes, generator=torch.Generator().manual_seed(seed)) * 4
+    top = logits.topk(ranked, dim=1)
+    tail = torch.full((batch,), -torch.inf)
+    if ranked < classes:
+        tail = logits.scatter(1, top.indices, -torch.inf).logsumexp(1) - math.log(classes - ranked)
+    return hf_dis.data.CachedTeacherLogits(top.indices.int(), top.values, tail, classes)
+
+
+@pytest.mark.parametrize("ranked", [40, 300])
+def test_cache_columns_read_as_their_dense_logits(ranked):
+    """Values at any classes (ranked or in the tail, one set per example or one for the batch) and the
+    log-partition over C, read from the columns, equal those of the rebuilt [B, C] logits."""
+    cached = cache_columns(0, batch=6, classes=300, ranked=ranked)
+    dense = cached.dense()
+    assert cached.shape == dense.shape == (6, 300)
+    per_example = torch.randint(300, (6, 50), generator=torch.Generator().manual_seed(1))
+    per_example[:, 0] = cached.top_classes[:, 0]  # the ranked classes' values, not only the tail's
+    if ranked < 300:
+        assert bool((dense.gather(1, per_example) == cached.tail_logit.unsqueeze(1)).any())
+    shared = torch.arange(0, 300, 7)
+    for read in (cached.at, cached.lookup):  # `at` forms the dense logits at this C; `lookup` never does
+        assert torch.equal(read(per_example), dense.gather(1, per_example))
+        assert torch.equal(read(shared), dense[:, shared])
+    for temperature in (1.0, 4.0):
+        torch.testing.assert_close(cached.log_partition(temperature), torch.logsumexp(dense / temperature, dim=1))
+    with pytest.raises(ValueError, match="several augmented views"):
+        hf_dis.data.CachedTeacherLogits(cached.top_classes[:, None], cached.top_logits[:, None], cached.tail_logit, 300)
+    with pytest.raises(ValueError, match="more than C"):
+        hf_dis.data.CachedTeacherLogits(cached.top_classes, cached.top_logits, cached.tail_logit, ranked - 1)
+
+
+@pytest.mark.parametrize("scope", ["per_example", "batch"])
+@pytest.mark.parametrize("name", ["uniform", "topk", "ftis", "dis"])
+def test_cache_columns_draw_and_score_as_their_dense_logits(name, scope, monkeypatch):
+    """Given the cache columns instead of their [B, C] logits, a sampler draws the same S, and the sampled losses
+    and statistics are the same; only a proposal over every class's logit (FTIS, top-k of the batch) forms them."""
+    from hf_dis.diagnostics import sampled_set_stats
+
+    cached = cache_columns(2, batch=6, classes=3000, ranked=1100)
+    dense, labels = cached.dense(), torch.arange(6) * 17
+    sampler = build(name, num_classes=3000, num_sampled=20, scope=scope)  # DIS: the top R = 1,024 ranks
+    reference = sampler.sample(dense, labels, torch.Generator().manual_seed(0), ranked_classes=cached.top_classes)
+    formed = []
+    dense_of = hf_dis.data.CachedTeacherLogits.dense
+    monkeypatch.setattr(hf_dis.data.CachedTeacherLogits, "dense", lambda self: formed.append(1) or dense_of(self))
+    drawn = sampler.sample(cached, labels, torch.Generator().manual_seed(0))
+    for field in ("classes", "log_pi", "mask"):
+        assert torch.equal(getattr(drawn, field), getattr(reference, field)), field
+    assert bool(formed) == (name == "ftis" or (name == "topk" and scope == "batch"))
+    student_S = torch.randn(drawn.classes.expand(6, -1).shape, generator=torch.Generator().manual_seed(3))
+    for estimator in ("self_normalized", "horvitz_thompson"):
+        loss = hf_dis.sampled_distillation_loss(student_S, cached, drawn, labels, 2.0, 0.3, estimator=estimator)
+        expected = hf_dis.sampled_distillation_loss(student_S, dense, drawn, labels, 2.0, 0.3, estimator=estimator)
+        torch.testing.assert_close(loss.loss, expected.loss)
+    stats, expected_stats = sampled_set_stats(cached, drawn, 2.0), sampled_set_stats(dense, drawn, 2.0)
+    for key, value in expected_stats.items():
+        torch.testing.assert_close(stats[key], value, msg=key)
+    with pytest.raises(ValueError, match="teacher_logits has 3000 classes, expected 50"):
+        build(name, scope=scope).sample(cached, labels)
+
+
 @pytest.mark.parametrize("scope", ["per_example", "batch"])
 @pytest.mark.parametrize("name", ["uniform", "topk", "ftis", "dis"])
 def test_one_ranking_serves_the_forced_classes_and_the_draws(name, scope, monkeypatch):

@@ -843,8 +843,8 @@ def test_teacher_cache_rebuilds_the_teachers_logits(tmp_path):
         cache_teacher_logits(teacher, data, transform, top_r=0)
 
 
-def test_distilling_from_the_cache_equals_the_live_teacher_without_running_it(tmp_path):
-    from hf_dis.data import cache_teacher_logits, image_transform, labelled_batches
+def test_distilling_from_the_cache_equals_the_live_teacher_without_running_it(tmp_path, monkeypatch):
+    from hf_dis.data import CachedTeacherLogits, cache_teacher_logits, image_transform, labelled_batches
 
     teacher = timm_model("test_resnet", seed=1).eval()
     transform = image_transform(teacher, training=False, image_size=32)  # deterministic: the same view both ways
@@ -864,8 +864,13 @@ def test_distilling_from_the_cache_equals_the_live_teacher_without_running_it(tm
         return trainer, len(calls)
 
     live, live_calls = train(data, "live")
+    dense_calls = []
+    dense = CachedTeacherLogits.dense
+    monkeypatch.setattr(CachedTeacherLogits, "dense", lambda self: dense_calls.append(1) or dense(self))
+    monkeypatch.setattr(hf_dis.data.cached_logits, "DENSE_LOOKUP_MAX_ENTRIES", 0)  # as with very many classes
     from_cache, cache_calls = train(cached, "cache")
     assert live_calls == 1 + 3 and cache_calls == 1  # the pre-training check only: no teacher forward per step
+    assert len(dense_calls) == 2  # [B, C] teacher logits on the two probe steps only, not on the sampled one
     for (name, p), q in zip(live.model.named_parameters(), from_cache.model.parameters(), strict=True):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
     assert live.sampler.state_dict()["num_updates"] == from_cache.sampler.state_dict()["num_updates"] == 2

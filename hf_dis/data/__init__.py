@@ -1,6 +1,7 @@
 """Datasets and transforms: CIFAR-100, Market-1501, the rendered-glyph benchmark, model-matched transforms, and the
 re-ID pieces (P x K identity sampler, query/gallery evaluation set), and the teacher cache."""
 
+from hf_dis.data.cached_logits import CachedTeacherLogits, dense_teacher_logits
 from hf_dis.data.cifar100 import load_cifar100
 from hf_dis.data.glyphs import FACE_SETS, charset_code_points, load_glyphs, render_glyph
 from hf_dis.data.identity_sampler import IdentitySampler
@@ -9,7 +10,6 @@ from hf_dis.data.reid import REID_EVAL_KEYS, reid_eval_batches, reid_eval_datase
 from hf_dis.data.teacher_cache import (
     TEACHER_CACHE_COLUMNS,
     cache_teacher_logits,
-    dense_teacher_logits,
     seeded_view,
     teacher_cache_info,
 )
@@ -23,6 +23,7 @@ from hf_dis.data.transforms import (
 
 __all__ = [
     "FACE_SETS",
+    "CachedTeacherLogits",
     "TEACHER_CACHE_COLUMNS",
     "REID_EVAL_KEYS",
     "IdentitySampler",

@@ -4,11 +4,13 @@ the data, so that training reads the teacher's logits instead of running the tea
 Per example, the cache holds the teacher's top-R classes and their logits (`teacher_top_classes`,
 `teacher_top_logits`), one value for all the other classes (`teacher_tail_logit`: the log of their mean exp(logit),
 so that the tail keeps its total probability at temperature 1), and, for a teacher whose outputs have `embeddings`
-(`hf_dis.models.ReIDModel`), its embedding (`teacher_embeddings`). `dense_teacher_logits` rebuilds `[B, C]`
-logits from them: exact with R = C; with R < C the tail classes share one logit **[choice]**, which keeps the ranks
-DIS draws from (the top R are exact) and the teacher's mass outside them, but not how that mass spreads. The top
-classes are stored in descending order of logit, so a sampler reads the teacher's ranking from them
-(`ClassSampler.sample(..., ranked_classes=)`) instead of selecting it again from the rebuilt logits.
+(`hf_dis.models.ReIDModel`), its embedding (`teacher_embeddings`). A training batch's columns are read as
+`hf_dis.data.cached_logits.CachedTeacherLogits` (the teacher's values on sampled classes without `[B, C]` logits);
+`dense_teacher_logits` rebuilds `[B, C]` logits from them: exact with R = C; with R < C the tail classes share one
+logit **[choice]**, which keeps the ranks DIS draws from (the top R are exact) and the teacher's mass outside them,
+but not how that mass spreads. The top classes are stored in descending order of logit, so a sampler reads the
+teacher's ranking from them (`ClassSampler.sample(..., ranked_classes=)`) instead of selecting it again from the
+rebuilt logits.
 
 Which image the teacher saw, two ways:
 - **one view** (default): the image as `transform` makes it, once. Use the evaluation transform: the student then
@@ -215,22 +217,3 @@ def read_cached_views(batch: dict[str, list], transform: Callable, image_column:
         for key in carried:
             out[key].append(batch[key][row][view])
     return out
-
-
-def dense_teacher_logits(
-    top_classes: torch.Tensor, top_logits: torch.Tensor, tail_logit: torch.Tensor, num_classes: int
-) -> torch.Tensor:
-    """`[B, C]` float32 teacher logits from the cache columns (`[B, R]`, `[B, R]`, `[B]`): the top R exact, every
-    other class at the tail logit."""
-    if top_classes.dim() == 3:
-        raise ValueError(
-            "these cache columns hold several augmented views per example: read the dataset through "
-            "hf_dis.data.labelled_batches(transform), which picks one view per example and remakes its image."
-        )
-    if top_classes.shape != top_logits.shape or top_classes.shape[:1] != tail_logit.shape:
-        raise ValueError(
-            f"cache columns disagree: classes {tuple(top_classes.shape)}, logits {tuple(top_logits.shape)}, tail "
-            f"{tuple(tail_logit.shape)}."
-        )
-    logits = tail_logit.float().unsqueeze(1).expand(-1, num_classes).clone()
-    return logits.scatter_(1, top_classes.long(), top_logits.float())

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_dis._checks import check_labels
+from hf_dis.data.cached_logits import CachedTeacherLogits, TeacherLogits
 from hf_dis.losses.kd import kd_loss
 from hf_dis.losses.sampled import Estimator, sampled_cross_entropy, sampled_kd_loss
 from hf_dis.sampling.base import SampledClasses
@@ -30,6 +31,20 @@ class DistillationLoss:
 def logits_at(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """`[B, K']` entries of `logits [B, C]` at `classes`, given as `[B, K']` or `[K']` (one set for the batch)."""
     return logits.gather(-1, classes.expand(logits.shape[0], -1))
+
+
+def teacher_logits_at(teacher_logits: TeacherLogits, classes: torch.Tensor) -> torch.Tensor:
+    """`logits_at` for teacher logits, dense or held as a batch's cache columns (read without forming `[B, C]`)."""
+    if isinstance(teacher_logits, CachedTeacherLogits):
+        return teacher_logits.at(classes)
+    return logits_at(teacher_logits, classes)
+
+
+def teacher_log_partition(teacher_logits: TeacherLogits, temperature: float) -> torch.Tensor:
+    """`[B]` logsumexp over all C of z_t / T, from dense logits or from a batch's cache columns."""
+    if isinstance(teacher_logits, CachedTeacherLogits):
+        return teacher_logits.log_partition(temperature)
+    return torch.logsumexp(teacher_logits.float() / temperature, dim=-1)
 
 
 def _combine(kd: torch.Tensor, ce: torch.Tensor | None, alpha: float) -> DistillationLoss:
@@ -69,7 +84,7 @@ def distillation_loss(
 
 def sampled_distillation_loss(
     student_logits_S: torch.Tensor,
-    teacher_logits: torch.Tensor,
+    teacher_logits: TeacherLogits,
     drawn: SampledClasses,
     labels: torch.Tensor | None,
     temperature: float,
@@ -83,8 +98,9 @@ def sampled_distillation_loss(
 
     Args:
         student_logits_S: `[B, K']` student logits at `drawn.classes` only.
-        teacher_logits: `[B, C]` full teacher logits (the estimators need the teacher's values on S, and the
-            Horvitz-Thompson one its log-partition over all C).
+        teacher_logits: `[B, C]` full teacher logits, or a batch's teacher cache columns
+            (`hf_dis.data.CachedTeacherLogits`): the estimators need the teacher's values on S, and the
+            Horvitz-Thompson one its log-partition over all C.
         drawn: the sampled set from a `ClassSampler` (labels forced in when alpha > 0).
         labels, temperature, alpha: as in `distillation_loss`.
         estimator, log_q_correction: as in `sampled_kd_loss`.
@@ -92,10 +108,10 @@ def sampled_distillation_loss(
     """
     log_partition = None
     if estimator == "horvitz_thompson":
-        log_partition = torch.logsumexp(teacher_logits.float() / temperature, dim=-1)
+        log_partition = teacher_log_partition(teacher_logits, temperature)
     kd = sampled_kd_loss(
         student_logits_S,
-        logits_at(teacher_logits, drawn.classes),
+        teacher_logits_at(teacher_logits, drawn.classes),
         drawn.log_pi,
         temperature,
         drawn.mask,

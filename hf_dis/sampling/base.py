@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_dis._checks import check_labels, check_logits, check_num_sampled
+from hf_dis.data.cached_logits import CachedTeacherLogits, TeacherLogits, as_dense
 from hf_dis.sampling.options import check_force_teacher_topk, check_fraction, check_scope
 
 Scope = Literal["per_example", "batch"]
@@ -49,12 +50,12 @@ def duplicate_mask(classes: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(repeat).scatter_(-1, order, repeat)  # `order` is a permutation: every entry is written
 
 
-def teacher_top(teacher_logits: torch.Tensor, k: int, ranked_classes: torch.Tensor | None) -> torch.Tensor:
+def teacher_top(teacher_logits: TeacherLogits, k: int, ranked_classes: torch.Tensor | None) -> torch.Tensor:
     """`[B, k]` the teacher's k highest classes, in descending order of logit: the first k of `ranked_classes` when
     it holds that many (a teacher cache's ranking: no selection over the C classes), else a top-k selection."""
     if ranked_classes is not None and ranked_classes.shape[-1] >= k:
         return ranked_classes[:, :k]
-    return teacher_logits.topk(k, dim=-1, sorted=True).indices
+    return as_dense(teacher_logits).topk(k, dim=-1, sorted=True).indices
 
 
 def with_floor(q: torch.Tensor, eps: float) -> torch.Tensor:
@@ -127,7 +128,7 @@ class ClassSampler:
 
     def sample(
         self,
-        teacher_logits: torch.Tensor,
+        teacher_logits: TeacherLogits,
         labels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         *,
@@ -136,14 +137,19 @@ class ClassSampler:
         """Sample S for a batch.
 
         Args:
-            teacher_logits: `[B, C]` teacher logits (they rank the classes and shape the proposal).
+            teacher_logits: `[B, C]` teacher logits (they rank the classes and shape the proposal), or a batch's
+                teacher cache columns (`hf_dis.data.CachedTeacherLogits`: its ranking is read as `ranked_classes`,
+                and only a sampler whose proposal needs every class's logit, as FTIS does, forms `[B, C]` logits).
             labels: `[B]` ground-truth ids, forced into S when `force_label`; None for label-free distillation.
             generator: draws come from it; defaults to the sampler's own seeded generator (part of `state_dict`).
             ranked_classes: `[B, R']` the teacher's highest classes in descending order of logit, when known (a
                 teacher cache's `teacher_top_classes`): the ranks a sampler needs are read from it where it holds
                 them, instead of a top-k selection over the C classes (the same S when it is the logits' ranking).
         """
-        teacher_logits = teacher_logits.detach()
+        if isinstance(teacher_logits, CachedTeacherLogits):
+            ranked_classes = teacher_logits.top_classes if ranked_classes is None else ranked_classes
+        else:
+            teacher_logits = teacher_logits.detach()
         self._check_inputs(teacher_logits, labels)
         if ranked_classes is not None:
             if ranked_classes.dim() != 2 or ranked_classes.shape[0] != teacher_logits.shape[0]:
@@ -170,7 +176,7 @@ class ClassSampler:
         """Columns the forced classes take in the batch scope (every example's, duplicates included)."""
         return batch_size * (int(self.force_label and labels is not None) + self.force_teacher_topk)
 
-    def _all_classes(self, teacher_logits: torch.Tensor) -> SampledClasses:
+    def _all_classes(self, teacher_logits: TeacherLogits) -> SampledClasses:
         """S = all C classes with pi = 1 (`[B, C]` per example, `[C]` for the batch): exactly the full objective."""
         classes = torch.arange(self.num_classes, device=teacher_logits.device)
         if self.scope == "per_example":
@@ -188,14 +194,14 @@ class ClassSampler:
         return 0
 
     def _draw(
-        self, teacher_logits: torch.Tensor, generator: torch.Generator, ranked_classes: torch.Tensor | None
+        self, teacher_logits: TeacherLogits, generator: torch.Generator, ranked_classes: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The K drawn classes and their log pi: `[B, K]` per example, `[K]` for the batch scope. `ranked_classes`
         holds at least the `_ranks_drawn_from()` highest classes in order."""
         raise NotImplementedError
 
     def _forced_classes(
-        self, teacher_logits: torch.Tensor, labels: torch.Tensor | None, ranked_classes: torch.Tensor | None
+        self, teacher_logits: TeacherLogits, labels: torch.Tensor | None, ranked_classes: torch.Tensor | None
     ) -> torch.Tensor:
         """The label and the teacher's top-m classes (`ranked_classes` holds at least m when m > 0)."""
         parts = []
@@ -207,8 +213,15 @@ class ClassSampler:
             return teacher_logits.new_empty((teacher_logits.shape[0], 0), dtype=torch.long)
         return torch.cat(parts, dim=-1)
 
-    def _check_inputs(self, teacher_logits: torch.Tensor, labels: torch.Tensor | None) -> None:
-        check_logits(teacher_logits, "teacher_logits", self.num_classes)
+    def _check_inputs(self, teacher_logits: TeacherLogits, labels: torch.Tensor | None) -> None:
+        if isinstance(teacher_logits, CachedTeacherLogits):
+            if teacher_logits.num_classes != self.num_classes:
+                raise ValueError(
+                    f"teacher_logits has {teacher_logits.num_classes} classes, expected {self.num_classes}."
+                )
+            check_logits(teacher_logits.top_logits, "teacher_logits")
+        else:
+            check_logits(teacher_logits, "teacher_logits", self.num_classes)
         if labels is not None:
             check_labels(labels, teacher_logits.shape[0], self.num_classes)
 

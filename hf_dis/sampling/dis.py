@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from hf_dis._checks import check_same_classes, check_temperature
+from hf_dis.data.cached_logits import TeacherLogits
 from hf_dis.sampling.base import ClassSampler, inclusion_log_prob
 from hf_dis.sampling.laplace import LaplaceMixture, fit_laplace_mixture
 from hf_dis.sampling.options import check_count, check_fraction
@@ -138,7 +139,7 @@ class DISSampler(ClassSampler):
         return self.rank_limit
 
     def _draw(
-        self, teacher_logits: torch.Tensor, generator: torch.Generator, ranked_classes: torch.Tensor | None
+        self, teacher_logits: TeacherLogits, generator: torch.Generator, ranked_classes: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         batch_size, num_classes, num_ranks = teacher_logits.shape[0], self.num_classes, self.rank_limit
         top = ranked_classes[:, :num_ranks]  # [B, R]: class id at each rank

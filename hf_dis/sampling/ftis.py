@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from hf_dis.data.cached_logits import TeacherLogits, as_dense
 from hf_dis.sampling.base import ClassSampler, draw_from_proposal, with_floor
 from hf_dis.sampling.options import check_temperature
 from hf_dis.sampling.registry import register_sampler
@@ -26,12 +27,13 @@ class FTISSampler(ClassSampler):
         check_temperature(proposal_temperature, "proposal_temperature")
         self.proposal_temperature = proposal_temperature
 
-    def proposal(self, teacher_logits: torch.Tensor) -> torch.Tensor:
+    def proposal(self, teacher_logits: TeacherLogits) -> torch.Tensor:
         """`[B, C]` per-example proposal q_b (float32)."""
-        return with_floor(torch.softmax(teacher_logits.float() / self.proposal_temperature, dim=-1), self.eps)
+        scaled = as_dense(teacher_logits).float() / self.proposal_temperature
+        return with_floor(torch.softmax(scaled, dim=-1), self.eps)
 
     def _draw(
-        self, teacher_logits: torch.Tensor, generator: torch.Generator, ranked_classes: torch.Tensor | None
+        self, teacher_logits: TeacherLogits, generator: torch.Generator, ranked_classes: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         q = self.proposal(teacher_logits)
         return draw_from_proposal(q if self.scope == "per_example" else q.mean(0), self.num_sampled, generator)

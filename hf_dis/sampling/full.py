@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from hf_dis.data.cached_logits import TeacherLogits
 from hf_dis.sampling.base import ClassSampler, SampledClasses
 from hf_dis.sampling.registry import register_sampler
 
@@ -24,7 +25,7 @@ class FullSampler(ClassSampler):
 
     def sample(
         self,
-        teacher_logits: torch.Tensor,
+        teacher_logits: TeacherLogits,
         labels: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         *,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from hf_dis.data.cached_logits import TeacherLogits, as_dense
 from hf_dis.sampling.base import ClassSampler
 from hf_dis.sampling.options import check_temperature
 from hf_dis.sampling.registry import register_sampler
@@ -30,11 +31,11 @@ class TopKSampler(ClassSampler):
         return self.num_sampled if self.scope == "per_example" else 0
 
     def _draw(
-        self, teacher_logits: torch.Tensor, generator: torch.Generator, ranked_classes: torch.Tensor | None
+        self, teacher_logits: TeacherLogits, generator: torch.Generator, ranked_classes: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.scope == "per_example":
             classes = ranked_classes[:, : self.num_sampled]
         else:
-            batch_q = torch.softmax(teacher_logits.float() / self.proposal_temperature, dim=-1).mean(0)
+            batch_q = torch.softmax(as_dense(teacher_logits).float() / self.proposal_temperature, dim=-1).mean(0)
             classes = batch_q.topk(self.num_sampled).indices
         return classes, torch.zeros(classes.shape, device=classes.device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from hf_dis.data.cached_logits import TeacherLogits
 from hf_dis.sampling.base import ClassSampler, inclusion_log_prob
 from hf_dis.sampling.registry import register_sampler
 
@@ -20,7 +21,7 @@ class UniformSampler(ClassSampler):
         self._log_pi = float(inclusion_log_prob(torch.tensor(1.0 / num_classes), num_sampled))
 
     def _draw(
-        self, teacher_logits: torch.Tensor, generator: torch.Generator, ranked_classes: torch.Tensor | None
+        self, teacher_logits: TeacherLogits, generator: torch.Generator, ranked_classes: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (teacher_logits.shape[0], self.num_sampled) if self.scope == "per_example" else (self.num_sampled,)
         device = teacher_logits.device

@@ -48,12 +48,12 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 
 from hf_dis._checks import check_labels
+from hf_dis.data.cached_logits import CachedTeacherLogits, TeacherLogits, as_dense
 from hf_dis.data.teacher_cache import (
     TAIL_LOGIT,
     TEACHER_EMBEDDINGS,
     TOP_CLASSES,
     TOP_LOGITS,
-    dense_teacher_logits,
     teacher_cache_info,
 )
 from hf_dis.data.transforms import model_normalization
@@ -238,11 +238,12 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         args = self.args
         pixel_values, labels = inputs["pixel_values"], inputs.get(args.label_names[0])
         training = model.training
-        ranked_classes = inputs.get(TOP_CLASSES)  # a cache's ranking spares the samplers a top-k selection over C
-        if ranked_classes is not None:  # a cached teacher (hf_dis.data.cache_teacher_logits): no teacher forward
-            teacher_logits = dense_teacher_logits(
-                ranked_classes, inputs[TOP_LOGITS], inputs[TAIL_LOGIT], self.student_head.out_features
-            ).to(pixel_values.device)
+        teacher_logits: TeacherLogits
+        if TOP_CLASSES in inputs:  # a cached teacher (hf_dis.data.cache_teacher_logits): no teacher forward
+            # Held as the cache columns: a sampled step reads the ranking and the values on S from them, and only
+            # the steps over every class form the [B, C] logits.
+            columns = (inputs[TOP_CLASSES], inputs[TOP_LOGITS], inputs[TAIL_LOGIT])
+            teacher_logits = CachedTeacherLogits(*columns, self.student_head.out_features).to(pixel_values.device)
             teacher_outputs = {"logits": teacher_logits}
             if TEACHER_EMBEDDINGS in inputs:
                 teacher_outputs["embeddings"] = inputs[TEACHER_EMBEDDINGS].to(pixel_values.device)
@@ -252,6 +253,7 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
             teacher_outputs = self.teacher_outputs(pixel_values)
             teacher_logits = _logits_of(teacher_outputs)
         if not training or self.sampler.name == "full" or self._is_probe_step():
+            teacher_logits = as_dense(teacher_logits)
             outputs = model(pixel_values)
             student_logits = _logits_of(outputs)
             parts = self._distillation_loss(
@@ -266,7 +268,7 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
                 self._record_probe(teacher_logits, student_logits)
         else:
             generator = self._draw_generator(teacher_logits.device)
-            drawn = self.sampler.sample(teacher_logits, labels, generator=generator, ranked_classes=ranked_classes)
+            drawn = self.sampler.sample(teacher_logits, labels, generator=generator)
             with self.student_head.restricted_to(drawn.classes):
                 outputs = model(pixel_values)
             student_logits = _logits_of(outputs)  # [B, K']: never [B, C]
