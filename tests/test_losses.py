@@ -33,6 +33,49 @@ def test_kd_loss_matches_hinton_formula(temperature):
     torch.testing.assert_close(hf_dis.kd_loss(student, teacher, temperature).double(), expected, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 16.0])
+def test_symmetric_kd_is_the_mean_of_both_kl_directions(temperature):
+    """`divergence="symmetric"`: T^2 (KL(p_t || p_s) + KL(p_s || p_t)) / 2, against the definition in float64 (the
+    reverse direction is the forward formula with the roles swapped), and its gradient against float64 autograd."""
+    student, teacher = logits(2)
+    expected = (
+        hinton_kd_reference(student, teacher, temperature) + hinton_kd_reference(teacher, student, temperature)
+    ) / 2
+    student = student.clone().requires_grad_(True)
+    loss = hf_dis.kd_loss(student, teacher, temperature, divergence="symmetric")
+    torch.testing.assert_close(loss.double(), expected, atol=1e-6, rtol=1e-6)
+    reference_student = student.detach().double().requires_grad_(True)
+    log_p_s = F.log_softmax(reference_student / temperature, dim=-1)
+    log_p_t = F.log_softmax(teacher.double() / temperature, dim=-1)
+    both = (log_p_t.exp() * (log_p_t - log_p_s) + log_p_s.exp() * (log_p_s - log_p_t)).sum(-1)
+    (both.mean() / 2 * temperature**2).backward()
+    loss.backward()
+    torch.testing.assert_close(student.grad.double(), reference_student.grad, atol=1e-6, rtol=1e-5)
+    forward = hf_dis.kd_loss(student.detach(), teacher, temperature)
+    assert not torch.allclose(loss.detach(), forward)  # the two divergences differ on these logits
+    with pytest.raises(ValueError, match="divergence must be one of"):
+        hf_dis.kd_loss(student, teacher, temperature, divergence="reverse")
+
+
+@pytest.mark.parametrize("scope", ["per_example", "batch"])
+def test_sampled_symmetric_kd_with_all_classes_equals_full_symmetric_kd(scope):
+    student, teacher = logits(3)
+    drawn = hf_dis.build_sampler("full", 37, None, scope=scope).sample(teacher)
+    classes = drawn.classes.expand(student.shape[0], -1)
+    student_full, student_sampled = student.clone().requires_grad_(True), student.clone().requires_grad_(True)
+    full = hf_dis.kd_loss(student_full, teacher, 4.0, divergence="symmetric")
+    sampled = hf_dis.sampled_kd_loss(student_sampled.gather(1, classes), teacher.gather(1, classes), drawn.log_pi,
+                                     4.0, drawn.mask, divergence="symmetric")  # fmt: skip
+    torch.testing.assert_close(sampled, full, atol=1e-6, rtol=1e-6)
+    full.backward()
+    sampled.backward()
+    torch.testing.assert_close(student_sampled.grad, student_full.grad, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="self-normalised estimator only"):
+        hf_dis.sampled_kd_loss(student.gather(1, classes), teacher.gather(1, classes), drawn.log_pi, 4.0,
+                               estimator="horvitz_thompson", divergence="symmetric",
+                               teacher_log_partition=torch.logsumexp(teacher / 4.0, dim=-1))  # fmt: skip
+
+
 @pytest.mark.parametrize("estimator", ESTIMATORS)
 @pytest.mark.parametrize("scope", ["per_example", "batch"])
 @pytest.mark.parametrize("log_q_correction", [True, False])

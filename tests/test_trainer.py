@@ -643,6 +643,8 @@ def test_dataset_without_labels(tmp_path):
         ({"sample_scope": "rows"}, "sample_scope must be one of"),
         ({"alpha": 1.5}, r"alpha must be in \[0.0, 1.0\], got 1.5"),
         ({"temperature": 0}, "temperature must be > 0"),
+        ({"kd_divergence": "reverse"}, "kd_divergence must be one of"),
+        ({"kd_divergence": "symmetric", "kd_estimator": "horvitz_thompson"}, "self_normalized estimator only"),
     ],
 )
 def test_contradicting_options(tmp_path, options, message):

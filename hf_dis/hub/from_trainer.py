@@ -105,6 +105,7 @@ def student_card_data(
         "estimator": args.kd_estimator,
         "log-Q correction": args.log_q_correction,
         "temperature (T)": args.temperature,
+        "KD divergence": args.kd_divergence,
         "alpha (hard-label CE weight)": args.alpha,
         "label smoothing": args.label_smoothing_factor,
         "label forced into S": sampler.force_label,

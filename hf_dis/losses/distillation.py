@@ -63,6 +63,7 @@ def distillation_loss(
     alpha: float,
     *,
     label_smoothing: float = 0.0,
+    kd_divergence: str = "forward",
 ) -> DistillationLoss:
     """Full objective: Hinton KD over all C classes plus the hard-label cross-entropy.
 
@@ -73,8 +74,9 @@ def distillation_loss(
         temperature: T of the KD term (the cross-entropy is at T = 1).
         alpha: weight of the cross-entropy in [0, 1].
         label_smoothing: of the cross-entropy's target, in [0, 1).
+        kd_divergence: the KD term's divergence, ``"forward"`` or ``"symmetric"`` (`kd_loss`).
     """
-    kd = kd_loss(student_logits, teacher_logits, temperature)
+    kd = kd_loss(student_logits, teacher_logits, temperature, divergence=kd_divergence)
     ce = None
     if labels is not None:
         check_labels(labels, student_logits.shape[0], student_logits.shape[1])
@@ -93,6 +95,7 @@ def sampled_distillation_loss(
     estimator: Estimator = "self_normalized",
     log_q_correction: bool = True,
     label_smoothing: float = 0.0,
+    kd_divergence: str = "forward",
 ) -> DistillationLoss:
     """Sampled objective: `sampled_kd_loss` and `sampled_cross_entropy` over the sampled set `drawn`.
 
@@ -105,6 +108,7 @@ def sampled_distillation_loss(
         labels, temperature, alpha: as in `distillation_loss`.
         estimator, log_q_correction: as in `sampled_kd_loss`.
         label_smoothing: as in `sampled_cross_entropy`.
+        kd_divergence: as in `distillation_loss` (the symmetric form with the self-normalised estimator only).
     """
     log_partition = None
     if estimator == "horvitz_thompson":
@@ -118,6 +122,7 @@ def sampled_distillation_loss(
         estimator=estimator,
         teacher_log_partition=log_partition,
         log_q_correction=log_q_correction,
+        divergence=kd_divergence,
     )
     ce = None
     if labels is not None and alpha > 0:

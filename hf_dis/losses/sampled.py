@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_dis._checks import check_logits, check_same_classes, check_temperature, values_checked
+from hf_dis.losses.kd import check_divergence, divergence_of
 
 Estimator = Literal["self_normalized", "horvitz_thompson"]
 ESTIMATORS: tuple[str, ...] = ("self_normalized", "horvitz_thompson")
@@ -54,8 +55,10 @@ def sampled_kd_loss(
     estimator: Estimator = "self_normalized",
     teacher_log_partition: torch.Tensor | None = None,
     log_q_correction: bool = True,
+    divergence: str = "forward",
 ) -> torch.Tensor:
-    """Sampled estimate of T^2 * KL(p_t || p_s), averaged over the batch.
+    """Sampled estimate of T^2 * KL(p_t || p_s), averaged over the batch (with `divergence="symmetric"`, of the mean
+    of both directions: self-normalised estimator only).
 
     Estimators (both equal the full KD loss exactly when S holds all C classes with pi = 1):
 
@@ -76,6 +79,8 @@ def sampled_kd_loss(
         estimator: ``"self_normalized"`` or ``"horvitz_thompson"``.
         teacher_log_partition: `[B]` logsumexp over all C of z_t / T; required by ``horvitz_thompson``.
         log_q_correction: subtract log(pi) from the scaled logits before the softmax over S.
+        divergence: ``"forward"`` or ``"symmetric"`` (`hf_dis.losses.kd.DIVERGENCES`); the symmetric form is the
+            same divergence between the two softmaxes over S.
 
     Returns:
         A float32 scalar (softmax parts run in float32, so bf16 autocast is safe).
@@ -84,6 +89,12 @@ def sampled_kd_loss(
     check_same_classes(student_logits_S, teacher_logits_S)
     if estimator not in ESTIMATORS:
         raise ValueError(f"Unknown estimator {estimator!r}; choose one of {list(ESTIMATORS)}.")
+    check_divergence(divergence)
+    if divergence != "forward" and estimator != "self_normalized":
+        raise ValueError(
+            f"divergence={divergence!r} has the self-normalised estimator only (the Horvitz-Thompson one estimates "
+            "KL(p_t || p_s)); use estimator='self_normalized'."
+        )
     teacher_logits_S = teacher_logits_S.detach()
     check_logits(teacher_logits_S, "teacher_logits_S")
     offset = _logit_offset(log_pi, mask, log_q_correction)
@@ -92,7 +103,7 @@ def sampled_kd_loss(
     if estimator == "self_normalized":
         log_q_s = F.log_softmax(a_s, dim=-1)
         log_q_t = F.log_softmax(teacher_logits_S.float() / temperature - offset, dim=-1)
-        per_example = (log_q_t.exp() * (log_q_t - log_q_s)).sum(-1)
+        per_example = divergence_of(log_q_t, log_q_s, divergence)
     else:
         if teacher_log_partition is None:
             raise ValueError(

@@ -11,6 +11,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+from hf_dis.losses.kd import DIVERGENCES
 from hf_dis.losses.sampled import ESTIMATORS
 from hf_dis.sampling import list_samplers
 from hf_dis.sampling.options import (
@@ -60,6 +61,8 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
         temperature: Distillation temperature T; the KD term is T^2 KL(softmax(z_t/T) || softmax(z_s/T)). Keep it low
             (1 or 2) with thousands of classes: a high T flattens the teacher's target.
         alpha: Weight of the hard-label cross-entropy; the KD term gets 1 - alpha. 0 distils without labels.
+        kd_divergence: The KD term's divergence: forward (Hinton's KL(p_t || p_s)) or symmetric (the mean of both
+            directions, as fast-reid's logit distillation; sampled, with the self_normalized estimator only).
 
         > Class sampling
 
@@ -135,6 +138,13 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
         default=0.1,
         metadata={
             "help": "Weight of the hard-label cross-entropy; the KD term gets 1 - alpha. 0 distils without labels."
+        },
+    )
+    kd_divergence: str = field(
+        default="forward",
+        metadata={
+            "help": "The KD term's divergence: forward (Hinton's KL(p_t || p_s)) or symmetric (the mean of both "
+            "directions, as fast-reid's logit distillation; sampled, with the self_normalized estimator only)."
         },
     )
 
@@ -276,6 +286,13 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
         check_scope(self.sample_scope, "sample_scope")
         if self.kd_estimator not in ESTIMATORS:
             raise ValueError(f"kd_estimator must be one of {list(ESTIMATORS)}, got {self.kd_estimator!r}.")
+        if self.kd_divergence not in DIVERGENCES:
+            raise ValueError(f"kd_divergence must be one of {list(DIVERGENCES)}, got {self.kd_divergence!r}.")
+        if self.kd_divergence != "forward" and self.kd_estimator != "self_normalized" and self.sampler != "full":
+            raise ValueError(
+                f"kd_divergence={self.kd_divergence!r} has the self_normalized estimator only (the Horvitz-Thompson "
+                "one estimates KL(p_t || p_s)); set kd_estimator='self_normalized'."
+            )
         self.num_sampled = _check_num_sampled(self.num_sampled, self.sampler)
         if self.sampler != "full" and self.alpha > 0 and not self.force_label:
             raise ValueError(

@@ -263,6 +263,7 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
                 args.temperature,
                 args.alpha,
                 label_smoothing=args.label_smoothing_factor,
+                kd_divergence=args.kd_divergence,
             )
             if training and self.sampler.refit_every is not None:
                 self._record_probe(teacher_logits, student_logits)
@@ -282,6 +283,7 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
                 estimator=args.kd_estimator,
                 log_q_correction=args.log_q_correction,
                 label_smoothing=args.label_smoothing_factor,
+                kd_divergence=args.kd_divergence,
             )
             # The sampled set's statistics, on the steps the Trainer logs only (a snapshot, as its grad_norm is):
             # on every step they would add some thirty small operators (kernel launches on a GPU).
