@@ -9,8 +9,10 @@ import torch.nn.functional as F
 
 import hf_dis
 from hf_dis.heads.sharded import (
+    ShardedLinear,
     class_shard,
     gather_features,
+    shard_classifier,
     sharded_cross_entropy,
     sharded_kd_loss,
     sharded_subset_logits,
@@ -130,3 +132,52 @@ def test_two_shards_give_the_logits_losses_gradients_and_top_k_of_one_whole_clas
     over all classes equal one process's over the whole batch and classifier, and so do the gradients of each
     process's rows and features."""
     mp.spawn(_check_sharded, args=(str(tmp_path / "init"),), nprocs=WORLD_SIZE, join=True)
+
+
+def _check_sharded_model(rank: int, init_file: str) -> None:
+    import copy
+
+    import timm
+
+    from hf_dis.trainer.internals import exclude_from_ddp
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        torch.manual_seed(0)
+        model = timm.create_model("test_resnet", num_classes=CLASSES).eval()  # eval: batch norm as one process's
+        reference = copy.deepcopy(model)
+        g = torch.Generator().manual_seed(1)
+        images = torch.randn(WORLD_SIZE * BATCH, 3, 32, 32, generator=g)
+        classes = torch.randint(CLASSES, (WORLD_SIZE * BATCH, 5), generator=g)
+        upstream = torch.randn(WORLD_SIZE * BATCH, 5, generator=g)
+        head = shard_classifier(model)
+        assert isinstance(head, ShardedLinear) and model.get_classifier() is head
+        assert head.weight.shape == (head.shard.size, model.num_features) and head.grad_scale == WORLD_SIZE
+        for parameter in (head.weight, head.bias):
+            exclude_from_ddp(model, parameter)
+        wrapped = torch.nn.parallel.DistributedDataParallel(model)
+        mine, rows = slice(rank * BATCH, (rank + 1) * BATCH), slice(head.shard.start, head.shard.stop)
+        with head.restricted_to(classes):
+            logits = wrapped(images[mine])  # every process's examples, at their sampled classes
+        (logits * upstream).sum().backward()
+        expected = reference(images).gather(1, classes)
+        (expected * upstream).sum().backward()
+        torch.testing.assert_close(logits, expected, msg=f"rank {rank}: logits")
+        with torch.no_grad():
+            torch.testing.assert_close(wrapped(images[mine]), reference(images)[:, rows], msg=f"rank {rank}: rows")
+        torch.testing.assert_close(head.weight.grad, reference.get_classifier().weight.grad[rows])
+        torch.testing.assert_close(head.bias.grad, reference.get_classifier().bias.grad[rows])
+        backbone = [(n, p) for n, p in model.named_parameters() if not n.startswith("fc.")]
+        for (name, parameter), kept in zip(backbone, [p for n, p in reference.named_parameters() if
+                                                       not n.startswith("fc.")], strict=True):  # fmt: skip
+            torch.testing.assert_close(parameter.grad, kept.grad, msg=f"rank {rank}: {name}'s gradient under DDP")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_model_with_a_sharded_classifier_under_ddp_trains_as_one_process_with_the_whole_batch(tmp_path):
+    """A timm model whose classifier is sharded over two processes (DDP for the rest, the shard out of it): each
+    process's forward of its own images gives every example's logits at its sampled classes, those of one process
+    with the whole classifier and batch; each process's rows get their gradient, and DDP's average of the backbone's
+    gradients is the one-process gradient."""
+    mp.spawn(_check_sharded_model, args=(str(tmp_path / "init"),), nprocs=WORLD_SIZE, join=True)

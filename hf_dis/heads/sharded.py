@@ -21,11 +21,16 @@ summing them, pass `grad_scale=N` so that the average equals what one process wi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
+
+from hf_dis.heads.split import split_classifier
 
 
 @dataclass(frozen=True)
@@ -205,3 +210,70 @@ def sharded_topk(
     classes = torch.cat(gather_from_processes(classes.unsqueeze(0), group).unbind(0), dim=-1)
     order = values.sort(dim=-1, descending=True, stable=True).indices[:, :k]
     return values.gather(1, order), classes.gather(1, order)
+
+
+class ShardedLinear(nn.Module):
+    """One process's rows of a linear classifier over C classes (`shard`), as a model's classifier: its forward
+    gathers every process's features first, so that a model whose classifier it is returns logits for the whole
+    batch of every process (`[N B, ...]`). Outside `restricted_to`, the logits of this process's classes only
+    (`[N B, C / N]`, for the losses and the top-k of this module); inside, the assembled logits at the given classes
+    (`[N B, K']`, global class ids, the same on every process).
+
+    Attributes:
+        weight, bias: this process's rows (`[C / N, d]`, `[C / N]`).
+        sparse_grad: restricted forwards give the weight a sparse gradient over the rows used (row-sparse updates).
+        grad_scale: the factor on the features' gradient (`gather_features`): the number of processes, as DDP, which
+            averages the backbone's gradients over processes, needs; 1 outside DDP.
+    """
+
+    def __init__(self, linear: nn.Linear, shard: ClassShard, group: dist.ProcessGroup | None = None) -> None:
+        super().__init__()
+        if linear.out_features != shard.num_classes:
+            raise ValueError(f"the classifier has {linear.out_features} classes, the shard is of {shard.num_classes}.")
+        self.in_features, self.out_features = linear.in_features, shard.num_classes
+        self.shard, self.group = shard, group
+        rows = slice(shard.start, shard.stop)
+        self.weight = nn.Parameter(linear.weight.detach()[rows].clone(), requires_grad=linear.weight.requires_grad)
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach()[rows].clone())
+        self.sparse_grad = False
+        self.grad_scale = float(shard.world_size)
+        self._classes: torch.Tensor | None = None
+
+    @contextmanager
+    def restricted_to(self, classes: torch.Tensor) -> Iterator[None]:
+        """Within the block, `forward` returns the logits at `classes` (`[K']` or `[N B, K']`, global ids)."""
+        if self._classes is not None:
+            raise RuntimeError("this head is already restricted to a class subset (nested restricted_to).")
+        self._classes = classes
+        try:
+            yield
+        finally:
+            self._classes = None
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if features.dim() != 2:
+            raise ValueError(
+                f"a sharded classifier needs its input to be [batch, features], got {tuple(features.shape)}."
+            )
+        gathered = gather_features(features, self.group, grad_scale=self.grad_scale)
+        if self._classes is None:
+            return F.linear(gathered, self.weight, self.bias)
+        return sharded_subset_logits(
+            gathered, self.weight, self.bias, self.shard, self._classes, sparse_grad=self.sparse_grad, group=self.group
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, rows=[{self.shard.start}, "
+            f"{self.shard.stop}) on process {self.shard.rank} of {self.shard.world_size}"
+        )
+
+
+def shard_classifier(model: nn.Module, group: dist.ProcessGroup | None = None) -> ShardedLinear:
+    """Replace `model`'s linear classifier (found as `split_classifier` finds it) by this process's `ShardedLinear`
+    of it, in place, and return it; the other rows are dropped from this process."""
+    split = split_classifier(model)
+    shard = class_shard(split.num_classes, dist.get_rank(group), dist.get_world_size(group))
+    sharded = ShardedLinear(split.head, shard, group)
+    model.set_submodule(split.head_path, sharded)
+    return sharded
