@@ -138,7 +138,8 @@ def sharded_subset_logits(
             the row-sparse optimizers.
     """
     classes = classes.expand(features.shape[0], -1)
-    examples, columns = _owned(classes, shard).nonzero(as_tuple=True)  # the entries this process computes
+    # The entries this process computes (their number: a host-device synchronisation on an accelerator).
+    examples, columns = _owned(classes, shard).nonzero(as_tuple=True)
     rows = classes[examples, columns] - shard.start
     weights = F.embedding(rows, weight, sparse=sparse_grad)  # [n, d]
     values = torch.linalg.vecdot(weights, features[examples].to(weights.dtype))
