@@ -1,8 +1,9 @@
 """A batch's teacher logits as the teacher cache stores them (`hf_dis.data.cache_teacher_logits`): each example's top
 R classes in descending order of logit with their logits, and one logit shared by every other class. The samplers
 and the sampled losses read it where they need the teacher's values on the sampled classes only, so that a cached
-sampled step never forms the `[B, C]` teacher logits (at 10^6 classes and B = 128: 512 MB a step);
-`dense_teacher_logits` forms them for the steps that use every class (full KD, probes, evaluation).
+sampled step with many classes never forms the `[B, C]` teacher logits (at 10^6 classes and B = 128: 512 MB a step;
+below `DENSE_LOOKUP_MAX_ENTRIES` forming them is the cheaper way); `dense_teacher_logits` forms them for the steps
+that use every class (full KD, probes, evaluation).
 """
 
 from __future__ import annotations
