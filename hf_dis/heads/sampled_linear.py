@@ -23,19 +23,11 @@ from torch import nn
 from hf_dis.heads.split import split_classifier, subset_logits
 
 
-class SampledLinear(nn.Linear):
-    """An `nn.Linear` that, inside `restricted_to(classes)`, returns logits at `classes` only (see `subset_logits`).
+class ClassRestriction:
+    """What a classifier module restricted to a class subset shares: `restricted_to(classes)` sets the classes its
+    `forward` computes logits at (`_classes`, None outside the block)."""
 
-    Outside that context it is exactly `nn.Linear`.
-    """
-
-    def __init__(self, linear: nn.Linear) -> None:
-        super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
-        self.weight = linear.weight
-        self.bias = linear.bias
-        self._classes: torch.Tensor | None = None
-        #: Restricted forwards give the weight a sparse gradient over the rows they used (row-sparse optimizers).
-        self.sparse_grad = False
+    _classes: torch.Tensor | None = None
 
     @contextmanager
     def restricted_to(self, classes: torch.Tensor) -> Iterator[None]:
@@ -47,6 +39,20 @@ class SampledLinear(nn.Linear):
             yield
         finally:
             self._classes = None
+
+
+class SampledLinear(ClassRestriction, nn.Linear):
+    """An `nn.Linear` that, inside `restricted_to(classes)`, returns logits at `classes` only (see `subset_logits`).
+
+    Outside that context it is exactly `nn.Linear`.
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+        self.weight = linear.weight
+        self.bias = linear.bias
+        #: Restricted forwards give the weight a sparse gradient over the rows they used (row-sparse optimizers).
+        self.sparse_grad = False
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if self._classes is None:

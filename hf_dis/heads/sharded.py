@@ -21,8 +21,6 @@ summing them, pass `grad_scale=N` so that the average equals what one process wi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from hf_dis.heads.sampled_linear import ClassRestriction
 from hf_dis.heads.split import split_classifier
 
 
@@ -213,12 +212,12 @@ def sharded_topk(
     return values.gather(1, order), classes.gather(1, order)
 
 
-class ShardedLinear(nn.Module):
+class ShardedLinear(ClassRestriction, nn.Module):
     """One process's rows of a linear classifier over C classes (`shard`), as a model's classifier: its forward
     gathers every process's features first, so that a model whose classifier it is returns logits for the whole
     batch of every process (`[N B, ...]`). Outside `restricted_to`, the logits of this process's classes only
-    (`[N B, C / N]`, for the losses and the top-k of this module); inside, the assembled logits at the given classes
-    (`[N B, K']`, global class ids, the same on every process).
+    (`[N B, C / N]`, for the losses and the top-k of this module); inside `restricted_to(classes)` (`[K']` or
+    `[N B, K']`, global class ids), the assembled logits at those classes (`[N B, K']`, the same on every process).
 
     Attributes:
         weight, bias: this process's rows (`[C / N, d]`, `[C / N]`).
@@ -238,18 +237,6 @@ class ShardedLinear(nn.Module):
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach()[rows].clone())
         self.sparse_grad = False
         self.grad_scale = float(shard.world_size)
-        self._classes: torch.Tensor | None = None
-
-    @contextmanager
-    def restricted_to(self, classes: torch.Tensor) -> Iterator[None]:
-        """Within the block, `forward` returns the logits at `classes` (`[K']` or `[N B, K']`, global ids)."""
-        if self._classes is not None:
-            raise RuntimeError("this head is already restricted to a class subset (nested restricted_to).")
-        self._classes = classes
-        try:
-            yield
-        finally:
-            self._classes = None
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if features.dim() != 2:
