@@ -6,10 +6,11 @@ import pytest
 import torch
 
 import hf_dis
+from hf_dis.data.cached_logits import CachedTeacherLogits
 from hf_dis.diagnostics import sampled_gradient_error
 from hf_dis.losses import logits_at
 from hf_dis.sampling import LaplaceMixture
-from hf_dis.sampling.dis import log_rank_bins
+from hf_dis.sampling.dis import log_rank_bins, teacher_ranks
 
 DRAWING = ["uniform", "ftis", "dis"]
 ALL = ["full", "uniform", "topk", "ftis", "dis"]
@@ -358,6 +359,29 @@ def test_probe_statistic_then_observe_is_update():
     assert by_parts.state_dict() == at_once.state_dict()
     with pytest.raises(NotImplementedError, match="does not adapt"):
         build("ftis", num_classes=300, num_sampled=10).probe_statistic(teacher, student, 2.0)
+
+
+def test_probe_statistic_is_the_binned_interaction_by_teacher_rank():
+    """g(r) = mean over the batch of |p_s - p_t| at the teacher's rank r, then averaged within each rank bin: from
+    dense teacher logits (ranked by a sort), and from cached ones (the stored order, then the tail classes, which
+    share one logit, by class id), against a naive float64 loop."""
+    teacher, student, _ = make_batch(3, batch=4, classes=300)
+    top = teacher.topk(20, dim=1).indices
+    cached = CachedTeacherLogits(top, teacher.gather(1, top), teacher.min(1).values - 1, 300)
+    sampler = build("dis", num_classes=300, num_sampled=10)
+    for teacher_logits, dense in ((teacher, teacher), (cached, cached.dense())):
+        order = dense.double().argsort(dim=1, descending=True, stable=True)
+        difference = (torch.softmax(student.double() / 2, 1) - torch.softmax(dense.double() / 2, 1)).abs()
+        by_rank = difference.gather(1, order).mean(0)
+        edges = sampler.edges.tolist()
+        expected = torch.tensor([by_rank[lo:hi].mean().item() for lo, hi in zip(edges, edges[1:], strict=False)])
+        statistic = sampler.probe_statistic(teacher_logits, student, 2.0)  # float32 probabilities
+        torch.testing.assert_close(statistic, expected.double(), rtol=1e-5, atol=1e-8)
+        # the ranks of a range of the classes, as a process of a sharded classifier computes its own
+        ranks = teacher_ranks(teacher_logits)
+        parts = [teacher_ranks(teacher_logits, 0, 123), teacher_ranks(teacher_logits, 123, 300)]
+        assert torch.equal(ranks, torch.cat(parts, 1))
+        assert torch.equal(ranks.gather(1, order), torch.arange(300).expand(4, -1))
 
 
 def test_log_rank_bins_cover_every_rank_once():

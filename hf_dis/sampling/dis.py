@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from hf_dis._checks import check_same_classes, check_temperature
-from hf_dis.data.cached_logits import TeacherLogits
+from hf_dis.data.cached_logits import CachedTeacherLogits, TeacherLogits, as_dense
 from hf_dis.sampling.base import ClassSampler, inclusion_log_prob
 from hf_dis.sampling.laplace import LaplaceMixture, fit_laplace_mixture
 from hf_dis.sampling.options import check_count, check_fraction
@@ -38,24 +38,27 @@ def log_rank_bins(num_ranks: int, num_bins: int) -> torch.Tensor:
     return edges
 
 
-def interaction_by_rank(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """`[C]` g(r) = mean over the batch of |p_s - p_t| at the teacher's rank r (rank 0: the teacher's argmax)."""
-    check_temperature(temperature)
-    check_same_classes(student_logits, teacher_logits)
-    p_t = torch.softmax(teacher_logits.detach().float() / temperature, dim=-1)
-    p_s = torch.softmax(student_logits.detach().float() / temperature, dim=-1)
-    order = teacher_logits.detach().argsort(dim=-1, descending=True)
-    return (p_s - p_t).abs().gather(-1, order).mean(0)
-
-
-def bin_means(values: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
-    """`[n]` mean of `values [C]` over each rank bin."""
-    widths = edges[1:] - edges[:-1]
-    bin_of_rank = torch.repeat_interleave(torch.arange(widths.numel(), device=values.device), widths.to(values.device))
-    sums = torch.zeros(widths.numel(), dtype=torch.float64, device=values.device).index_add_(
-        0, bin_of_rank, values.double()
-    )
-    return (sums / widths.to(values.device)).cpu()
+def teacher_ranks(teacher_logits: TeacherLogits, start: int = 0, stop: int | None = None) -> torch.Tensor:
+    """`[B, stop - start]` int64: each example's teacher rank of the classes `start..stop-1` (default all C; rank 0:
+    the highest logit). Dense logits are ranked by a descending sort; cached ones (`CachedTeacherLogits`) by their
+    stored order, then the tail classes (which share one logit) in order of class id, so that a process owning a
+    range of the classes ranks its own without the others' logits."""
+    num_classes = teacher_logits.shape[1]
+    stop = num_classes if stop is None else stop
+    if not 0 <= start < stop <= num_classes:
+        raise ValueError(f"the classes must be a range in [0, {num_classes}), got [{start}, {stop}).")
+    if not isinstance(teacher_logits, CachedTeacherLogits):
+        order = teacher_logits.detach().argsort(dim=-1, descending=True)
+        positions = torch.arange(num_classes, device=order.device).expand_as(order)
+        return torch.empty_like(order).scatter_(1, order, positions)[:, start:stop]
+    top = teacher_logits.top_classes.long()
+    num_ranked, width = top.shape[1], stop - start
+    ranks = torch.full((top.shape[0], width), -1, dtype=torch.long, device=top.device)
+    examples, positions = ((top >= start) & (top < stop)).nonzero(as_tuple=True)
+    ranks[examples, top[examples, positions] - start] = positions
+    in_tail = ranks < 0
+    tail_before = start - (top < start).sum(1, keepdim=True)  # tail classes with an id below `start`
+    return torch.where(in_tail, num_ranked + tail_before + in_tail.cumsum(1) - 1, ranks)
 
 
 @register_sampler
@@ -167,10 +170,26 @@ class DISSampler(ClassSampler):
     # --- adaptation -----------------------------------------------------------------------------------------------
 
     def probe_statistic(
-        self, teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float
+        self, teacher_logits: TeacherLogits, student_logits: torch.Tensor, temperature: float
     ) -> torch.Tensor:
-        """`[n]` float64: g(r), averaged within each rank bin of `edges`, from a full-distillation probe batch."""
-        return bin_means(interaction_by_rank(teacher_logits, student_logits, temperature), self.edges)
+        """`[n]` float64: g(r), averaged within each rank bin of `edges`, from a full-distillation probe batch
+        (`teacher_ranks` orders the classes)."""
+        check_temperature(temperature)
+        check_same_classes(student_logits, teacher_logits)
+        p_t = torch.softmax(as_dense(teacher_logits).detach().float() / temperature, dim=-1)
+        p_s = torch.softmax(student_logits.detach().float() / temperature, dim=-1)
+        return self.interaction_statistic((p_s - p_t).abs(), teacher_ranks(teacher_logits))
+
+    def interaction_statistic(self, abs_difference: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+        """`[n]` float64: the probe statistic's share of the entries `abs_difference [B, n']` (|p_s - p_t| of a
+        probe batch at classes whose teacher ranks are `ranks [B, n']`): their sum within each rank bin, over B times
+        the bin's width. Over all C classes it is `probe_statistic`; a sharded classifier's processes each give the
+        share of the classes they own, and the sum of the shares is the statistic."""
+        edges = self.edges.to(ranks.device)
+        bins = torch.bucketize(ranks.flatten(), edges[1:], right=True)
+        sums = torch.zeros(edges.numel() - 1, dtype=torch.float64, device=ranks.device)
+        sums.index_add_(0, bins, abs_difference.flatten().double())
+        return (sums / (abs_difference.shape[0] * (edges[1:] - edges[:-1]))).cpu()
 
     def observe(self, interaction_bins: torch.Tensor) -> None:
         """Fold a binned g (`[n]`, from `probe_statistic`, e.g. averaged over processes) into the EMA and refit."""
