@@ -127,3 +127,31 @@ def test_exclude_from_ddp_keeps_the_parameter_out_of_ddp(tmp_path):
         assert id(model[1].weight) not in reduced and len(reduced) == 3
     finally:
         dist.destroy_process_group()
+
+
+class NormRecordingTrainer(Trainer):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[str, object]] = []
+
+    def _clip_grad_norm(self, model):
+        self.calls.append(("clip", None))
+        return super()._clip_grad_norm(model)
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        self.calls.append(("get", grad_norm))
+        return super()._get_grad_norm(model, grad_norm)
+
+
+@pytest.mark.parametrize("max_grad_norm", [1.0, 0.0])
+def test_the_trainer_takes_the_gradient_norm_from_its_two_hooks(tmp_path, max_grad_norm):
+    """`_clip_grad_norm(model)` clips and returns the norm when max_grad_norm > 0; `_get_grad_norm(model, norm)`
+    then gets it, or measures it (norm None) when nothing is clipped: the two hooks a sharded classifier overrides
+    so that the norm is over every process's rows."""
+    args = arguments(tmp_path, max_steps=1, max_grad_norm=max_grad_norm, learning_rate=0.1)
+    trainer = NormRecordingTrainer(model=LossOfTheBatch(), args=args, train_dataset=RandomImages(4))
+    trainer.train()
+    if max_grad_norm > 0:
+        assert [name for name, _ in trainer.calls] == ["clip", "get"] and trainer.calls[1][1] is not None
+    else:
+        assert trainer.calls == [("get", None)]

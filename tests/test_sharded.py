@@ -8,6 +8,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import hf_dis
+from hf_dis.data.cached_logits import CachedTeacherLogits
 from hf_dis.heads.sharded import (
     ShardedLinear,
     class_shard,
@@ -18,6 +19,7 @@ from hf_dis.heads.sharded import (
     sharded_subset_logits,
     sharded_topk,
 )
+from hf_dis.trainer.sharded_classifier import own_teacher_logits, sharded_probe_statistic
 
 WORLD_SIZE, BATCH, WIDTH, CLASSES = 2, 3, 4, 11  # shards of 6 and 5 classes
 
@@ -108,10 +110,38 @@ def _check_sharded(rank: int, init_file: str) -> None:
             sharded(lambda h, w, b, s: sharded_kd_loss(F.linear(h, w, b), teacher[:, own_rows], 2.0)),
             reference(lambda h, w, b: hf_dis.kd_loss(F.linear(h, w, b), teacher, 2.0)),
         )
-        same(
-            sharded(lambda h, w, b, s: sharded_cross_entropy(F.linear(h, w, b), labels, shard)),
-            reference(lambda h, w, b: F.cross_entropy(F.linear(h, w, b), labels)),
-        )
+        for smoothing in (0.0, 0.1):
+            same(
+                sharded(lambda h, w, b, s, e=smoothing: sharded_cross_entropy(
+                    F.linear(h, w, b), labels, shard, label_smoothing=e)),
+                reference(lambda h, w, b, e=smoothing: F.cross_entropy(F.linear(h, w, b), labels, label_smoothing=e)),
+            )  # fmt: skip
+        # DIS's probe statistic from each process's classes, with dense teacher logits and with cached ones.
+        student = F.linear(features, weight, bias)
+        top = teacher.topk(4, dim=1).indices
+        cached = CachedTeacherLogits(top, teacher.gather(1, top), teacher.min(1).values - 1, CLASSES)
+        sampler = hf_dis.build_sampler("dis", CLASSES, 3)
+        for teacher_logits in (teacher, cached):
+            statistic = sharded_probe_statistic(
+                sampler, teacher_logits, own_teacher_logits(teacher_logits, shard), student[:, own_rows], shard, 2.0
+            )
+            expected = sampler.probe_statistic(teacher_logits, student, 2.0)
+            torch.testing.assert_close(statistic, expected, msg=f"rank {rank}: probe statistic")
+        # The whole classifier gathered into the state dict on process 0 (as save_model writes it), and loaded back.
+        head = ShardedLinear(torch.nn.Linear(WIDTH, CLASSES), shard)
+        with torch.no_grad():
+            head.weight.copy_(weight[own_rows])
+            head.bias.copy_(bias[own_rows])
+        with head.gathered():
+            state = head.state_dict()
+        expected_rows = (CLASSES,) if rank == 0 else (shard.size,)
+        assert state["weight"].shape[:1] == state["bias"].shape == expected_rows
+        if rank == 0:
+            assert torch.equal(state["weight"], weight) and torch.equal(state["bias"], bias)
+        assert head.state_dict()["weight"].shape[0] == shard.size  # outside `gathered`, its own rows
+        fresh = ShardedLinear(torch.nn.Linear(WIDTH, CLASSES), shard)
+        fresh.load_state_dict({"weight": weight, "bias": bias})
+        assert torch.equal(fresh.weight, weight[own_rows]) and torch.equal(fresh.bias, bias[own_rows])
         # Top-k over all classes, k above the smaller shard's 5 classes included.
         logits = F.linear(features, weight, bias)
         for k in (1, 3, 7, CLASSES):
@@ -128,9 +158,10 @@ def _check_sharded(rank: int, init_file: str) -> None:
 
 def test_two_shards_give_the_logits_losses_gradients_and_top_k_of_one_whole_classifier(tmp_path):
     """Each process holds half the classifier's rows and its own examples' features: the sampled logits (per
-    example, or one set for the batch; dense or sparse weight gradients), full KD, the cross-entropy and the top-k
-    over all classes equal one process's over the whole batch and classifier, and so do the gradients of each
-    process's rows and features."""
+    example, or one set for the batch; dense or sparse weight gradients), full KD, the cross-entropy (label smoothing
+    too), DIS's probe statistic (dense and cached teacher logits) and the top-k over all classes equal one process's
+    over the whole batch and classifier, and so do the gradients of each process's rows and features; the whole
+    classifier is gathered into process 0's state dict, and a whole one loads as each process's rows."""
     mp.spawn(_check_sharded, args=(str(tmp_path / "init"),), nprocs=WORLD_SIZE, join=True)
 
 

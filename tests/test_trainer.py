@@ -15,8 +15,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from tiny_models import NUM_CLASSES, RandomImages, image_dataset, make_args, parameters, timm_model, tiny_hf
-from transformers import AutoModelForImageClassification, HfArgumentParser, TrainerCallback
+from tiny_models import (
+    NUM_CLASSES,
+    RandomImages,
+    StopAt,
+    image_dataset,
+    make_args,
+    parameters,
+    timm_model,
+    tiny_hf,
+)
+from transformers import AutoModelForImageClassification, HfArgumentParser
 
 import hf_dis
 from hf_dis import DistillationArguments, DistillationTrainer
@@ -176,15 +185,6 @@ def test_gradient_accumulation_equals_the_large_batch(tmp_path, dataset_size, mi
     assert moved > 1e-3  # the step is large enough for a scaling error to show
     for name in large:
         torch.testing.assert_close(accumulated[name], large[name], rtol=1e-5, atol=1e-6)
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 @pytest.mark.parametrize(
@@ -776,25 +776,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_processes_share_the_sampler_state_and_match_one_process(tmp_path):
-    """accelerate launch --multi_gpu --num_processes 2 runs 2 gloo ranks on CPU (--cpu would silently start one).
-
-    DIS: both ranks end with the same proposal and the same weights. Full KD: 2 processes x batch 4 end where 1 process
-    x batch 8 ends (the loss is normalised over the global batch, and DDP's gradient average is undone)."""
-    script = str(ROOT / "tests" / "scripts" / "ddp_distil.py")
+def run_on_two_processes_and_one(tmp_path, script: str, two: str) -> None:
+    """tests/scripts/`script` under accelerate launch (2 gloo ranks on CPU, batch 4 each) into tmp_path/`two`, and as
+    one process (batch 8) into tmp_path/one."""
+    path = str(ROOT / "tests" / "scripts" / script)
     launch = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         "--main_process_port", str(free_port()),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    for command, out in (
-        (launch + [script, str(tmp_path / "ddp"), "4"], "ddp"),
-        ([sys.executable, script, str(tmp_path / "one"), "8"], "one"),
-    ):
+    for command, out in ((launch + [path, str(tmp_path / two), "4"], two),
+                         ([sys.executable, path, str(tmp_path / "one"), "8"], "one")):  # fmt: skip
         (tmp_path / out).mkdir()
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
         assert result.returncode == 0, result.stderr[-4000:]
+
+
+def test_two_processes_share_the_sampler_state_and_match_one_process(tmp_path):
+    """accelerate launch --multi_gpu --num_processes 2 runs 2 gloo ranks on CPU (--cpu would silently start one).
+
+    DIS: both ranks end with the same proposal and the same weights. Full KD: 2 processes x batch 4 end where 1 process
+    x batch 8 ends (the loss is normalised over the global batch, and DDP's gradient average is undone)."""
+    run_on_two_processes_and_one(tmp_path, "ddp_distil.py", "ddp")
 
     def load(out, name):
         return json.loads((tmp_path / out / f"{name}.json").read_text())
@@ -812,6 +816,70 @@ def test_two_processes_share_the_sampler_state_and_match_one_process(tmp_path):
     assert one["world_size"] == 1 and ddp["global_step"] == one["global_step"] == 3
     moved = abs(one["parameter_checksum"] - one["initial_checksum"])
     assert abs(ddp["parameter_checksum"] - one["parameter_checksum"]) < 1e-4 * moved
+
+
+def test_a_classifier_sharded_over_two_processes_trains_saves_and_resumes_as_one_process(tmp_path):
+    """classifier_parallel=True, 2 gloo ranks x batch 4, each holding half the classifier's rows, against one process x
+    batch 8 with the whole classifier: DIS (per-example draws, probes, row-sparse momentum and weight decay, gradient
+    clipping over the shards) and full KD (2 accumulated micro-batches a step) log the same losses and gradient norms
+    and end with the same weights; the saved folder is one ordinary model (the rows gathered) that predicts as the
+    student of one process; a run stopped at step 2 and resumed from its checkpoint ends where the straight run ends."""
+    run_on_two_processes_and_one(tmp_path, "sharded_distil.py", "sharded")
+
+    def load(out, name):
+        return json.loads((tmp_path / out / f"{name}.json").read_text())
+
+    for run in ("dis", "dis-resumed", "full"):
+        ranks, one = [load("sharded", f"{run}-rank{rank}") for rank in (0, 1)], load("one", f"{run}-rank0")
+        assert ranks[0]["world_size"] == 2 and one["world_size"] == 1
+        assert ranks[0]["backbone_checksum"] == ranks[1]["backbone_checksum"]  # DDP kept the backbones identical
+        assert ranks[0]["backbone_checksum"] == pytest.approx(one["backbone_checksum"], rel=1e-7), run
+        assert ranks[0]["losses"] == pytest.approx(one["losses"], rel=1e-5), run
+        assert ranks[0]["grad_norms"] == pytest.approx(one["grad_norms"], rel=1e-5), run
+        assert len(one["losses"]) == (3 if run == "full" else 4)
+        if run != "full":
+            assert ranks[0]["sampler"]["num_updates"] == one["sampler"]["num_updates"] == 2
+            for key, values in one["sampler"]["mixture"].items():
+                assert ranks[0]["sampler"]["mixture"][key] == pytest.approx(values, rel=1e-5), (run, key)
+        sharded = AutoModelForImageClassification.from_pretrained(tmp_path / "sharded" / run / "final")
+        whole = AutoModelForImageClassification.from_pretrained(tmp_path / "one" / run / "final")
+        assert sharded.timm_model.get_classifier().weight.shape == (NUM_CLASSES, sharded.timm_model.num_features)
+        images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            torch.testing.assert_close(sharded.eval()(images).logits, whole.eval()(images).logits)
+    straight, resumed = load("sharded", "dis-rank0"), load("sharded", "dis-resumed-rank0")
+    assert resumed["backbone_checksum"] == straight["backbone_checksum"] and resumed["losses"] == straight["losses"]
+    checkpoint = tmp_path / "sharded" / "dis" / "checkpoint-2"
+    assert {"classifier_optimizer-rank0-of-2.pt", "classifier_optimizer-rank1-of-2.pt"} <= set(os.listdir(checkpoint))
+    assert "the classifier sharded over 2 processes" in (tmp_path / "sharded" / "dis" / "README.md").read_text()
+
+
+def test_a_sharded_classifier_refuses_what_it_cannot_do(tmp_path):
+    from hf_dis.heads.sharded import class_shard
+    from hf_dis.trainer import ReIDDistillationArguments
+    from hf_dis.trainer.sharded_classifier import load_shard_optimizer_state
+
+    with pytest.raises(ValueError, match="classifier_parallel=True does not support classifier_optimizer='dense'"):
+        make_args(tmp_path, classifier_parallel=True)
+    with pytest.raises(ValueError, match="sampler='auto'.*eval_strategy='steps'"):
+        make_args(tmp_path, classifier_parallel=True, classifier_optimizer="row_sparse", sampler="auto",
+                  eval_strategy="steps", eval_steps=1)  # fmt: skip
+    with pytest.raises(ValueError, match="not supported by the re-ID trainer yet"):
+        ReIDDistillationArguments(output_dir=str(tmp_path / "reid"), classifier_parallel=True,
+                                  classifier_optimizer="row_sparse", report_to="none", use_cpu=True)  # fmt: skip
+    args = make_args(tmp_path, classifier_parallel=True, classifier_optimizer="row_sparse")
+    with pytest.raises(ValueError, match="this run has 1: launch it with accelerate launch --num_processes N"):
+        DistillationTrainer(model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1),
+                            train_dataset=RandomImages(4))  # fmt: skip
+    # A checkpoint whose classifier was sharded over 4 processes, resumed with 2; one never sharded.
+    saved = tmp_path / "checkpoint-2"
+    saved.mkdir()
+    torch.save({}, saved / "classifier_optimizer-rank0-of-4.pt")
+    with pytest.raises(ValueError, match="sharded over 4 processes; this run has 2.*--num_processes 4"):
+        load_shard_optimizer_state(saved, class_shard(NUM_CLASSES, 0, 2))
+    (saved / "classifier_optimizer-rank0-of-4.pt").unlink()
+    with pytest.raises(ValueError, match="not saved with classifier_parallel=True"):
+        load_shard_optimizer_state(saved, class_shard(NUM_CLASSES, 0, 2))
 
 
 # --- the teacher cache ------------------------------------------------------------------------------------------

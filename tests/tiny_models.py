@@ -95,6 +95,17 @@ def image_dataset(size: int = 12, seed: int = 0) -> datasets.Dataset:
     return datasets.Dataset.from_dict({"image": images, "label": rng.integers(NUM_CLASSES, size=size).tolist()})
 
 
+class StopAt(transformers.TrainerCallback):
+    """Ends training after optimizer step `step` (an interrupted run, to resume)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
 class RandomImages(torch.utils.data.Dataset):
     """Seeded 32 px images with labels (or without, for label-free distillation)."""
 

@@ -21,7 +21,10 @@ summing them, pass `grad_scale=N` so that the average equals what one process wi
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -182,14 +185,20 @@ def sharded_cross_entropy(
     labels: torch.Tensor,
     shard: ClassShard,
     group: dist.ProcessGroup | None = None,
+    *,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """`F.cross_entropy` over all C classes (batch mean) from each process's `[N B, C / N]` logits; the same value on
-    every process. `labels [N B]` are global class ids."""
+    """`F.cross_entropy` over all C classes (batch mean, with its `label_smoothing`) from each process's
+    `[N B, C / N]` logits; the same value on every process. `labels [N B]` are global class ids."""
     student = student_local.float()
     own = _owned(labels, shard)
     label_logit = student.gather(1, (labels - shard.start).clamp(0, shard.size - 1).unsqueeze(1)).squeeze(1)
-    label_logit = sum_over_processes(label_logit * own, group)
-    return (sharded_logsumexp(student, group) - label_logit).mean()
+    # -log p_y with weight 1 - eps and the mean over classes of -log p_j with weight eps: logsumexp minus the
+    # label's logit and the mean logit, weighted alike
+    target_logit = (1 - label_smoothing) * label_logit * own
+    if label_smoothing:
+        target_logit = target_logit + label_smoothing * student.sum(-1) / shard.num_classes
+    return (sharded_logsumexp(student, group) - sum_over_processes(target_logit, group)).mean()
 
 
 @torch.no_grad()
@@ -237,6 +246,9 @@ class ShardedLinear(ClassRestriction, nn.Module):
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach()[rows].clone())
         self.sparse_grad = False
         self.grad_scale = float(shard.world_size)
+        self._gathered: dict[str, torch.Tensor] | None = None  # the whole classifier, inside `gathered` only
+        self.register_load_state_dict_pre_hook(_own_rows_of_whole_classifier)
+        self.register_state_dict_post_hook(_whole_classifier_when_gathered)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if features.dim() != 2:
@@ -250,11 +262,53 @@ class ShardedLinear(ClassRestriction, nn.Module):
             gathered, self.weight, self.bias, self.shard, self._classes, sparse_grad=self.sparse_grad, group=self.group
         )
 
+    @contextlib.contextmanager
+    def gathered(self, dst: int = 0) -> Iterator[None]:
+        """Inside: this module's `state_dict()` on process `dst` holds the whole classifier (`[C, d]`, `[C]`: every
+        process's rows, gathered there; a collective, to enter on every process), as one unsharded model saves it;
+        the other processes' hold their own rows."""
+        gathered = {"weight": gather_rows(self.weight, self.shard, dst, self.group)}
+        if self.bias is not None:
+            gathered["bias"] = gather_rows(self.bias, self.shard, dst, self.group)
+        self._gathered = gathered if self.shard.rank == dst else None
+        try:
+            yield
+        finally:
+            self._gathered = None
+
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, rows=[{self.shard.start}, "
             f"{self.shard.stop}) on process {self.shard.rank} of {self.shard.world_size}"
         )
+
+
+def gather_rows(rows: torch.Tensor, shard: ClassShard, dst: int = 0, group: dist.ProcessGroup | None = None):
+    """The whole `[C, ...]` tensor of every process's `rows` (`[C / N, ...]`, in rank order) on process `dst`; None
+    on the others. Shards differ by one row at most: each is padded to the largest for the collective."""
+    largest = -(-shard.num_classes // shard.world_size)
+    padded = torch.zeros((largest, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+    padded[: shard.size] = rows.detach()
+    parts = [torch.empty_like(padded) for _ in range(shard.world_size)] if shard.rank == dst else None
+    dist.gather(padded, parts, dst=dst, group=group)
+    if parts is None:
+        return None
+    sizes = [class_shard(shard.num_classes, rank, shard.world_size).size for rank in range(shard.world_size)]
+    return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
+
+
+def _whole_classifier_when_gathered(module: ShardedLinear, state_dict: dict, prefix: str, local_metadata) -> None:
+    if module._gathered is not None:
+        for name, tensor in module._gathered.items():
+            state_dict[prefix + name] = tensor
+
+
+def _own_rows_of_whole_classifier(module: ShardedLinear, state_dict: dict, prefix: str, *_: Any) -> None:
+    """A state dict of the whole classifier (a saved student, a checkpoint) loads this process's rows of it."""
+    for name in ("weight", "bias"):
+        tensor = state_dict.get(prefix + name)
+        if tensor is not None and tensor.shape[0] == module.shard.num_classes != module.shard.size:
+            state_dict[prefix + name] = tensor[module.shard.start : module.shard.stop]
 
 
 def shard_classifier(model: nn.Module, group: dist.ProcessGroup | None = None) -> ShardedLinear:

@@ -15,6 +15,7 @@ from torch import nn
 from hf_dis.data.teacher_cache import teacher_cache_info
 from hf_dis.data.transforms import model_normalization
 from hf_dis.diagnostics import head_step_ms
+from hf_dis.heads.sharded import ShardedLinear
 from hf_dis.hub.card import StudentCardData, device_name
 from hf_dis.models.describe import describe, num_parameters
 from hf_dis.sampling import ClassSampler
@@ -150,9 +151,10 @@ def student_card_data(
 
 def head_step_times(trainer: DistilledRun) -> dict[str, float]:
     """One step of the student's head and KD loss, over all classes and over the sampled ones, timed on the training
-    device (milliseconds); empty for full KD."""
+    device (milliseconds); empty for full KD, and for a classifier sharded over processes (one process's whole head
+    is what such a run avoids holding)."""
     args, sampler = trainer.args, trainer.sampler
-    if sampler.name == "full":
+    if sampler.name == "full" or isinstance(trainer.student_head, ShardedLinear):
         return {}
     sizes = (trainer.student_head.out_features, trainer.student_head.in_features, args.per_device_train_batch_size)
     full = head_step_ms(*sizes, device=args.device, repeats=10)
@@ -192,7 +194,11 @@ def _classifier_updates(trainer: DistilledRun) -> str:
     if optimizer is None:
         return "with the other parameters"
     row_wise = optimizer.param_groups[0].get("row_wise_second_moment", False)
-    return f"{type(optimizer).__name__} on the sampled rows" + (", one second moment per row" if row_wise else "")
+    updates = f"{type(optimizer).__name__} on the sampled rows" + (", one second moment per row" if row_wise else "")
+    head = trainer.student_head
+    if isinstance(head, ShardedLinear):
+        updates += f"; the classifier sharded over {head.shard.world_size} processes (classifier_parallel)"
+    return updates
 
 
 def _reid_settings(args: Any) -> dict[str, Any]:

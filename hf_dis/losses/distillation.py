@@ -1,6 +1,7 @@
-"""The training objective: L = alpha * CE(z_s, y) + (1 - alpha) * L_kd, over all classes or over a sampled set.
+"""The training objective: L = alpha * CE(z_s, y) + (1 - alpha) * L_kd, over all classes (of one classifier, or of
+one sharded over processes) or over a sampled set.
 
-Both functions return the parts (batch means) so that callers can log them; `DistillationTrainer` uses them as is.
+Each returns the parts (batch means) so that callers can log them; `DistillationTrainer` uses them as is.
 """
 
 from __future__ import annotations
@@ -8,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from hf_dis._checks import check_labels
 from hf_dis.data.cached_logits import CachedTeacherLogits, TeacherLogits
+from hf_dis.heads.sharded import ClassShard, sharded_cross_entropy, sharded_kd_loss
 from hf_dis.losses.kd import kd_loss
 from hf_dis.losses.sampled import Estimator, sampled_cross_entropy, sampled_kd_loss
 from hf_dis.sampling.base import SampledClasses
@@ -135,4 +138,32 @@ def sampled_distillation_loss(
             log_q_correction=log_q_correction,
             label_smoothing=label_smoothing,
         )
+    return _combine(kd, ce, alpha)
+
+
+def sharded_distillation_loss(
+    student_local: torch.Tensor,
+    teacher_local: torch.Tensor,
+    labels: torch.Tensor | None,
+    shard: ClassShard,
+    temperature: float,
+    alpha: float,
+    *,
+    label_smoothing: float = 0.0,
+    group: dist.ProcessGroup | None = None,
+) -> DistillationLoss:
+    """`distillation_loss` (forward KL) over all C classes of a classifier sharded over processes
+    (`hf_dis.heads.sharded`), from each process's logits of the classes it owns; the same value on every process.
+
+    Args:
+        student_local: `[N B, C / N]` the student's logits of every process's examples at this process's classes.
+        teacher_local: `[N B, C / N]` the teacher's, a constant target.
+        labels: `[N B]` global class ids, or None (alpha = 0).
+        shard: the classes this process owns.
+        temperature, alpha, label_smoothing: as in `distillation_loss`.
+    """
+    kd = sharded_kd_loss(student_local, teacher_local, temperature, group)
+    ce = None
+    if labels is not None:
+        ce = sharded_cross_entropy(student_local, labels, shard, group, label_smoothing=label_smoothing)
     return _combine(kd, ce, alpha)

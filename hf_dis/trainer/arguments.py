@@ -99,6 +99,13 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
             many classes). row_sparse follows optim: sgd gives RowSparseSGD (momentum from optim_args), the adamw
             variants RowSparseAdamW (optim_args "second_moment=row": one second moment per classifier row, a third
             less memory for the classifier and its state).
+        classifier_parallel: Split the student's classifier over the run's processes (accelerate launch with N >= 2), as
+            Partial FC does: each process holds C / N of its rows and their row-sparse optimizer state, gathers every
+            process's features and computes the logits of its own classes; the losses are assembled across processes and
+            equal one process's with the whole batch. For classifiers too large for one device; needs
+            classifier_optimizer='row_sparse' and the forward KL. A live teacher's logits are gathered whole on every
+            process ([N B, C]): at that scale, distil from a teacher cache. save_model gathers the rows into one
+            ordinary model; evaluation inside the trainer is not supported yet (evaluate the saved folder).
         compile_loss: Compile the distillation loss, full and sampled, forward and backward, with torch.compile: a
             few fused kernels instead of some fifty small ones per step, for steps bound by the host's kernel
             launches (small models and images on a GPU). The first steps, and a new batch size, pay the compilation.
@@ -237,6 +244,22 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
         },
     )
 
+    classifier_parallel: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Split the student's classifier over the run's processes (accelerate launch with N >= 2), as Partial "
+                "FC does: each process holds C / N of its rows and their row-sparse optimizer state, gathers every "
+                "process's features and computes the logits of its own classes; the losses are assembled across "
+                "processes and equal one process's with the whole batch. For classifiers too large for one device; "
+                "needs classifier_optimizer='row_sparse' and the forward KL. A live teacher's logits are gathered "
+                "whole on every process ([N B, C]): at that scale, distil from a teacher cache. save_model gathers "
+                "the rows into one ordinary model; evaluation inside the trainer is not supported yet (evaluate the "
+                "saved folder)."
+            )
+        },
+    )
+
     compile_loss: bool = field(
         default=False,
         metadata={
@@ -331,6 +354,8 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
                 raise ValueError("optim_args second_moment=row is an AdamW option; optim='sgd' has no second moment.")
         elif row_wise_second_moment(self.optim_args):
             raise ValueError("optim_args second_moment=row is an option of classifier_optimizer='row_sparse'.")
+        if self.classifier_parallel:
+            _check_classifier_parallel(self)
         if self.teacher_image_size is not None and self.teacher_image_size < 1:
             raise ValueError(f"teacher_image_size must be >= 1, got {self.teacher_image_size}.")
         if not self.label_names:
@@ -367,6 +392,24 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
             }
             options.update({key: value for key, value in dis.items() if value is not None})
         return options
+
+
+def _check_classifier_parallel(args: DistillationArguments) -> None:
+    """What a classifier sharded over processes does not have (yet), each with what to set instead."""
+    refused = {
+        "classifier_optimizer='dense'": args.classifier_optimizer != "row_sparse",
+        f"kd_divergence={args.kd_divergence!r}": args.kd_divergence != "forward",
+        "sampler='auto'": args.sampler == "auto",
+        f"eval_strategy={getattr(args.eval_strategy, 'value', args.eval_strategy)!r}": args.eval_strategy != "no",
+    }
+    found = [name for name, refuse in refused.items() if refuse]
+    if found:
+        raise ValueError(
+            f"classifier_parallel=True does not support {', '.join(found)}: set classifier_optimizer='row_sparse' "
+            "(each process updates and saves its own rows' state), kd_divergence='forward', an explicit sampler "
+            "('dis' or 'full': auto times one process's head), and eval_strategy='no' (evaluate the saved model, "
+            "which save_model gathers into one)."
+        )
 
 
 def _check_num_sampled(num_sampled: float | None, sampler: str) -> int | float | None:

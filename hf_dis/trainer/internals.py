@@ -12,6 +12,9 @@ each against the installed versions) instead of silently in training:
 - `trainer_logs_after_step`: whether the Trainer will log after the step under way, asked of its own
   `DefaultFlowCallback`, not copied from it.
 - `exclude_from_ddp`: DDP's ignore list, set through its private `_set_params_and_buffers_to_ignore_for_model`.
+- The Trainer's gradient-norm hooks `_clip_grad_norm(model)` (max_grad_norm > 0) and `_get_grad_norm(model,
+  grad_norm)` (measures it when nothing was clipped): `DistillationTrainer` overrides both for a sharded
+  classifier, whose norm is over every process's rows.
 """
 
 from __future__ import annotations

@@ -130,6 +130,11 @@ class ReIDDistillationArguments(ReIDOptions, DistillationArguments):
         super().__post_init__()
         if not self.embedding_kd_weight >= 0:
             raise ValueError(f"embedding_kd_weight must be >= 0, got {self.embedding_kd_weight}.")
+        if self.classifier_parallel:
+            raise ValueError(
+                "classifier_parallel=True is not supported by the re-ID trainer yet (its triplet and embedding terms "
+                "are per process, the sharded logits over every process's batch); leave it off."
+            )
 
 
 class _ReIDTraining:

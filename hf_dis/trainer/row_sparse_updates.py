@@ -126,15 +126,18 @@ def broadcast_from_main_process(tensor: torch.Tensor) -> None:
 
 
 class ClassifierOptimizerCallback(TrainerCallback):
-    """Saves the row-sparse optimizer's state into each checkpoint folder (main process only)."""
+    """Saves the row-sparse optimizer's state into each checkpoint folder: the main process's as
+    `classifier_optimizer.pt`, or with `file_name` every process's own (a sharded classifier's: each holds other
+    rows)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, file_name: str | None = None) -> None:
         self.optimizer = optimizer
+        self.file_name = file_name
 
     def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
+        if self.file_name is not None or state.is_world_process_zero:
             folder = checkpoint_folder(args.output_dir, state.global_step)
-            torch.save(self.optimizer.state_dict(), folder / CLASSIFIER_OPTIMIZER_NAME)
+            torch.save(self.optimizer.state_dict(), folder / (self.file_name or CLASSIFIER_OPTIMIZER_NAME))
 
 
 def load_classifier_state(checkpoint: str) -> dict[str, Any]:

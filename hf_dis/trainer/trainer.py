@@ -58,9 +58,11 @@ from hf_dis.data.teacher_cache import (
 )
 from hf_dis.data.transforms import model_normalization
 from hf_dis.diagnostics import head_step_ms, sampled_set_stats
-from hf_dis.heads import install_sampled_head, split_classifier
+from hf_dis.heads import SampledLinear, install_sampled_head, split_classifier
+from hf_dis.heads.sharded import ShardedLinear, gather_from_processes, shard_classifier
 from hf_dis.hub import head_step_times, render_card, student_card_data
 from hf_dis.losses import DistillationLoss, distillation_loss, sampled_distillation_loss
+from hf_dis.losses.distillation import sharded_distillation_loss
 from hf_dis.models import (
     agreed_class_names,
     dataset_class_names,
@@ -88,7 +90,16 @@ from hf_dis.trainer.row_sparse_updates import (
     remove_parameters,
     row_sparse_counterpart,
 )
+from hf_dis.trainer.run_folder import CheckpointMarkerCallback
 from hf_dis.trainer.sampler_state import SamplerStateCallback, load_sampler_state
+from hf_dis.trainer.sharded_classifier import (
+    SHARD_OPTIMIZER_NAME,
+    gathered_teacher_logits,
+    load_shard_optimizer_state,
+    own_teacher_logits,
+    sharded_grad_norm,
+    sharded_probe_statistic,
+)
 from hf_dis.trainer.teacher import TeacherInputs, expected_image_size, freeze, load_teacher
 
 logger = logging.getLogger(__name__)
@@ -150,7 +161,9 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
             # A plain timm student trains in place inside transformers' wrapper, so that its saved folder loads with
             # AutoModelForImageClassification (and pushes to the Hub like any transformers model).
             model = wrap_timm_model(model) or model
-        self.student_head = install_sampled_head(model)
+        self.student_head: SampledLinear | ShardedLinear = (
+            _shard_classifier(model, args) if args.classifier_parallel else install_sampled_head(model)
+        )
         num_classes = self.student_head.out_features
         teacher_classes = None if teacher is None else _num_classes(teacher)
         if teacher_classes is not None and teacher_classes != num_classes:
@@ -194,6 +207,10 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         if args.classifier_optimizer == "row_sparse":
             self.student_head.sparse_grad = True
             exclude_from_ddp(self.model, self.student_head.weight)
+        if args.classifier_parallel:  # each process's own rows: neither broadcast nor averaged by DDP
+            for parameter in (self.student_head.weight, self.student_head.bias):
+                if parameter is not None:
+                    exclude_from_ddp(self.model, parameter)
         # torch.compile'd with compile_loss: the same functions, their operators fused (and recompiled per shape)
         self._distillation_loss = torch.compile(distillation_loss) if args.compile_loss else distillation_loss
         self._sampled_loss = (
@@ -252,21 +269,28 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         else:
             teacher_outputs = self.teacher_outputs(pixel_values)
             teacher_logits = _logits_of(teacher_outputs)
+        batch_size = pixel_values.shape[0]
+        if args.classifier_parallel:  # every process computes the loss of every process's examples
+            teacher_logits = gathered_teacher_logits(teacher_logits)
+            labels = None if labels is None else gather_from_processes(labels)
+            batch_size *= self.accelerator.num_processes
         if not training or self.sampler.name == "full" or self._is_probe_step():
-            teacher_logits = as_dense(teacher_logits)
             outputs = model(pixel_values)
             student_logits = _logits_of(outputs)
-            parts = self._distillation_loss(
-                student_logits,
-                teacher_logits,
-                labels,
-                args.temperature,
-                args.alpha,
-                label_smoothing=args.label_smoothing_factor,
-                kd_divergence=args.kd_divergence,
-            )
-            if training and self.sampler.refit_every is not None:
-                self._record_probe(teacher_logits, student_logits)
+            if args.classifier_parallel:
+                parts = self._sharded_full_loss(teacher_logits, student_logits, labels, training)
+            else:
+                parts = self._distillation_loss(
+                    student_logits,
+                    as_dense(teacher_logits),
+                    labels,
+                    args.temperature,
+                    args.alpha,
+                    label_smoothing=args.label_smoothing_factor,
+                    kd_divergence=args.kd_divergence,
+                )
+                if training and self.sampler.refit_every is not None:
+                    self._record_probe(self.sampler.probe_statistic(teacher_logits, student_logits, args.temperature))
         else:
             generator = self._draw_generator(teacher_logits.device)
             drawn = self.sampler.sample(teacher_logits, labels, generator=generator)
@@ -296,8 +320,31 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         self._record_parts(mode, parts)
         loss = self._with_auxiliary_losses(mode, parts.loss, outputs, labels, teacher_outputs)
         if training:
-            loss = self._scale_for_accumulation(loss, pixel_values.shape[0], num_items_in_batch)
+            loss = self._scale_for_accumulation(loss, batch_size, num_items_in_batch)
         return (loss, {"logits": student_logits}) if return_outputs else loss
+
+    def _sharded_full_loss(
+        self,
+        teacher_logits: TeacherLogits,
+        student_local: torch.Tensor,
+        labels: torch.Tensor | None,
+        training: bool,
+    ) -> DistillationLoss:
+        """The loss over all classes of a sharded classifier, from this process's `[N B, C / N]` logits (and DIS's
+        probe statistic on a probe step)."""
+        args, shard = self.args, self.student_head.shard
+        teacher_local = own_teacher_logits(teacher_logits, shard)
+        parts = sharded_distillation_loss(
+            student_local, teacher_local, labels, shard, args.temperature, args.alpha,
+            label_smoothing=args.label_smoothing_factor,
+        )  # fmt: skip
+        if training and self.sampler.refit_every is not None:
+            self._record_probe(
+                sharded_probe_statistic(
+                    self.sampler, teacher_logits, teacher_local, student_local, shard, args.temperature
+                )
+            )
+        return parts
 
     def _cross_entropy_only(
         self, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor | None, return_outputs: bool
@@ -356,6 +403,12 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         if num_items_in_batch is None:  # no labels to count: assume equal micro-batches
             # (set by the training loop; outside it, e.g. a direct call, the configured number)
             return loss / getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+        if self.args.classifier_parallel:
+            # The loss is the mean over every process's examples (`batch_size` of them), and the sharded head's
+            # gradient scale already undoes DDP's average: divide by the step's examples over all processes.
+            num_processes = self.accelerator.num_processes
+            every_process = num_items_in_batch * (1 if self.args.average_tokens_across_devices else num_processes)
+            return loss * (batch_size / every_process)
         return loss * (batch_size / num_items_in_batch) * across_devices_loss_scale(self)
 
     # --- sampling: seeding and DIS probes -------------------------------------------------------------------------
@@ -365,19 +418,21 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         return refit_every is not None and self.state.global_step % refit_every == 0
 
     def _draw_generator(self, device: torch.device) -> torch.Generator:
-        """A generator seeded by (seed, global step, micro-step, process): draws are reproducible on resume."""
+        """A generator seeded by (seed, global step, micro-step, process): draws are reproducible on resume. With
+        a sharded classifier every process draws for the whole batch, as process 0 (the draws of one process with
+        the whole batch)."""
         step, seen = self._micro_step
         self._micro_step = (step, seen + 1) if step == self.state.global_step else (self.state.global_step, 1)
-        key = f"{self.sampler.seed}:{self._micro_step[0]}:{self._micro_step[1] - 1}:{self.args.process_index}"
+        process = 0 if self.args.classifier_parallel else self.args.process_index
+        key = f"{self.sampler.seed}:{self._micro_step[0]}:{self._micro_step[1] - 1}:{process}"
         seed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") >> 1
         generator = torch.Generator(device=device)
         generator.manual_seed(seed)
         return generator
 
-    def _record_probe(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> None:
+    def _record_probe(self, statistic: torch.Tensor) -> None:
         """Add this micro-batch's probe statistic; at the step's last micro-batch, average it over micro-batches and
         processes (every process then refits identically) and let the sampler observe it."""
-        statistic = self.sampler.probe_statistic(teacher_logits, student_logits, self.args.temperature)
         self._probe_sum = statistic if self._probe_sum is None else self._probe_sum + statistic
         self._probe_count += 1
         if not self.accelerator.sync_gradients:
@@ -404,6 +459,12 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         prediction_loss_only: bool,
         ignore_keys: list[str] | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        if self.args.classifier_parallel:
+            raise ValueError(
+                "evaluating a sharded classifier inside the trainer is not supported yet: its logits are split over "
+                "the processes. Save the student (save_model gathers its classifier) and evaluate the folder in "
+                "one process (hf-dis evaluate --model OUTPUT_DIR)."
+            )
         if inputs.get(self.args.label_names[0]) is not None:
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
         # No labels: the Trainer would call model(**inputs), which timm models (forward(x)) do not accept.
@@ -432,7 +493,9 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         """The sampler's state (and the row-sparse classifier optimizer's) from `checkpoint`; counters reset."""
         if checkpoint is not None:
             load_sampler_state(checkpoint, self.sampler)
-            if self.args.classifier_optimizer == "row_sparse":
+            if self.args.classifier_parallel:
+                self._pending_classifier_state = load_shard_optimizer_state(checkpoint, self.student_head.shard)
+            elif self.args.classifier_optimizer == "row_sparse":
                 self._pending_classifier_state = load_classifier_state(checkpoint)
         self._micro_step = (-1, 0)
         self._probe_sum, self._probe_count = None, 0  # nothing half-accumulated from an interrupted call
@@ -516,10 +579,16 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         if self._pending_classifier_state is not None:
             self.classifier_optimizer.load_state_dict(self._pending_classifier_state)
             self._pending_classifier_state = None
-        broadcast_from_main_process(head.weight)
-        head.weight.register_post_accumulate_grad_hook(partial(reduce_row_gradient, accelerator=self.accelerator))
         optimizer.register_step_post_hook(self._step_classifier)
-        self.add_callback(ClassifierOptimizerCallback(self.classifier_optimizer))
+        if isinstance(head, ShardedLinear):  # each process's own rows, and their state: nothing to share
+            file_name = SHARD_OPTIMIZER_NAME.format(rank=head.shard.rank, world_size=head.shard.world_size)
+            self.add_callback(ClassifierOptimizerCallback(self.classifier_optimizer, file_name))
+            # the checkpoint is marked complete only once every process has saved its shard's state
+            self.add_callback(self.pop_callback(CheckpointMarkerCallback))
+        else:
+            broadcast_from_main_process(head.weight)
+            head.weight.register_post_accumulate_grad_hook(partial(reduce_row_gradient, accelerator=self.accelerator))
+            self.add_callback(ClassifierOptimizerCallback(self.classifier_optimizer))
         return optimizer
 
     def _step_classifier(self, optimizer: torch.optim.Optimizer, *_: Any) -> None:
@@ -534,6 +603,26 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
             if isinstance(callback, SamplerStateCallback) and callback.sampler is None:
                 callback.sampler = self.sampler
         return super().training_step(model, inputs, num_items_in_batch)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`; a sharded classifier's rows are gathered on the main process first, so that the
+        folder holds one ordinary model (call it on every process, as the Trainer does for checkpoints)."""
+        if not isinstance(self.student_head, ShardedLinear):
+            return super().save_model(output_dir, _internal_call)
+        with self.student_head.gathered():
+            super().save_model(output_dir, _internal_call)
+
+    def _clip_grad_norm(self, model: nn.Module) -> torch.Tensor:
+        # A private Trainer hook (internals.py): a sharded classifier's norm is the sum over every process's rows.
+        if not isinstance(self.student_head, ShardedLinear):
+            return super()._clip_grad_norm(model)
+        return sharded_grad_norm(model, self.student_head, self.args.max_grad_norm)
+
+    def _get_grad_norm(self, model: nn.Module, grad_norm: torch.Tensor | None = None) -> Any:
+        # The norm the Trainer logs without clipping (max_grad_norm = 0), over the shards as `_clip_grad_norm`.
+        if grad_norm is None and isinstance(self.student_head, ShardedLinear):
+            grad_norm = sharded_grad_norm(model, self.student_head, float("inf"))
+        return super()._get_grad_norm(model, grad_norm)
 
     def _check_training_data(self) -> dict[str, Any] | None:
         """Clear errors before anything is written: the labels (`_check_whole_labels`), then one collated example:
@@ -675,6 +764,17 @@ def _name_the_classes(
     if len(names) != num_classes:
         raise ValueError(f"the training data names {len(names)} classes; the student predicts {num_classes}.")
     set_class_names(student, names)
+
+
+def _shard_classifier(model: nn.Module, args: DistillationArguments) -> ShardedLinear:
+    """`classifier_parallel`: this process's `ShardedLinear` of the student's classifier, in place."""
+    if args.world_size < 2 or not torch.distributed.is_initialized():
+        raise ValueError(
+            f"classifier_parallel=True splits the student's classifier over the run's processes, but this run has "
+            f"{args.world_size}: launch it with accelerate launch --num_processes N (N >= 2), or leave "
+            "classifier_parallel off."
+        )
+    return shard_classifier(model)
 
 
 def _num_classes(model: nn.Module) -> int | None:
