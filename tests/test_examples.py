@@ -107,6 +107,22 @@ def test_quickstart_smoke(tmp_path):
     assert (tmp_path / "out" / "student-dis" / "model.safetensors").is_file()
 
 
+def test_bench_sharded_smoke(tmp_path):
+    """One process with the whole classifier, then two gloo processes with half of it each: every process reports
+    its rows, its peak memory and a step time."""
+    import json
+
+    run_script("benchmarks/bench_sharded.py", "--smoke", "--out", str(tmp_path))
+    lines = (tmp_path / "bench_sharded.jsonl").read_text().splitlines()
+    meta, rows = json.loads(lines[0])["meta"], [json.loads(line) for line in lines[1:]]
+    assert meta["classes"] == 2000 and meta["processes"] == 2
+    assert [(row["processes"], row["rank"], row["rows"]) for row in rows] == [(1, 0, 2000), (2, 0, 1000), (2, 1, 1000)]
+    assert all(row["peak_mb"] >= row["baseline_mb"] > 0 and row["step_ms"] > 0 for row in rows)
+    assert (tmp_path / "bench_sharded.png").is_file() and "peak above the runtime" in (
+        tmp_path / "bench_sharded.md"
+    ).read_text()
+
+
 def test_bench_head_smoke(tmp_path):
     import json
 

@@ -128,7 +128,7 @@ def _check_sharded(rank: int, init_file: str) -> None:
             expected = sampler.probe_statistic(teacher_logits, student, 2.0)
             torch.testing.assert_close(statistic, expected, msg=f"rank {rank}: probe statistic")
         # The whole classifier gathered into the state dict on process 0 (as save_model writes it), and loaded back.
-        head = ShardedLinear(torch.nn.Linear(WIDTH, CLASSES), shard)
+        head = ShardedLinear.from_linear(torch.nn.Linear(WIDTH, CLASSES), shard)
         with torch.no_grad():
             head.weight.copy_(weight[own_rows])
             head.bias.copy_(bias[own_rows])
@@ -139,7 +139,7 @@ def _check_sharded(rank: int, init_file: str) -> None:
         if rank == 0:
             assert torch.equal(state["weight"], weight) and torch.equal(state["bias"], bias)
         assert head.state_dict()["weight"].shape[0] == shard.size  # outside `gathered`, its own rows
-        fresh = ShardedLinear(torch.nn.Linear(WIDTH, CLASSES), shard)
+        fresh = ShardedLinear.from_linear(torch.nn.Linear(WIDTH, CLASSES), shard)
         fresh.load_state_dict({"weight": weight, "bias": bias})
         assert torch.equal(fresh.weight, weight[own_rows]) and torch.equal(fresh.bias, bias[own_rows])
         # Top-k over all classes, k above the smaller shard's 5 classes included.

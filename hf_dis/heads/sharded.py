@@ -235,15 +235,26 @@ class ShardedLinear(ClassRestriction, nn.Module):
             averages the backbone's gradients over processes, needs; 1 outside DDP.
     """
 
-    def __init__(self, linear: nn.Linear, shard: ClassShard, group: dist.ProcessGroup | None = None) -> None:
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        shard: ClassShard,
+        group: dist.ProcessGroup | None = None,
+    ) -> None:
+        """From this process's rows, `weight [C / N, d]` and `bias [C / N]` (copied): a classifier too large for
+        one process is never built whole."""
         super().__init__()
-        if linear.out_features != shard.num_classes:
-            raise ValueError(f"the classifier has {linear.out_features} classes, the shard is of {shard.num_classes}.")
-        self.in_features, self.out_features = linear.in_features, shard.num_classes
+        if weight.dim() != 2 or weight.shape[0] != shard.size or (bias is not None and bias.shape != (shard.size,)):
+            bias_shape = None if bias is None else tuple(bias.shape)
+            raise ValueError(
+                f"the shard owns {shard.size} classes: its weight must be [{shard.size}, d] and its bias "
+                f"[{shard.size}], got {tuple(weight.shape)} and {bias_shape}."
+            )
+        self.in_features, self.out_features = weight.shape[1], shard.num_classes
         self.shard, self.group = shard, group
-        rows = slice(shard.start, shard.stop)
-        self.weight = nn.Parameter(linear.weight.detach()[rows].clone(), requires_grad=linear.weight.requires_grad)
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach()[rows].clone())
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
         self.sparse_grad = False
         self.grad_scale = float(shard.world_size)
         self._gathered: dict[str, torch.Tensor] | None = None  # the whole classifier, inside `gathered` only
@@ -261,6 +272,17 @@ class ShardedLinear(ClassRestriction, nn.Module):
         return sharded_subset_logits(
             gathered, self.weight, self.bias, self.shard, self._classes, sparse_grad=self.sparse_grad, group=self.group
         )
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, shard: ClassShard, group: dist.ProcessGroup | None = None):
+        """This process's rows of a whole `linear` classifier over `shard.num_classes` classes."""
+        if linear.out_features != shard.num_classes:
+            raise ValueError(f"the classifier has {linear.out_features} classes, the shard is of {shard.num_classes}.")
+        rows = slice(shard.start, shard.stop)
+        bias = None if linear.bias is None else linear.bias[rows]
+        sharded = cls(linear.weight[rows], bias, shard, group)
+        sharded.weight.requires_grad_(linear.weight.requires_grad)  # a frozen classifier stays frozen
+        return sharded
 
     @contextlib.contextmanager
     def gathered(self, dst: int = 0) -> Iterator[None]:
@@ -316,6 +338,6 @@ def shard_classifier(model: nn.Module, group: dist.ProcessGroup | None = None) -
     of it, in place, and return it; the other rows are dropped from this process."""
     split = split_classifier(model)
     shard = class_shard(split.num_classes, dist.get_rank(group), dist.get_world_size(group))
-    sharded = ShardedLinear(split.head, shard, group)
+    sharded = ShardedLinear.from_linear(split.head, shard, group)
     model.set_submodule(split.head_path, sharded)
     return sharded
