@@ -251,6 +251,27 @@ def test_reid_chain_on_glyphs_with_two_processes(tmp_path):
     assert results(evaluated)["eval_mAP"] == pytest.approx(metrics["eval_mAP"], abs=1e-6)
 
 
+def test_reid_logit_retrieval_scores_the_teachers_descriptors(tmp_path):
+    """benchmarks/reid_logit_retrieval.py on a 2-step re-ID teacher: rank-1 and mAP in [0, 1] for its embeddings and
+    for its identity logits (raw, and the softmax at each temperature), by both distances."""
+    root = write_market_release(tmp_path / "market")
+    data = ["--dataset", "market1501", "--data_dir", str(root), "--image_size", "32"]
+    hf_dis_command("train-teacher", "--task", "reid", *data, "--pretrained", "false", "--model", "test_resnet",
+                   "--output_dir", str(tmp_path / "teacher"), "--max_steps", "2", "--per_device_train_batch_size", "8",
+                   *QUICK, cache=tmp_path / "cache")  # fmt: skip
+    output = tmp_path / "retrieval.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DIS_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "benchmarks/reid_logit_retrieval.py", "--model", str(tmp_path / "teacher"), *data,
+               "--output", str(output)]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(output.read_text())
+    names = {"embeddings (BNNeck)", "identity logits", *(f"identity softmax, T = {t}" for t in ("1", "4", "16"))}
+    assert set(report["results"]) == {f"{name}, {metric}" for name in names for metric in ("euclidean", "cosine")}
+    assert all(0 <= value["rank1"] <= 1 and 0 <= value["mAP"] <= 1 for value in report["results"].values())
+    assert report["queries"] > 0 and report["gallery"] > 0 and report["run"]["hf_dis"]
+
+
 def test_market1501_recipe_on_the_release_format(tmp_path):
     root = write_market_release(tmp_path / "market")
     teacher, student = tmp_path / "teacher", tmp_path / "student"
