@@ -837,6 +837,8 @@ def test_a_classifier_sharded_over_two_processes_trains_saves_and_resumes_as_one
         assert ranks[0]["losses"] == pytest.approx(one["losses"], rel=1e-5), run
         assert ranks[0]["grad_norms"] == pytest.approx(one["grad_norms"], rel=1e-5), run
         assert len(one["losses"]) == (3 if run == "full" else 4)
+        for key in ("eval_loss", "eval_accuracy", "eval_top5", "eval_kd_loss"):  # top-5 merged over the shards
+            assert ranks[0]["eval"][key] == pytest.approx(one["eval"][key], rel=1e-5, abs=2e-6), (run, key)  # 6 digits
         if run != "full":
             assert ranks[0]["sampler"]["num_updates"] == one["sampler"]["num_updates"] == 2
             for key, values in one["sampler"]["mixture"].items():
@@ -861,9 +863,9 @@ def test_a_sharded_classifier_refuses_what_it_cannot_do(tmp_path):
 
     with pytest.raises(ValueError, match="classifier_parallel=True does not support classifier_optimizer='dense'"):
         make_args(tmp_path, classifier_parallel=True)
-    with pytest.raises(ValueError, match="sampler='auto'.*eval_strategy='steps'"):
+    with pytest.raises(ValueError, match="kd_divergence='symmetric', sampler='auto'"):
         make_args(tmp_path, classifier_parallel=True, classifier_optimizer="row_sparse", sampler="auto",
-                  eval_strategy="steps", eval_steps=1)  # fmt: skip
+                  kd_divergence="symmetric")  # fmt: skip
     with pytest.raises(ValueError, match="not supported by the re-ID trainer yet"):
         ReIDDistillationArguments(output_dir=str(tmp_path / "reid"), classifier_parallel=True,
                                   classifier_optimizer="row_sparse", report_to="none", use_cpu=True)  # fmt: skip

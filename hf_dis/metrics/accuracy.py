@@ -1,4 +1,4 @@
-"""Top-k classification accuracy."""
+"""Top-k classification accuracy, from logits or from each example's ranked classes."""
 
 from __future__ import annotations
 
@@ -41,3 +41,16 @@ def classification_metrics(prediction) -> dict[str, float]:
     """`compute_metrics` for `Trainer`: `accuracy` (top-1) and `top5` of an `EvalPrediction` (logits, label ids)."""
     result = topk_accuracy(prediction.predictions, prediction.label_ids, ks=(1, 5))
     return {"accuracy": result["top1"], "top5": result["top5"]}
+
+
+def ranked_classes_metrics(prediction) -> dict[str, float]:
+    """`compute_metrics` for predictions that are each example's highest-scoring classes, `[N, k]` class ids in
+    descending order (what a classifier sharded over processes predicts: `classifier_parallel`): `accuracy` (top-1)
+    and `top5` (over the first min(5, k) classes), as `classification_metrics` gives them from logits."""
+    ranked, labels = torch.as_tensor(prediction.predictions).long(), torch.as_tensor(prediction.label_ids).long()
+    if ranked.dim() != 2 or labels.shape != (ranked.shape[0],) or ranked.shape[0] == 0:
+        raise ValueError(
+            f"ranked classes must be [N, k] and labels [N], got {tuple(ranked.shape)}, {tuple(labels.shape)}."
+        )
+    hits = ranked == labels.unsqueeze(1)
+    return {"accuracy": float(hits[:, :1].any(1).double().mean()), "top5": float(hits[:, :5].any(1).double().mean())}

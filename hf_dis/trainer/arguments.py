@@ -105,7 +105,7 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
             equal one process's with the whole batch. For classifiers too large for one device; needs
             classifier_optimizer='row_sparse' and the forward KL. A live teacher's logits are gathered whole on every
             process ([N B, C]): at that scale, distil from a teacher cache. save_model gathers the rows into one
-            ordinary model; evaluation inside the trainer is not supported yet (evaluate the saved folder).
+            ordinary model; evaluation predicts each example's top 5 class ids, merged from every process's rows.
         compile_loss: Compile the distillation loss, full and sampled, forward and backward, with torch.compile: a
             few fused kernels instead of some fifty small ones per step, for steps bound by the host's kernel
             launches (small models and images on a GPU). The first steps, and a new batch size, pay the compilation.
@@ -254,8 +254,8 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
                 "processes and equal one process's with the whole batch. For classifiers too large for one device; "
                 "needs classifier_optimizer='row_sparse' and the forward KL. A live teacher's logits are gathered "
                 "whole on every process ([N B, C]): at that scale, distil from a teacher cache. save_model gathers "
-                "the rows into one ordinary model; evaluation inside the trainer is not supported yet (evaluate the "
-                "saved folder)."
+                "the rows into one ordinary model; evaluation predicts each example's top 5 class ids, merged from "
+                "every process's rows."
             )
         },
     )
@@ -400,15 +400,13 @@ def _check_classifier_parallel(args: DistillationArguments) -> None:
         "classifier_optimizer='dense'": args.classifier_optimizer != "row_sparse",
         f"kd_divergence={args.kd_divergence!r}": args.kd_divergence != "forward",
         "sampler='auto'": args.sampler == "auto",
-        f"eval_strategy={getattr(args.eval_strategy, 'value', args.eval_strategy)!r}": args.eval_strategy != "no",
     }
     found = [name for name, refuse in refused.items() if refuse]
     if found:
         raise ValueError(
             f"classifier_parallel=True does not support {', '.join(found)}: set classifier_optimizer='row_sparse' "
-            "(each process updates and saves its own rows' state), kd_divergence='forward', an explicit sampler "
-            "('dis' or 'full': auto times one process's head), and eval_strategy='no' (evaluate the saved model, "
-            "which save_model gathers into one)."
+            "(each process updates and saves its own rows' state), kd_divergence='forward' and an explicit sampler "
+            "('dis' or 'full': auto times one process's head)."
         )
 
 

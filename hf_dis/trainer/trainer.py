@@ -59,10 +59,17 @@ from hf_dis.data.teacher_cache import (
 from hf_dis.data.transforms import model_normalization
 from hf_dis.diagnostics import head_step_ms, sampled_set_stats
 from hf_dis.heads import SampledLinear, install_sampled_head, split_classifier
-from hf_dis.heads.sharded import ShardedLinear, gather_from_processes, shard_classifier
+from hf_dis.heads.sharded import (
+    ShardedLinear,
+    gather_from_processes,
+    shard_classifier,
+    sharded_cross_entropy,
+    sharded_topk,
+)
 from hf_dis.hub import head_step_times, render_card, student_card_data
 from hf_dis.losses import DistillationLoss, distillation_loss, sampled_distillation_loss
 from hf_dis.losses.distillation import sharded_distillation_loss
+from hf_dis.metrics import ranked_classes_metrics
 from hf_dis.models import (
     agreed_class_names,
     dataset_class_names,
@@ -106,6 +113,8 @@ logger = logging.getLogger(__name__)
 
 #: Timed head steps per candidate when sampler="auto" (the median is compared).
 AUTO_REPEATS = 10
+#: Classes a sharded classifier predicts per example in evaluation (its predictions are class ids, not logits).
+PREDICTED_CLASSES = 5
 
 
 class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
@@ -174,6 +183,8 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         cache_names = _cached_class_names(kwargs.get("train_dataset"), num_classes)
         _name_the_classes(model, num_classes, teacher, kwargs.get("train_dataset"), args.label_names[0], cache_names)
         super().__init__(model=model, args=args, **kwargs)
+        if args.classifier_parallel and self.compute_metrics is None:  # its predictions are ranked class ids
+            self.compute_metrics = ranked_classes_metrics
         self.teacher: nn.Module | None = None  # None: the cached logits of the training data stand in for it
         self.teacher_inputs: TeacherInputs | None = None
         if teacher is not None:
@@ -355,7 +366,11 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
             raise ValueError("evaluating without a teacher needs labels (the KD term needs the teacher's logits).")
         outputs = model(pixel_values)
         student_logits = _logits_of(outputs)
-        loss = F.cross_entropy(student_logits.float(), labels, label_smoothing=self.args.label_smoothing_factor)
+        if isinstance(self.student_head, ShardedLinear):  # this process's classes, of every process's examples
+            loss = sharded_cross_entropy(student_logits, gather_from_processes(labels), self.student_head.shard,
+                                         label_smoothing=self.args.label_smoothing_factor)  # fmt: skip
+        else:
+            loss = F.cross_entropy(student_logits.float(), labels, label_smoothing=self.args.label_smoothing_factor)
         self.loss_parts["eval"].add("ce_loss", loss)
         loss = self._with_auxiliary_losses("eval", loss, outputs, labels)
         return (loss, {"logits": student_logits}) if return_outputs else loss
@@ -459,12 +474,8 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         prediction_loss_only: bool,
         ignore_keys: list[str] | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        if self.args.classifier_parallel:
-            raise ValueError(
-                "evaluating a sharded classifier inside the trainer is not supported yet: its logits are split over "
-                "the processes. Save the student (save_model gathers its classifier) and evaluate the folder in "
-                "one process (hf-dis evaluate --model OUTPUT_DIR)."
-            )
+        if isinstance(self.student_head, ShardedLinear):
+            return self._sharded_prediction_step(model, inputs, prediction_loss_only)
         if inputs.get(self.args.label_names[0]) is not None:
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
         # No labels: the Trainer would call model(**inputs), which timm models (forward(x)) do not accept.
@@ -472,6 +483,27 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         with torch.no_grad():
             logits = _logits_of(model(inputs["pixel_values"]))
         return None, None if prediction_loss_only else logits.detach(), None
+
+    def _sharded_prediction_step(
+        self, model: nn.Module, inputs: dict[str, torch.Tensor | Any], prediction_loss_only: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """A sharded classifier's predictions: this process's examples' `PREDICTED_CLASSES` highest classes `[B, k]`
+        (merged from every process's own rows by `sharded_topk`, never `[B, C]` on one process), the loss of the
+        whole batch (with labels), and the labels."""
+        inputs = self._prepare_inputs(inputs)
+        labels = inputs.get(self.args.label_names[0])
+        with torch.no_grad():
+            if labels is not None:
+                loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+                loss = loss.detach()
+            else:
+                loss, outputs = None, {"logits": model(inputs["pixel_values"])}
+            head = self.student_head
+            k = min(PREDICTED_CLASSES, head.out_features)
+            ranked = sharded_topk(_logits_of(outputs), head.shard, k)[1]
+            batch_size = inputs["pixel_values"].shape[0]
+            own = ranked[head.shard.rank * batch_size : (head.shard.rank + 1) * batch_size]
+        return loss, None if prediction_loss_only else own, labels
 
     # --- training entry point -------------------------------------------------------------------------------------
 

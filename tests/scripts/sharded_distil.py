@@ -2,8 +2,8 @@
 process with the whole classifier; under `accelerate launch --multi_gpu --num_processes 2` (2 gloo ranks on CPU) the
 same runs with `classifier_parallel=True`, each rank holding half the classifier's rows.
 
-Runs (each writes <out>/<run>-rank<i>.json: sampler state, checksums of the backbone and logged losses; and saves the
-student to <out>/<run>/final with `save_model`):
+Runs (each writes <out>/<run>-rank<i>.json: sampler state, checksums of the backbone, logged losses and an evaluation
+on other images; and saves the student to <out>/<run>/final with `save_model`):
 - dis: DIS (K = 5, refit every 2 steps), row-sparse SGD with momentum and weight decay, gradient clipping, 4 steps,
   a checkpoint every 2;
 - dis-resumed: the same run stopped after step 2, then resumed from its checkpoint to step 4;
@@ -19,6 +19,7 @@ import timm
 import torch
 
 from hf_dis import DistillationArguments, DistillationTrainer
+from hf_dis.metrics import classification_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared tiny data
 from tiny_models import NUM_CLASSES, RandomImages, StopAt  # noqa: E402
@@ -38,6 +39,7 @@ def run(out: str, name: str, sampler: str, batch_size: int, max_steps: int, stop
         output_dir=f"{out}/{name}",
         max_steps=max_steps,
         per_device_train_batch_size=batch_size // accumulation,
+        per_device_eval_batch_size=batch_size,
         gradient_accumulation_steps=accumulation,
         learning_rate=0.1,
         optim="sgd",
@@ -57,9 +59,10 @@ def run(out: str, name: str, sampler: str, batch_size: int, max_steps: int, stop
         use_cpu=True,
     )
     callbacks = [StopAt(stop_at)] if stop_at is not None else []
-    trainer = DistillationTrainer(
-        model=student, args=args, teacher=teacher, train_dataset=RandomImages(32), callbacks=callbacks
-    )
+    # Sharded, the predictions are each example's top 5 class ids and the trainer's default metrics read them.
+    metrics = None if args.classifier_parallel else classification_metrics
+    trainer = DistillationTrainer(model=student, args=args, teacher=teacher, train_dataset=RandomImages(32),
+                                  callbacks=callbacks, compute_metrics=metrics)  # fmt: skip
     trainer.train(resume_from_checkpoint=resume or None)
     if stop_at is None:
         trainer.save_model(f"{out}/{name}/final")
@@ -70,6 +73,7 @@ def run(out: str, name: str, sampler: str, batch_size: int, max_steps: int, stop
         "backbone_checksum": backbone_checksum(trainer.model),
         "losses": [entry["loss"] for entry in trainer.state.log_history if "loss" in entry],
         "grad_norms": [entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry],
+        "eval": trainer.evaluate(RandomImages(16, seed=1)),
     }
     with open(f"{out}/{name}-rank{args.process_index}.json", "w") as handle:
         json.dump(result, handle)
