@@ -242,6 +242,19 @@ def test_resume_is_bitwise_identical(tmp_path, restore_callbacks, classifier_opt
     assert final["stateful_callbacks"]["SamplerStateCallback"]["attributes"]["sampler_state"]["num_updates"] == 2
 
 
+def test_a_checkpoint_is_marked_complete_after_the_classifier_optimizer_state_is_in_it(tmp_path):
+    from hf_dis.trainer.row_sparse_updates import ClassifierOptimizerCallback
+    from hf_dis.trainer.run_folder import CheckpointMarkerCallback
+
+    args = make_args(tmp_path, classifier_optimizer="row_sparse", max_steps=1)
+    trainer = DistillationTrainer(
+        model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1), train_dataset=RandomImages(4)
+    )
+    trainer.create_optimizer()
+    kinds = [type(callback) for callback in trainer.callback_handler.callbacks]
+    assert kinds.index(ClassifierOptimizerCallback) < kinds.index(CheckpointMarkerCallback) == len(kinds) - 1
+
+
 def test_row_sparse_classifier_optimizer(tmp_path, monkeypatch):
     """Every row used (full KD): the same training as the dense optimizer. Sampled steps: the weight's gradient is
     sparse over exactly the rows the step's forwards used, and exactly those rows move (weight decay included), where

@@ -22,6 +22,9 @@ What it adds to the Trainer, and where:
   `log` adds the loss parts and the sampled set's statistics (computed on the steps that are logged only).
 - `create_optimizer`: with `classifier_optimizer="row_sparse"`, the classifier leaves the Trainer's optimizer for a
   row-sparse one that updates only the rows each step sampled.
+- `classifier_parallel`: the classifier sharded over the processes (`hf_dis.heads.sharded`): every process computes
+  the loss of the whole global batch from its own classes' logits (`hf_dis.trainer.sharded_classifier`), saves its
+  shard's optimizer state, gathers the rows in `save_model`, and predicts top-5 class ids in evaluation.
 - Evaluation under DDP: `BufferSyncCallback` gives every process rank 0's BatchNorm statistics first, so that a
   distributed evaluation scores the model that is saved.
 """
@@ -615,12 +618,12 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         if isinstance(head, ShardedLinear):  # each process's own rows, and their state: nothing to share
             file_name = SHARD_OPTIMIZER_NAME.format(rank=head.shard.rank, world_size=head.shard.world_size)
             self.add_callback(ClassifierOptimizerCallback(self.classifier_optimizer, file_name))
-            # the checkpoint is marked complete only once every process has saved its shard's state
-            self.add_callback(self.pop_callback(CheckpointMarkerCallback))
         else:
             broadcast_from_main_process(head.weight)
             head.weight.register_post_accumulate_grad_hook(partial(reduce_row_gradient, accelerator=self.accelerator))
             self.add_callback(ClassifierOptimizerCallback(self.classifier_optimizer))
+        # a checkpoint is marked complete only after the classifier optimizer's state is in it (on every process)
+        self.add_callback(self.pop_callback(CheckpointMarkerCallback))
         return optimizer
 
     def _step_classifier(self, optimizer: torch.optim.Optimizer, *_: Any) -> None:
