@@ -144,16 +144,16 @@ def test_classification_metrics_for_the_trainer():
     assert metrics.classification_metrics(prediction) == {"accuracy": 0.5, "top5": 1.0}
 
 
-def test_ranked_classes_metrics_read_the_top_classes_as_classification_metrics_read_logits():
+def test_classification_metrics_read_ranked_class_ids_as_they_read_logits():
     from transformers import EvalPrediction
 
     logits = torch.randn(50, 30, generator=torch.Generator().manual_seed(0))
     labels = torch.randint(30, (50,), generator=torch.Generator().manual_seed(1))
     ranked = logits.topk(5, dim=1).indices  # what a sharded classifier predicts
     expected = metrics.classification_metrics(EvalPrediction(predictions=logits.numpy(), label_ids=labels.numpy()))
-    assert metrics.ranked_classes_metrics(EvalPrediction(predictions=ranked.numpy(), label_ids=labels.numpy())) == (
+    assert metrics.classification_metrics(EvalPrediction(predictions=ranked.numpy(), label_ids=labels.numpy())) == (
         expected
     )
     assert 0 < expected["accuracy"] < expected["top5"] < 1  # both metrics are exercised
     with pytest.raises(ValueError, match=r"ranked classes must be \[N, k\]"):
-        metrics.ranked_classes_metrics(EvalPrediction(predictions=ranked[0].numpy(), label_ids=labels.numpy()))
+        metrics.classification_metrics(EvalPrediction(predictions=ranked[0].numpy(), label_ids=labels.numpy()))

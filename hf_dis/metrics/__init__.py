@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hf_dis.metrics.accuracy import classification_metrics, ranked_classes_metrics, topk_accuracy
+from hf_dis.metrics.accuracy import classification_metrics, topk_accuracy
 from hf_dis.metrics.reid import reid_eval_metrics, reid_metrics, reid_metrics_from_features
 
 MODULES = Path(__file__).resolve().parent / "modules"
@@ -36,7 +36,6 @@ def load(name: str, **kwargs):
 __all__ = [
     "available",
     "classification_metrics",
-    "ranked_classes_metrics",
     "load",
     "metric_info",
     "reid_eval_metrics",

@@ -38,19 +38,17 @@ def label_rank(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def classification_metrics(prediction) -> dict[str, float]:
-    """`compute_metrics` for `Trainer`: `accuracy` (top-1) and `top5` of an `EvalPrediction` (logits, label ids)."""
-    result = topk_accuracy(prediction.predictions, prediction.label_ids, ks=(1, 5))
-    return {"accuracy": result["top1"], "top5": result["top5"]}
-
-
-def ranked_classes_metrics(prediction) -> dict[str, float]:
-    """`compute_metrics` for predictions that are each example's highest-scoring classes, `[N, k]` class ids in
-    descending order (what a classifier sharded over processes predicts: `classifier_parallel`): `accuracy` (top-1)
-    and `top5` (over the first min(5, k) classes), as `classification_metrics` gives them from logits."""
-    ranked, labels = torch.as_tensor(prediction.predictions).long(), torch.as_tensor(prediction.label_ids).long()
-    if ranked.dim() != 2 or labels.shape != (ranked.shape[0],) or ranked.shape[0] == 0:
+    """`compute_metrics` for `Trainer`: `accuracy` (top-1) and `top5` of an `EvalPrediction` whose predictions are
+    logits (`[N, C]`, floating point) or each example's highest-scoring classes (`[N, k]` integer class ids, best
+    first: what a classifier sharded over processes predicts, `classifier_parallel`; top-5 over the first min(5, k)).
+    """
+    predictions, labels = torch.as_tensor(prediction.predictions), torch.as_tensor(prediction.label_ids).long()
+    if predictions.is_floating_point():
+        result = topk_accuracy(predictions, labels, ks=(1, 5))
+        return {"accuracy": result["top1"], "top5": result["top5"]}
+    if predictions.dim() != 2 or labels.shape != (predictions.shape[0],) or predictions.shape[0] == 0:
         raise ValueError(
-            f"ranked classes must be [N, k] and labels [N], got {tuple(ranked.shape)}, {tuple(labels.shape)}."
+            f"ranked classes must be [N, k] and labels [N], got {tuple(predictions.shape)} and {tuple(labels.shape)}."
         )
-    hits = ranked == labels.unsqueeze(1)
+    hits = predictions.long() == labels.unsqueeze(1)
     return {"accuracy": float(hits[:, :1].any(1).double().mean()), "top5": float(hits[:, :5].any(1).double().mean())}

@@ -40,15 +40,16 @@ def log_rank_bins(num_ranks: int, num_bins: int) -> torch.Tensor:
 
 def teacher_ranks(teacher_logits: TeacherLogits, start: int = 0, stop: int | None = None) -> torch.Tensor:
     """`[B, stop - start]` int64: each example's teacher rank of the classes `start..stop-1` (default all C; rank 0:
-    the highest logit). Dense logits are ranked by a descending sort; cached ones (`CachedTeacherLogits`) by their
-    stored order, then the tail classes (which share one logit) in order of class id, so that a process owning a
-    range of the classes ranks its own without the others' logits."""
+    the highest logit). Dense logits are ranked by a stable descending sort (equal logits in order of class id); cached
+    ones (`CachedTeacherLogits`) by their stored order, then the tail classes (which share one logit) in order of
+    class id, which is the rank of their dense logits, and lets a process owning a range of the classes rank its own
+    without the others' logits."""
     num_classes = teacher_logits.shape[1]
     stop = num_classes if stop is None else stop
     if not 0 <= start < stop <= num_classes:
         raise ValueError(f"the classes must be a range in [0, {num_classes}), got [{start}, {stop}).")
     if not isinstance(teacher_logits, CachedTeacherLogits):
-        order = teacher_logits.detach().argsort(dim=-1, descending=True)
+        order = teacher_logits.detach().argsort(dim=-1, descending=True, stable=True)
         positions = torch.arange(num_classes, device=order.device).expand_as(order)
         return torch.empty_like(order).scatter_(1, order, positions)[:, start:stop]
     top = teacher_logits.top_classes.long()

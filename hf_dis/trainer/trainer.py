@@ -72,7 +72,7 @@ from hf_dis.heads.sharded import (
 from hf_dis.hub import head_step_times, render_card, student_card_data
 from hf_dis.losses import DistillationLoss, distillation_loss, sampled_distillation_loss
 from hf_dis.losses.distillation import sharded_distillation_loss
-from hf_dis.metrics import ranked_classes_metrics
+from hf_dis.metrics import classification_metrics
 from hf_dis.models import (
     agreed_class_names,
     dataset_class_names,
@@ -187,7 +187,7 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         _name_the_classes(model, num_classes, teacher, kwargs.get("train_dataset"), args.label_names[0], cache_names)
         super().__init__(model=model, args=args, **kwargs)
         if args.classifier_parallel and self.compute_metrics is None:  # its predictions are ranked class ids
-            self.compute_metrics = ranked_classes_metrics
+            self.compute_metrics = classification_metrics
         self.teacher: nn.Module | None = None  # None: the cached logits of the training data stand in for it
         self.teacher_inputs: TeacherInputs | None = None
         if teacher is not None:
@@ -294,9 +294,10 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
             if args.classifier_parallel:
                 parts = self._sharded_full_loss(teacher_logits, student_logits, labels, training)
             else:
+                teacher_logits = as_dense(teacher_logits)
                 parts = self._distillation_loss(
                     student_logits,
-                    as_dense(teacher_logits),
+                    teacher_logits,
                     labels,
                     args.temperature,
                     args.alpha,

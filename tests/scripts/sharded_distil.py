@@ -59,10 +59,9 @@ def run(out: str, name: str, sampler: str, batch_size: int, max_steps: int, stop
         use_cpu=True,
     )
     callbacks = [StopAt(stop_at)] if stop_at is not None else []
-    # Sharded, the predictions are each example's top 5 class ids and the trainer's default metrics read them.
-    metrics = None if args.classifier_parallel else classification_metrics
+    # Sharded, the predictions are each example's top 5 class ids: classification_metrics reads them as logits.
     trainer = DistillationTrainer(model=student, args=args, teacher=teacher, train_dataset=RandomImages(32),
-                                  callbacks=callbacks, compute_metrics=metrics)  # fmt: skip
+                                  callbacks=callbacks, compute_metrics=classification_metrics)  # fmt: skip
     trainer.train(resume_from_checkpoint=resume or None)
     if stop_at is None:
         trainer.save_model(f"{out}/{name}/final")
