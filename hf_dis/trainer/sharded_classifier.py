@@ -87,14 +87,15 @@ def sharded_grad_norm(model: nn.Module, head: ShardedLinear, max_norm: float) ->
     return total
 
 
-def shard_optimizer_path(checkpoint: str | os.PathLike, shard: ClassShard) -> str:
-    return os.path.join(checkpoint, SHARD_OPTIMIZER_NAME.format(rank=shard.rank, world_size=shard.world_size))
+def shard_optimizer_name(shard: ClassShard) -> str:
+    """The file of `shard`'s classifier optimizer state in a checkpoint folder."""
+    return SHARD_OPTIMIZER_NAME.format(rank=shard.rank, world_size=shard.world_size)
 
 
 def load_shard_optimizer_state(checkpoint: str | os.PathLike, shard: ClassShard) -> dict[str, Any]:
     """This process's classifier optimizer state from `checkpoint`; a clear error when the checkpoint was saved with
     another number of processes (its shards are other rows), or without a sharded classifier."""
-    path = shard_optimizer_path(checkpoint, shard)
+    path = os.path.join(checkpoint, shard_optimizer_name(shard))
     if os.path.isfile(path):
         return torch.load(path, map_location="cpu", weights_only=True)
     saved = sorted(

@@ -103,10 +103,10 @@ from hf_dis.trainer.row_sparse_updates import (
 from hf_dis.trainer.run_folder import CheckpointMarkerCallback
 from hf_dis.trainer.sampler_state import SamplerStateCallback, load_sampler_state
 from hf_dis.trainer.sharded_classifier import (
-    SHARD_OPTIMIZER_NAME,
     gathered_teacher_logits,
     load_shard_optimizer_state,
     own_teacher_logits,
+    shard_optimizer_name,
     sharded_grad_norm,
     sharded_probe_statistic,
 )
@@ -617,8 +617,7 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
             self._pending_classifier_state = None
         optimizer.register_step_post_hook(self._step_classifier)
         if isinstance(head, ShardedLinear):  # each process's own rows, and their state: nothing to share
-            file_name = SHARD_OPTIMIZER_NAME.format(rank=head.shard.rank, world_size=head.shard.world_size)
-            self.add_callback(ClassifierOptimizerCallback(self.classifier_optimizer, file_name))
+            self.add_callback(ClassifierOptimizerCallback(self.classifier_optimizer, shard_optimizer_name(head.shard)))
         else:
             broadcast_from_main_process(head.weight)
             head.weight.register_post_accumulate_grad_hook(partial(reduce_row_gradient, accelerator=self.accelerator))
