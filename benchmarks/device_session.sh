@@ -53,8 +53,8 @@ MANY_CLASS_FAMILIES=("AR PL Mingti2L Big5" "BabelStone Han" "Droid Sans Fallback
 # runs are trained, against a retrained teacher), and the stages with the second of the call at which each must end
 # (the call's limit is 600 s) when none are named.
 STUDIES=(glyphs_gb2312_classification_short glyphs_reid_short glyphs_reid_short_alpha09 glyphs_reid_short_eps05
-    glyphs_10k_short)
-DEFAULT_STAGES=(reid:300 reid_alpha09:560)
+    glyphs_reid_short_recipe glyphs_10k_short)
+DEFAULT_STAGES=(reid:300 reid_recipe:560)
 
 stage_command() {
     case "$1" in
@@ -77,6 +77,7 @@ stage_command() {
     reid) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short.yaml --jobs 8 ;;
     reid_alpha09) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short_alpha09.yaml --jobs 6 ;;
     reid_eps05) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short_eps05.yaml --jobs 6 ;;
+    reid_recipe) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short_recipe.yaml --jobs 6 ;;
     many_classes) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_10k_short.yaml --jobs 8 ;;
     *) return 1 ;;
     esac

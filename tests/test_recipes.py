@@ -60,7 +60,7 @@ def test_recipe_defaults_are_the_papers(tmp_path):
     )
     assert (bot.per_device_train_batch_size, bot.instances_per_identity, bot.triplet_margin) == (64, 4, 0.3)
     assert (bot.warmup_epochs, bot.warmup_start_factor, bot.lr_milestones) == (10, 0.1, [40, 70])
-    assert (bot.label_smoothing_factor, bot.temperature, bot.alpha) == (0.1, 4.0, 0.5)
+    assert (bot.label_smoothing_factor, bot.temperature, bot.alpha, bot.embedding_kd_weight) == (0.1, 4.0, 0.9, 3000)
     # the training-arguments class follows the task
     _, _, reid = train_teacher.parse_args(["--task", "reid", "--output_dir", str(tmp_path)])
     assert isinstance(reid, train_teacher.ReIDTeacherArguments) and reid.learning_rate == 3.5e-4

@@ -879,6 +879,9 @@ def test_a_sharded_classifier_refuses_what_it_cannot_do(tmp_path):
     with pytest.raises(ValueError, match="kd_divergence='symmetric', sampler='auto'"):
         make_args(tmp_path, classifier_parallel=True, classifier_optimizer="row_sparse", sampler="auto",
                   kd_divergence="symmetric")  # fmt: skip
+    with pytest.raises(ValueError, match="even_batches=False: set accelerator_config's even_batches=True"):
+        make_args(tmp_path, classifier_parallel=True, classifier_optimizer="row_sparse",
+                  accelerator_config={"even_batches": False})  # fmt: skip
     with pytest.raises(ValueError, match="not supported by the re-ID trainer yet"):
         ReIDDistillationArguments(output_dir=str(tmp_path / "reid"), classifier_parallel=True,
                                   classifier_optimizer="row_sparse", report_to="none", use_cpu=True)  # fmt: skip

@@ -1,7 +1,8 @@
 r"""Distil a re-ID teacher into a re-ID student with the BoT recipe: 256 x 128 inputs, flip + pad-and-crop + random
 erasing, P = 16 identities x K = 4 images, label smoothing 0.1, batch-hard triplet (margin 0.3), Adam 3.5e-4 with a
-10-epoch warm-up, x 0.1 at epochs 40 and 70, 120 epochs; the identity logits distilled at T = 4 with CE weight 0.5
-(a choice of this recipe: BoT has no distillation) over the classes the sampler draws (DIS by default).
+10-epoch warm-up, x 0.1 at epochs 40 and 70, 120 epochs. Distillation (this recipe's choice: BoT has no
+distillation): the embeddings by the similarity-preserving term at weight 3,000, and the identity logits at T = 4
+with CE weight 0.9 over the classes the sampler draws (DIS by default); docs/guide.md says why and when to change it.
 Defaults: a ResNet-18 student (ImageNet-pretrained, as BoT) of a ResNet-50 teacher trained by `train-teacher`.
 
     hf-dis distill market1501 --dataset market1501 --data_dir /data/Market-1501-v15.09.15 \
@@ -52,13 +53,17 @@ class StudentArguments(ReIDBackboneOptions, ModelOptions):
 
 @dataclass
 class BoTDistillationArguments(BoTRecipe, TeacherCacheOption, ReIDDistillationArguments):
-    """`ReIDDistillationArguments` with the BoT recipe's defaults (T = 4, CE weight 0.5), and `teacher_cache` (see
-    `TeacherCacheOption`)."""
+    """`ReIDDistillationArguments` with the BoT recipe's defaults and this recipe's distillation weights (T = 4, CE
+    weight 0.9, embedding term 3,000: the best of the glyph re-ID ablations, docs/results.md), and `teacher_cache`
+    (see `TeacherCacheOption`)."""
 
     temperature: float = field(
         default=4.0, metadata=ReIDDistillationArguments.__dataclass_fields__["temperature"].metadata
     )
-    alpha: float = field(default=0.5, metadata=ReIDDistillationArguments.__dataclass_fields__["alpha"].metadata)
+    alpha: float = field(default=0.9, metadata=ReIDDistillationArguments.__dataclass_fields__["alpha"].metadata)
+    embedding_kd_weight: float = field(
+        default=3000.0, metadata=ReIDDistillationArguments.__dataclass_fields__["embedding_kd_weight"].metadata
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[StudentArguments, DataArguments, BoTDistillationArguments]:

@@ -397,16 +397,25 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
 def _check_classifier_parallel(args: DistillationArguments) -> None:
     """What a classifier sharded over processes does not have (yet), each with what to set instead."""
     refused = {
-        "classifier_optimizer='dense'": args.classifier_optimizer != "row_sparse",
-        f"kd_divergence={args.kd_divergence!r}": args.kd_divergence != "forward",
-        "sampler='auto'": args.sampler == "auto",
+        "classifier_optimizer='dense'": (
+            args.classifier_optimizer != "row_sparse",
+            "classifier_optimizer='row_sparse' (each process updates and saves its own rows' state)",
+        ),
+        f"kd_divergence={args.kd_divergence!r}": (args.kd_divergence != "forward", "kd_divergence='forward'"),
+        "sampler='auto'": (
+            args.sampler == "auto",
+            "an explicit sampler ('dis' or 'full': auto times one process's head)",
+        ),
+        "even_batches=False": (
+            not args.accelerator_config.even_batches,
+            "accelerator_config's even_batches=True, the default (every process's batch is gathered: all must have "
+            "the same size)",
+        ),
     }
-    found = [name for name, refuse in refused.items() if refuse]
+    found = {name: hint for name, (refuse, hint) in refused.items() if refuse}
     if found:
         raise ValueError(
-            f"classifier_parallel=True does not support {', '.join(found)}: set classifier_optimizer='row_sparse' "
-            "(each process updates and saves its own rows' state), kd_divergence='forward' and an explicit sampler "
-            "('dis' or 'full': auto times one process's head)."
+            f"classifier_parallel=True does not support {', '.join(found)}: set {'; '.join(found.values())}."
         )
 
 
