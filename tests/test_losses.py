@@ -282,3 +282,21 @@ def test_distillation_loss_parts_and_label_checks():
     with pytest.raises(ValueError, match="no labels, so alpha must be 0"):
         hf_dis.distillation_loss(student, teacher, None, 2.0, 0.25)
     assert hf_dis.distillation_loss(student, teacher, None, 2.0, 0.0).ce_loss is None
+
+
+def test_kd_weight_replaces_one_minus_alpha_in_every_objective():
+    """With kd_weight the KD term is weighted by it, not by 1 - alpha: the full and the sampled objective (all classes
+    drawn), with and without labels; the parts themselves do not change."""
+    student, teacher = logits(3)
+    labels = torch.tensor([0, 5, 2, 1, 36, 7])
+    everything = SampledClasses(
+        torch.arange(37), torch.zeros(37), torch.zeros(37, dtype=torch.bool)
+    )  # one set for the batch: every class, each with probability 1
+    for label_set, alpha in ((labels, 1.0), (labels, 0.4), (None, 0.0)):
+        convex = hf_dis.distillation_loss(student, teacher, label_set, 2.0, alpha)
+        full = hf_dis.distillation_loss(student, teacher, label_set, 2.0, alpha, kd_weight=2.5)
+        sampled = hf_dis.sampled_distillation_loss(student, teacher, everything, label_set, 2.0, alpha, kd_weight=2.5)
+        ce = 0.0 if label_set is None else alpha * convex.ce_loss
+        torch.testing.assert_close(full.kd_loss, convex.kd_loss)
+        torch.testing.assert_close(full.loss, ce + 2.5 * hinton_kd_reference(student, teacher, 2.0).float())
+        torch.testing.assert_close(sampled.loss, full.loss)

@@ -114,9 +114,11 @@ def test_bf16_autocast_on_cpu(tmp_path):
 # --- exactness: full KD, gradient accumulation, resume ---------------------------------------------------------
 
 
-def test_full_sampler_loss_is_hinton_kd_by_hand(tmp_path):
+@pytest.mark.parametrize(("kd_weight", "weights"), [(None, (0.3, 0.7)), (1.5, (0.3, 1.5))])
+def test_full_sampler_loss_is_hinton_kd_by_hand(tmp_path, kd_weight, weights):
+    """alpha x CE + w x KD, w = 1 - alpha (convex) or kd_weight (the KD term added to the objective)."""
     student, teacher = timm_model(), timm_model("test_resnet", seed=1)
-    args = make_args(tmp_path, sampler="full", temperature=3.0, alpha=0.3)
+    args = make_args(tmp_path, sampler="full", temperature=3.0, alpha=0.3, kd_weight=kd_weight)
     trainer = DistillationTrainer(model=student, args=args, teacher=teacher, train_dataset=RandomImages())
     data = RandomImages(8, seed=5)
     inputs = {"pixel_values": data.images, "labels": data.labels}
@@ -126,7 +128,7 @@ def test_full_sampler_loss_is_hinton_kd_by_hand(tmp_path):
         z_s, z_t = student(data.images), teacher.eval()(data.images)
         p_t = torch.softmax(z_t / 3.0, dim=-1)
         kl = (p_t * (torch.log(p_t) - torch.log_softmax(z_s / 3.0, dim=-1))).sum(-1).mean() * 9.0
-        expected = 0.3 * F.cross_entropy(z_s, data.labels) + 0.7 * kl
+        expected = weights[0] * F.cross_entropy(z_s, data.labels) + weights[1] * kl
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -655,6 +657,7 @@ def test_dataset_without_labels(tmp_path):
         ({"sampler": "nope"}, "Unknown sampler 'nope'"),
         ({"sample_scope": "rows"}, "sample_scope must be one of"),
         ({"alpha": 1.5}, r"alpha must be in \[0.0, 1.0\], got 1.5"),
+        ({"kd_weight": -0.5}, r"kd_weight must be >= 0 \(or unset for 1 - alpha\), got -0.5"),
         ({"temperature": 0}, "temperature must be > 0"),
         ({"kd_divergence": "reverse"}, "kd_divergence must be one of"),
         ({"kd_divergence": "symmetric", "kd_estimator": "horvitz_thompson"}, "self_normalized estimator only"),

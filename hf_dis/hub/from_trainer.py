@@ -108,6 +108,7 @@ def student_card_data(
         "temperature (T)": args.temperature,
         "KD divergence": args.kd_divergence,
         "alpha (hard-label CE weight)": args.alpha,
+        "KD weight": args.kd_term_weight,
         "label smoothing": args.label_smoothing_factor,
         "label forced into S": sampler.force_label,
         "teacher top-m forced into S": sampler.force_teacher_topk,
@@ -121,8 +122,8 @@ def student_card_data(
         views = "the un-augmented image" if cache["num_views"] is None else f"{cache['num_views']} augmented views"
         distillation["teacher logits"] = f"cached once: top {cache['top_r']:,} classes per example, on {views}"
     if sampler.name == "full":
-        kept = ("sampler", "sampler choice", "temperature (T)", "alpha (hard-label CE weight)", "label smoothing",
-                "teacher logits")  # fmt: skip
+        kept = ("sampler", "sampler choice", "temperature (T)", "alpha (hard-label CE weight)", "KD weight",
+                "label smoothing", "teacher logits")  # fmt: skip
         distillation = {key: value for key, value in distillation.items() if key in kept}
     train_log = _last_log(trainer, "train_runtime")
     speed: dict[str, Any] = {"device": device_name(args.device)}
@@ -208,7 +209,7 @@ def _reid_settings(args: Any) -> dict[str, Any]:
         "triplet margin": "soft" if args.triplet_margin is None else args.triplet_margin,
         "triplet weight": args.triplet_weight,
         "retrieval distance": args.reid_distance,
-        "embedding KD weight (similarity-preserving)": getattr(args, "embedding_kd_weight", 0.0),
+        "embedding KD weight (similarity-preserving)": args.embedding_kd_weight,
     }
 
 

@@ -1,5 +1,5 @@
-"""The training objective: L = alpha * CE(z_s, y) + (1 - alpha) * L_kd, over all classes (of one classifier, or of
-one sharded over processes) or over a sampled set.
+"""The training objective: L = alpha * CE(z_s, y) + w * L_kd with w = 1 - alpha (the convex form) unless a KD weight is
+given, over all classes (of one classifier, or of one sharded over processes) or over a sampled set.
 
 Each returns the parts (batch means) so that callers can log them; `DistillationTrainer` uses them as is.
 """
@@ -22,7 +22,8 @@ from hf_dis.sampling.base import SampledClasses
 
 @dataclass(frozen=True)
 class DistillationLoss:
-    """`loss = alpha * ce_loss + (1 - alpha) * kd_loss`, each a float32 scalar averaged over the batch. `ce_loss` is
+    """`loss = alpha * ce_loss + w * kd_loss` (w = 1 - alpha unless given), each a float32 scalar averaged over the
+    batch. `ce_loss` is
     None when there are no labels (alpha must then be 0), and in the sampled objective when alpha = 0 (the label
     need not be in S then)."""
 
@@ -50,12 +51,13 @@ def teacher_log_partition(teacher_logits: TeacherLogits, temperature: float) -> 
     return torch.logsumexp(teacher_logits.float() / temperature, dim=-1)
 
 
-def _combine(kd: torch.Tensor, ce: torch.Tensor | None, alpha: float) -> DistillationLoss:
+def _combine(kd: torch.Tensor, ce: torch.Tensor | None, alpha: float, kd_weight: float | None) -> DistillationLoss:
+    weight = 1 - alpha if kd_weight is None else kd_weight
     if ce is None:
         if alpha > 0:
             raise ValueError(f"the batch has no labels, so alpha must be 0 (label-free distillation), got {alpha}.")
-        return DistillationLoss(loss=kd, kd_loss=kd, ce_loss=None)
-    return DistillationLoss(loss=alpha * ce + (1 - alpha) * kd, kd_loss=kd, ce_loss=ce)
+        return DistillationLoss(loss=weight * kd, kd_loss=kd, ce_loss=None)
+    return DistillationLoss(loss=alpha * ce + weight * kd, kd_loss=kd, ce_loss=ce)
 
 
 def distillation_loss(
@@ -65,6 +67,7 @@ def distillation_loss(
     temperature: float,
     alpha: float,
     *,
+    kd_weight: float | None = None,
     label_smoothing: float = 0.0,
     kd_divergence: str = "forward",
 ) -> DistillationLoss:
@@ -76,6 +79,7 @@ def distillation_loss(
         labels: `[B]` class ids, or None for label-free distillation (alpha = 0).
         temperature: T of the KD term (the cross-entropy is at T = 1).
         alpha: weight of the cross-entropy in [0, 1].
+        kd_weight: weight of the KD term; None: 1 - alpha.
         label_smoothing: of the cross-entropy's target, in [0, 1).
         kd_divergence: the KD term's divergence, ``"forward"`` or ``"symmetric"`` (`kd_loss`).
     """
@@ -84,7 +88,7 @@ def distillation_loss(
     if labels is not None:
         check_labels(labels, student_logits.shape[0], student_logits.shape[1])
         ce = F.cross_entropy(student_logits.float(), labels, label_smoothing=label_smoothing)
-    return _combine(kd, ce, alpha)
+    return _combine(kd, ce, alpha, kd_weight)
 
 
 def sampled_distillation_loss(
@@ -95,6 +99,7 @@ def sampled_distillation_loss(
     temperature: float,
     alpha: float,
     *,
+    kd_weight: float | None = None,
     estimator: Estimator = "self_normalized",
     log_q_correction: bool = True,
     label_smoothing: float = 0.0,
@@ -108,7 +113,7 @@ def sampled_distillation_loss(
             (`hf_dis.data.CachedTeacherLogits`): the estimators need the teacher's values on S, and the
             Horvitz-Thompson one its log-partition over all C.
         drawn: the sampled set from a `ClassSampler` (labels forced in when alpha > 0).
-        labels, temperature, alpha: as in `distillation_loss`.
+        labels, temperature, alpha, kd_weight: as in `distillation_loss`.
         estimator, log_q_correction: as in `sampled_kd_loss`.
         label_smoothing: as in `sampled_cross_entropy`.
         kd_divergence: as in `distillation_loss` (the symmetric form with the self-normalised estimator only).
@@ -138,7 +143,7 @@ def sampled_distillation_loss(
             log_q_correction=log_q_correction,
             label_smoothing=label_smoothing,
         )
-    return _combine(kd, ce, alpha)
+    return _combine(kd, ce, alpha, kd_weight)
 
 
 def sharded_distillation_loss(
@@ -149,6 +154,7 @@ def sharded_distillation_loss(
     temperature: float,
     alpha: float,
     *,
+    kd_weight: float | None = None,
     label_smoothing: float = 0.0,
     group: dist.ProcessGroup | None = None,
 ) -> DistillationLoss:
@@ -160,10 +166,10 @@ def sharded_distillation_loss(
         teacher_local: `[N B, C / N]` the teacher's, a constant target.
         labels: `[N B]` global class ids, or None (alpha = 0).
         shard: the classes this process owns.
-        temperature, alpha, label_smoothing: as in `distillation_loss`.
+        temperature, alpha, kd_weight, label_smoothing: as in `distillation_loss`.
     """
     kd = sharded_kd_loss(student_local, teacher_local, temperature, group)
     ce = None
     if labels is not None:
         ce = sharded_cross_entropy(student_local, labels, shard, group, label_smoothing=label_smoothing)
-    return _combine(kd, ce, alpha)
+    return _combine(kd, ce, alpha, kd_weight)

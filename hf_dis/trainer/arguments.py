@@ -61,6 +61,8 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
         temperature: Distillation temperature T; the KD term is T^2 KL(softmax(z_t/T) || softmax(z_s/T)). Keep it low
             (1 or 2) with thousands of classes: a high T flattens the teacher's target.
         alpha: Weight of the hard-label cross-entropy; the KD term gets 1 - alpha. 0 distils without labels.
+        kd_weight: Weight of the KD term instead of 1 - alpha; unset: 1 - alpha. With alpha=1 the KD term is added to
+            the whole objective (CE + kd_weight x KD), as fast-reid's logit distillation adds it.
         kd_divergence: The KD term's divergence: forward (Hinton's KL(p_t || p_s)) or symmetric (the mean of both
             directions, as fast-reid's logit distillation; sampled, with the self_normalized estimator only).
 
@@ -145,6 +147,13 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
         default=0.1,
         metadata={
             "help": "Weight of the hard-label cross-entropy; the KD term gets 1 - alpha. 0 distils without labels."
+        },
+    )
+    kd_weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "Weight of the KD term instead of 1 - alpha; unset: 1 - alpha. With alpha=1 the KD term is added "
+            "to the whole objective (CE + kd_weight x KD), as fast-reid's logit distillation adds it."
         },
     )
     kd_divergence: str = field(
@@ -304,6 +313,8 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
         check_temperature(self.temperature)
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0.0, 1.0], got {self.alpha}.")
+        if self.kd_weight is not None and not self.kd_weight >= 0:
+            raise ValueError(f"kd_weight must be >= 0 (or unset for 1 - alpha), got {self.kd_weight}.")
         if self.sampler not in (*list_samplers(), "auto"):
             raise ValueError(f"Unknown sampler {self.sampler!r}; choose one of {[*list_samplers(), 'auto']}.")
         check_scope(self.sample_scope, "sample_scope")
@@ -360,6 +371,11 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
             raise ValueError(f"teacher_image_size must be >= 1, got {self.teacher_image_size}.")
         if not self.label_names:
             raise ValueError("label_names must name the batch key that holds the labels (default ['labels']).")
+
+    @property
+    def kd_term_weight(self) -> float:
+        """The KD term's weight: `kd_weight`, or 1 - alpha when unset."""
+        return 1.0 - self.alpha if self.kd_weight is None else self.kd_weight
 
     def num_sampled_for(self, num_classes: int, sampler: str | None = None) -> int | float | None:
         """K for C classes with `sampler` (default `self.sampler`; auto's choice once made): `num_sampled`, or the

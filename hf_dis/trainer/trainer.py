@@ -301,6 +301,7 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
                     labels,
                     args.temperature,
                     args.alpha,
+                    kd_weight=args.kd_weight,
                     label_smoothing=args.label_smoothing_factor,
                     kd_divergence=args.kd_divergence,
                 )
@@ -319,6 +320,7 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
                 labels,
                 args.temperature,
                 args.alpha,
+                kd_weight=args.kd_weight,
                 estimator=args.kd_estimator,
                 log_q_correction=args.log_q_correction,
                 label_smoothing=args.label_smoothing_factor,
@@ -350,7 +352,7 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         args, shard = self.args, self.student_head.shard
         teacher_local = own_teacher_logits(teacher_logits, shard)
         parts = sharded_distillation_loss(
-            student_local, teacher_local, labels, shard, args.temperature, args.alpha,
+            student_local, teacher_local, labels, shard, args.temperature, args.alpha, kd_weight=args.kd_weight,
             label_smoothing=args.label_smoothing_factor,
         )  # fmt: skip
         if training and self.sampler.refit_every is not None:
