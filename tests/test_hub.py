@@ -90,8 +90,8 @@ def test_card_renders_parses_and_states_the_run(timm_run):
     assert results["top_5_accuracy"] == pytest.approx(evaluation["eval_top5"], abs=1e-6)
     text = card.text
     for row in ("| sampler | dis |", "| classes per step (K) | 5 |", "| sample scope | per_example |",
-                "| temperature (T) | 2.0 |", "| alpha (hard-label CE weight) | 0.1 |", "| optimizer steps | 3 |",
-                "| refit every (optimizer steps) | 2 |",
+                "| temperature (T) | 2.0 |", "| alpha (hard-label CE weight) | 0.1 |", "| KD weight | 0.9 |",
+                "| optimizer steps | 3 |", "| refit every (optimizer steps) | 2 |",
                 "| classifier updates | with the other parameters |"):  # fmt: skip
         assert row in text, row
     mixture = timm_run.sampler.summary()

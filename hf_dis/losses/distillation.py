@@ -23,9 +23,8 @@ from hf_dis.sampling.base import SampledClasses
 @dataclass(frozen=True)
 class DistillationLoss:
     """`loss = alpha * ce_loss + w * kd_loss` (w = 1 - alpha unless given), each a float32 scalar averaged over the
-    batch. `ce_loss` is
-    None when there are no labels (alpha must then be 0), and in the sampled objective when alpha = 0 (the label
-    need not be in S then)."""
+    batch. `ce_loss` is None when there are no labels (alpha must then be 0), and in the sampled objective when
+    alpha = 0 (the label need not be in S then)."""
 
     loss: torch.Tensor
     kd_loss: torch.Tensor
