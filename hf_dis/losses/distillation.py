@@ -50,8 +50,13 @@ def teacher_log_partition(teacher_logits: TeacherLogits, temperature: float) -> 
     return torch.logsumexp(teacher_logits.float() / temperature, dim=-1)
 
 
+def kd_term_weight(alpha: float, kd_weight: float | None) -> float:
+    """The KD term's weight: `kd_weight`, or 1 - alpha (the convex form) when it is None."""
+    return 1.0 - alpha if kd_weight is None else kd_weight
+
+
 def _combine(kd: torch.Tensor, ce: torch.Tensor | None, alpha: float, kd_weight: float | None) -> DistillationLoss:
-    weight = 1 - alpha if kd_weight is None else kd_weight
+    weight = kd_term_weight(alpha, kd_weight)
     if ce is None:
         if alpha > 0:
             raise ValueError(f"the batch has no labels, so alpha must be 0 (label-free distillation), got {alpha}.")

@@ -11,6 +11,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+from hf_dis.losses.distillation import kd_term_weight
 from hf_dis.losses.kd import DIVERGENCES
 from hf_dis.losses.sampled import ESTIMATORS
 from hf_dis.sampling import list_samplers
@@ -375,7 +376,7 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
     @property
     def kd_term_weight(self) -> float:
         """The KD term's weight: `kd_weight`, or 1 - alpha when unset."""
-        return 1.0 - self.alpha if self.kd_weight is None else self.kd_weight
+        return kd_term_weight(self.alpha, self.kd_weight)
 
     def num_sampled_for(self, num_classes: int, sampler: str | None = None) -> int | float | None:
         """K for C classes with `sampler` (default `self.sampler`; auto's choice once made): `num_sampled`, or the
