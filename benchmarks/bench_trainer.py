@@ -7,8 +7,9 @@ the logging), and the Trainer's train_runtime per step (its loop with the data l
 
 Random images and labels held in memory (no loader processes), random-weight timm models; each step is timed by a
 callback between `on_step_begin` and `on_step_end`, waiting for the GPU at both ends. With `--cached R` no teacher
-runs: the images carry random teacher-cache columns (the top R classes per image and their logits, as
-`hf_dis.data.cache_teacher_logits` writes them, read from a `datasets` table), which full KD reads too. With
+runs: random 32 px PNG images carry a teacher cache of their top R classes, written by
+`hf_dis.data.cache_teacher_logits` (a random-weight teacher) and read through `labelled_dataset` with the glyph
+augmentation, as a real cache is; full KD reads it too. With
 `--data` the runs read a real training set with its teacher cache (what `hf-dis cache-teacher` saves, such as a
 study's `teacher_cache` folder) as a study's runs do: through `hf_dis.data.labelled_dataset`, with the recipes'
 32 px glyph augmentation. `--floor` adds the limit no sampler can beat: the same student and data with a head of
@@ -46,12 +47,13 @@ matplotlib.use("Agg")
 import datasets  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 from floor import floor_num_classes  # noqa: E402
 from run_info import run_info, write_results  # noqa: E402
 from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
 import hf_dis  # noqa: E402
-from hf_dis.data import TEACHER_CACHE_COLUMNS, labelled_batches, labelled_dataset, padded_crop_transform  # noqa: E402
+from hf_dis.data import labelled_batches, labelled_dataset, padded_crop_transform  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLERS = ("full", "uniform", "ftis", "dis")
@@ -119,21 +121,20 @@ class RandomImages(torch.utils.data.Dataset):
 
 
 def cached_images(count: int, size: int, num_classes: int, top_r: int) -> datasets.Dataset:
-    """Seeded random images and labels with random teacher-cache columns (top `top_r` classes, the label first, and
-    descending logits), as a torch-formatted `datasets` table: what a cached run reads."""
+    """Seeded random grey images (PNG, as a rendered glyph task stores them) and labels, with a teacher cache of their
+    top `top_r` classes written by `hf_dis.data.cache_teacher_logits` (a random-weight ResNet-10t teacher: the values
+    do not change the timings) and read as a training run reads it (`labelled_dataset`, the glyph augmentation)."""
     generator = torch.Generator().manual_seed(0)
-    labels = torch.randint(num_classes, (count,), generator=generator)
-    scores = torch.rand(count, num_classes, generator=generator).scatter_(1, labels.unsqueeze(1), 2.0)
-    top = scores.topk(top_r, dim=1)
-    top_classes, top_logits, tail_logit = TEACHER_CACHE_COLUMNS
-    columns = {
-        "pixel_values": torch.randn(count, 3, size, size, generator=generator).numpy(),
-        "labels": labels.numpy(),
-        top_classes: top.indices.int().numpy(),
-        top_logits: (4 * top.values).numpy(),
-        tail_logit: torch.zeros(count).numpy(),
-    }
-    return datasets.Dataset.from_dict({key: list(value) for key, value in columns.items()}).with_format("torch")
+    labels = torch.randint(num_classes, (count,), generator=generator).tolist()
+    pixels = (255 * torch.rand(count, size, size, generator=generator)).to(torch.uint8).numpy()
+    images = datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(image) for image in pixels], "label": labels},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")}),
+    )
+    teacher = hf_dis.timm_classifier("resnet10t", num_classes, seed=1)
+    evaluation = padded_crop_transform(image_size=(size, size), mean=(0.5,) * 3, std=(0.5,) * 3, training=False)
+    cached = hf_dis.data.cache_teacher_logits(teacher, images, evaluation, top_r=top_r, batch_size=256)
+    return labelled_dataset(cached, glyph_augmentation())
 
 
 def glyph_augmentation() -> object:

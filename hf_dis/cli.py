@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -13,7 +14,8 @@ usage: hf-dis COMMAND [OPTIONS]
 
 Distil large image models into small ones on the Hugging Face Trainer, with the KD loss over the classes that
 dynamic importance sampling (DIS) draws. Every command runs on one device with `hf-dis ...`, or on several with
-`accelerate launch $(which hf-dis) ...`; `hf-dis COMMAND --help` lists all of its options.
+`accelerate launch $(which hf-dis) ...`; `hf-dis COMMAND --help` lists all of its options. Errors are one line;
+HF_DIS_DEBUG=1 shows their tracebacks.
 
 commands:
   train-teacher          train a teacher: --task classification (CIFAR-100, glyphs) or --task reid
@@ -92,11 +94,11 @@ RECIPE_MODULES = {
 }
 
 
-def _commands() -> dict[str, Callable[[Sequence[str]], object]]:
-    recipes = {
-        command: importlib.import_module(f"hf_dis.recipes.{module}").main for command, module in RECIPE_MODULES.items()
-    }
-    return {**recipes, "card": _card, "push": _push}
+def _command(name: str) -> Callable[[Sequence[str]], object]:
+    """The function behind a command, importing only its own recipe (torch and transformers load in seconds)."""
+    if name in RECIPE_MODULES:
+        return importlib.import_module(f"hf_dis.recipes.{RECIPE_MODULES[name]}").main
+    return {"card": _card, "push": _push}[name]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,10 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(OVERVIEW)
         return 0 if argv else 2
-    commands = _commands()
     words = 2 if argv[0] == "distill" else 1
     command = " ".join(argv[:words])
-    if command not in commands:
+    if command not in (*RECIPE_MODULES, "card", "push"):
         if argv[0] == "distill":
             message = "distill needs a recipe: hf-dis distill cifar100 ... or hf-dis distill market1501 ..."
         else:
@@ -116,7 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hf-dis: {message} (hf-dis --help shows them)", file=sys.stderr)
         return 2
     sys.argv[0] = f"hf-dis {command}"  # argparse names the program in usage and errors
-    commands[command](argv[words:])
+    try:
+        _command(command)(argv[words:])
+    except (ValueError, OSError, TypeError, KeyError) as error:
+        if os.environ.get("HF_DIS_DEBUG"):
+            raise
+        # A user's mistake (an option, a folder, a dataset) says what to do in its message: one line, no traceback.
+        print(f"hf-dis {command}: error: {error}\n(set HF_DIS_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
     return 0
 
 

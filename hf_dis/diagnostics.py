@@ -20,7 +20,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from hf_dis.data.cached_logits import CachedTeacherLogits, TeacherLogits
-from hf_dis.heads import subset_logits
+from hf_dis.heads import RowSparseAdamW, RowSparseSGD, subset_logits
 from hf_dis.losses import kd_loss, logits_at, sampled_distillation_loss
 from hf_dis.losses.distillation import teacher_log_partition, teacher_logits_at
 from hf_dis.sampling import ClassSampler, SampledClasses
@@ -128,6 +128,11 @@ def sampled_set_stats(
     }
 
 
+#: The classifier updates `head_step_ms` can time: a dense optimizer over all C rows, or a row-sparse one over the
+#: sampled rows (`classifier_optimizer="row_sparse"`), each as SGD with momentum or AdamW.
+HEAD_UPDATES = ("sgd", "adamw", "row_sparse_sgd", "row_sparse_adamw")
+
+
 def head_step_ms(
     num_classes: int,
     width: int,
@@ -137,25 +142,43 @@ def head_step_ms(
     temperature: float = 2.0,
     device: str | torch.device = "cpu",
     repeats: int = 20,
+    update: str | None = None,
 ) -> float:
-    """Median wall time (milliseconds) of one forward + backward of a `width -> num_classes` linear head and the KD
-    loss on random inputs: over all classes, or over the classes `sampler` draws (drawing included). What the
-    sampling saves per step, on this device, for a head of this size."""
+    """Median wall time (milliseconds) of one step of a `width -> num_classes` linear head on random inputs: forward,
+    KD loss and backward, over all classes or over the classes `sampler` draws (drawing included), then, with
+    `update` (one of `HEAD_UPDATES`), the classifier's optimizer step. What the sampling saves per step, on this
+    device, for a head of this size."""
+    if update is not None and update not in HEAD_UPDATES:
+        raise ValueError(f"update must be one of {list(HEAD_UPDATES)} or None, got {update!r}.")
+    if update is not None and update.startswith("row_sparse") and sampler is None:
+        raise ValueError("a row-sparse update needs a sampler: over all classes every row is updated.")
     generator = torch.Generator(device=device).manual_seed(0)
     head = torch.nn.Linear(width, num_classes, device=device)
     features = torch.randn(batch_size, width, device=device, generator=generator, requires_grad=True)
     teacher_logits = torch.randn(batch_size, num_classes, device=device, generator=generator)
+    optimizer = None if update is None else _head_optimizer(update, head)
+    sparse_grad = update is not None and update.startswith("row_sparse")
 
     def step() -> None:
         if sampler is None:
             loss = kd_loss(head(features), teacher_logits, temperature)
         else:
             drawn = sampler.sample(teacher_logits, generator=generator)
-            student_S = subset_logits(features, head, drawn.classes)
+            student_S = subset_logits(features, head, drawn.classes, sparse_grad=sparse_grad)
             loss = sampled_distillation_loss(student_S, teacher_logits, drawn, None, temperature, 0.0).loss
         loss.backward()
+        if optimizer is not None:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
     return median_step_ms(step, device, repeats, warmup=1)
+
+
+def _head_optimizer(update: str, head: torch.nn.Linear) -> torch.optim.Optimizer:
+    kind = {"sgd": torch.optim.SGD, "adamw": torch.optim.AdamW, "row_sparse_sgd": RowSparseSGD,
+            "row_sparse_adamw": RowSparseAdamW}[update]  # fmt: skip
+    options = {"momentum": 0.9} if update.endswith("sgd") else {}
+    return kind(head.parameters(), lr=1e-3, **options)
 
 
 def median_step_ms(step: Callable[[], None], device: str | torch.device, repeats: int, warmup: int = 2) -> float:

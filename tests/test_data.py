@@ -19,9 +19,11 @@ from hf_dis.data import (
     data_config,
     image_transform,
     labelled_batches,
+    labelled_dataset,
     load_cifar100,
     load_glyphs,
     load_market1501,
+    padded_crop_transform,
 )
 from hf_dis.data.cifar100 import FINE_NAMES
 from hf_dis.data.fonts import MAX_SHARED_BITMAP, discover_faces, face_coverage
@@ -264,8 +266,34 @@ def test_coverage_rejects_boxes_and_unmapped_code_points(tmp_path):
 
 
 def test_asking_for_more_classes_than_the_fonts_draw(tmp_path):
-    with pytest.raises(ValueError, match=r"only \d+ characters qualify"):
+    with pytest.raises(ValueError, match=r"only [\d,]+ characters qualify.*apt-get install .*fonts-hanazono"):
         load_glyphs(num_classes=10**6, include_system_fonts=False, cache_dir=tmp_path)
+
+
+def test_per_class_split_holds_out_one_unseen_family_per_class(tmp_path):
+    """split="per_class": each class's test image is in a font family none of its training images uses, drawn per
+    class; max_train_families caps the training families; the same call renders the same task."""
+    family = {face.name: face.family for face in discover_faces(include_system=False)}
+    options = dict(include_system_fonts=False, split="per_class", min_faces=2, copies=1, image_size=16)
+    task = load_glyphs(300, max_train_families=1, cache_dir=tmp_path / "a", **options)
+    train, test = task["train"], task["test"]
+    assert len(test) == 300 and sorted(test["label"]) == list(range(300))  # one test image per class
+    train_families: dict[int, set[str]] = {}
+    for label, font in zip(train["label"], train["font"], strict=True):
+        train_families.setdefault(label, set()).add(family[font])
+    assert set(train_families) == set(range(300))  # every class trains
+    for label, font in zip(test["label"], test["font"], strict=True):
+        assert family[font] not in train_families[label]
+    assert max(len(families) for families in train_families.values()) == 1
+    assert len(set(test["font"])) > 1  # the held-out family differs between classes
+    again = load_glyphs(300, max_train_families=1, cache_dir=tmp_path / "b", **options)
+    assert again["test"]["font"] == test["font"] and again["train"]["image"][:5] == train["image"][:5]
+    more = load_glyphs(300, cache_dir=tmp_path / "a", **options)  # all the other families train
+    assert len(more["train"]) > len(train) and more["test"]["font"] == test["font"]
+    with pytest.raises(ValueError, match="needs min_faces >= 2"):
+        load_glyphs(10, include_system_fonts=False, split="per_class", min_faces=1, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="max_train_families is a split='per_class' option"):
+        load_glyphs(10, include_system_fonts=False, max_train_families=2, cache_dir=tmp_path)
 
 
 def test_gb2312_character_sets():
@@ -286,7 +314,9 @@ def cjk_fonts_installed() -> bool:
 def test_gb2312_tasks_with_the_cjk_fonts(tmp_path):
     """All 6,763 GB2312 hanzi qualify, in train and test; so do the 3,755 of level 1, a subset (a character qualifies
     by its own coverage, whatever the set: rendering the level-1 task as well would add minutes)."""
-    task = load_glyphs(charset="gb2312", copies=1, image_size=16, augment=False, cache_dir=tmp_path)
+    task = load_glyphs(
+        charset="gb2312", copies=1, image_size=16, augment=False, include_system_fonts=True, cache_dir=tmp_path
+    )
     names = task["train"].features["label"].names
     assert sorted(ord(name) for name in names) == sorted(charset_code_points("gb2312"))
     assert len(set(task["test"]["label"])) == 6763
@@ -327,7 +357,6 @@ def test_data_config_from_a_transformers_processor():
 )  # fmt: skip
 def test_padded_crop_makes_torchvisions_images_with_its_random_draws(image_size, options, monkeypatch):
     """Same seed, same images and same generator state after, for one image or a batch; erased boxes included."""
-    from hf_dis.data import padded_crop_transform
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from bench_loader import torchvision_pipeline  # the reference the benchmark times too
@@ -351,6 +380,29 @@ def test_padded_crop_makes_torchvisions_images_with_its_random_draws(image_size,
     batch = labelled_batches(fast)({"image": images, "label": list(range(len(images)))})
     assert batch["pixel_values"].shape == (len(images), 3, *image_size)  # one tensor: the batch path was taken
     assert fast.batch([]).shape == (0, 3, *image_size)
+
+
+def test_labelled_dataset_decodes_pngs_itself_to_the_same_pixels(tmp_path):
+    """With a padded_crop_transform, labelled_dataset reads the images undecoded and decodes PNGs with libpng: the
+    same batches as PIL's decoding (grey, palette, RGBA, another size: resized through PIL), seeds included."""
+    from hf_dis.data.transforms import decoded_png
+
+    rng = np.random.default_rng(0)
+    grey = Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8), mode="L")
+    images = [grey, grey.convert("P"), Image.fromarray(rng.integers(0, 255, (16, 16, 4), dtype=np.uint8), "RGBA"),
+              Image.fromarray(rng.integers(0, 255, (20, 12, 3), dtype=np.uint8))]  # fmt: skip
+    table = datasets.Dataset.from_dict({"image": images, "label": [0, 1, 2, 3]},
+                                       features=datasets.Features({"image": datasets.Image(),
+                                                                   "label": datasets.Value("int64")}))  # fmt: skip
+    transform = padded_crop_transform(image_size=(16, 16), training=True, hflip=0.5, padding=2)
+    fast = labelled_dataset(table, transform)
+    assert not fast.features["image"].decode  # read undecoded
+    torch.manual_seed(3)
+    expected = table.with_transform(labelled_batches(transform))[:]["pixel_values"]
+    torch.manual_seed(3)
+    assert torch.equal(fast[:]["pixel_values"], expected)
+    raw = table.cast_column("image", datasets.Image(decode=False))[0]["image"]
+    assert decoded_png(raw).shape == (16, 16, 3) and decoded_png({"bytes": b"not a png", "path": None}) is None
 
 
 def test_padded_crop_refuses_bad_options():
@@ -412,7 +464,7 @@ def test_faces_are_chosen_by_name_or_by_named_set():
         faces_named(faces, ["DejaVu Sans", "No Such Face"])
     with pytest.raises(ValueError, match=r"Install them with: apt-get install .*fonts-babelstone-han.*fonts-seto"):
         faces_named(faces, "cjk-20k")  # matplotlib's faces only: every face of the set is missing
-    with pytest.raises(ValueError, match=r"Unknown face set 'cjk-1m'; choose one of \['cjk-20k'\]"):
+    with pytest.raises(ValueError, match=r"Unknown face set 'cjk-1m'; choose one of \['cjk-100k', 'cjk-20k'\]"):
         faces_named(faces, "cjk-1m")
     with pytest.raises(ValueError, match="faces is empty"):
         faces_named(faces, [])

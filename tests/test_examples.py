@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,8 +50,8 @@ def test_estimator_bias_benchmark_smoke(tmp_path):
     assert "| self_normalized | dis |" in (tmp_path / "estimator_bias.md").read_text()
 
 
-def test_distil_timm_example_on_a_local_image_folder(tmp_path):
-    """The README's script: two timm models (the teacher saved to a local folder) and a `datasets` image folder."""
+def _image_folder_and_teacher(tmp_path):
+    """A `datasets` image folder of 3 classes (train / test) and a timm teacher saved to a local folder."""
     import numpy as np
     import transformers
     from PIL import Image
@@ -65,46 +66,51 @@ def test_distil_timm_example_on_a_local_image_folder(tmp_path):
     config = transformers.TimmWrapperConfig(architecture="test_resnet", num_labels=3)
     transformers.TimmWrapperForImageClassification(config).save_pretrained(tmp_path / "teacher")
 
-    result = run_script(
-        "examples/distil_timm.py",
-        "--dataset",
-        str(tmp_path / "images"),
-        "--student",
-        "test_convnext",
-        "--image_size",
-        "32",
-        "--teacher_model",
-        str(tmp_path / "teacher"),
-        "--output_dir",
-        str(tmp_path / "out"),
-        "--max_steps",
-        "3",
-        "--per_device_train_batch_size",
-        "4",
-        "--dis_refit_every",
-        "2",
-        "--use_cpu",
-        "--report_to",
-        "none",
-        "--logging_steps",
-        "1",
-    )
-    assert "'eval_accuracy'" in result.stdout and "'teacher_mass'" in result.stdout
-    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+def distil_timm(tmp_path, output: str, *options: str) -> subprocess.CompletedProcess:
+    return run_script(
+        "examples/distil_timm.py", "--dataset", str(tmp_path / "images"), "--student", "test_convnext",
+        "--image_size", "32", "--teacher_model", str(tmp_path / "teacher"), "--output_dir", str(tmp_path / output),
+        "--per_device_train_batch_size", "4", "--use_cpu",
+        "--report_to", "none", "--logging_steps", "1", *options,
+    )  # fmt: skip
+
+
+def test_distil_timm_example_resumes_from_the_command_line_to_the_same_weights(tmp_path):
+    """Stopped after 2 of 4 steps (its checkpoint kept), then run again with --resume_from_checkpoint true: the same
+    weights as 4 steps in one go (a constant learning rate, so that the stopped run's schedule is the same; no random
+    augmentation: the Trainer's loader has drawn the next batch's before a checkpoint saves the random state)."""
+    from safetensors.torch import load_file
+
+    _image_folder_and_teacher(tmp_path)
+    common = ("--lr_scheduler_type", "constant", "--warmup_steps", "0", "--save_strategy", "steps", "--save_steps",
+              "2", "--eval_strategy", "no", "--augment", "false")  # fmt: skip
+    distil_timm(tmp_path, "whole", "--max_steps", "4", *common)
+    distil_timm(tmp_path, "parts", "--max_steps", "2", *common)
+    assert (tmp_path / "parts" / "checkpoint-2").is_dir()
+    distil_timm(tmp_path, "parts", "--max_steps", "4", "--resume_from_checkpoint", "true", *common)
+    whole, parts = (load_file(tmp_path / name / "model.safetensors") for name in ("whole", "parts"))
+    assert whole.keys() == parts.keys() and all(torch.equal(whole[key], parts[key]) for key in whole)
+    stopped = load_file(tmp_path / "parts" / "checkpoint-2" / "model.safetensors")
+    assert not all(torch.equal(whole[key], stopped[key]) for key in whole)  # the resumed steps changed the weights
 
 
 def test_quickstart_smoke(tmp_path):
-    """The README's first command, shrunk: a 30-class glyph task, a few steps per model."""
+    """The README's first command, shrunk: a 30-class glyph task, a few steps per model, a 2,000-class head timed."""
     result = run_script(
         "examples/quickstart.py", "--num-classes", "30", "--teacher-steps", "3", "--student-steps", "3",
-        "--batch-size", "16", "--quiet", "--output-dir", str(tmp_path / "out"),
+        "--batch-size", "16", "--many-classes", "2000", "--quiet", "--output-dir", str(tmp_path / "out"),
         env={"HF_DIS_CACHE": str(tmp_path / "cache")},
     )  # fmt: skip
     assert "Glyph task: 30 classes" in result.stdout
-    for row in ("teacher", "student, full KD", "student, dis KD"):
+    assert re.search(r"^Teacher: \d+\.\d% top-1 on the test fonts", result.stdout, re.M)  # as soon as it is known
+    assert "sampler: auto chose full" in result.stderr  # 30 classes: sampling cannot pay, and auto says so
+    for row in ("teacher", "student (full KD)"):
         assert re.search(rf"^{re.escape(row)} +\d+\.\d%$", result.stdout, re.M), row
-    assert re.search(r"full \d+\.\d+ ms, DIS \d+\.\d+ ms per step", result.stdout)
-    assert (tmp_path / "out" / "student-dis" / "model.safetensors").is_file()
+    for classes in ("30", "2,000"):
+        assert re.search(rf"^ +{classes} classes: full KD +\d+\.\d ms, DIS \(K = \d+\) +\d+\.\d ms \(\d\.\d\dx\): "
+                         r"auto would take (dis|full)$", result.stdout, re.M), classes  # fmt: skip
+    assert (tmp_path / "out" / "student" / "model.safetensors").is_file()
 
 
 def test_bench_sharded_smoke(tmp_path):
@@ -487,3 +493,67 @@ def test_study_configs_name_real_recipe_options(config, monkeypatch, tmp_path):
     per_seed = len(set(study.baselines) - {"floor"}) + floors + len(study.samplers) * len(study.fractions)
     assert len(reproduce.runs(study)) == len(study.seeds) * per_seed
     del sys.modules["reproduce"]
+
+
+def _rows(path):
+    import json
+
+    lines = path.read_text().splitlines()
+    return json.loads(lines[0])["meta"], [json.loads(line) for line in lines[1:]]
+
+
+def test_bench_crossover_smoke(tmp_path):
+    run_script("benchmarks/bench_crossover.py", "--smoke", "--out", str(tmp_path))
+    meta, rows = _rows(tmp_path / "crossover.jsonl")
+    # C = 50 and 400, K = 4 and 64 where K < C: three cells, each with both times and auto's choice
+    assert [(r["classes"], r["num_sampled"]) for r in rows] == [(50, 4), (400, 4), (400, 64)]
+    assert all(r["full_ms"] > 0 and r["dis_ms"] > 0 and r["auto"] in ("dis", "full") for r in rows)
+    assert {"classes", "width", "batch_size", "num_sampled", "device", "full_ms", "dis_ms", "auto"} <= set(rows[0])
+    assert "auto right in" in (tmp_path / "crossover.md").read_text() and (tmp_path / "crossover.png").stat().st_size
+    assert not (tmp_path / "crossover.partial.jsonl").exists()
+
+
+def test_bench_cache_read_smoke(tmp_path):
+    run_script("benchmarks/bench_cache_read.py", "--smoke", "--out", str(tmp_path), env={"HF_DIS_CACHE": str(tmp_path)})
+    _, rows = _rows(tmp_path / "bench_cache_read.jsonl")
+    # R = 8 int32 classes and float32 logits per row at least, and a batch read
+    assert len(rows) == 1 and rows[0]["bytes_per_row"] > 8 * 8 and rows[0]["read_ms"] > 0
+
+
+def test_bench_eval_memory_smoke(tmp_path):
+    run_script("benchmarks/bench_eval_memory.py", "--smoke", "--out", str(tmp_path))
+    _, rows = _rows(tmp_path / "bench_eval_memory.jsonl")
+    assert [r["case"] for r in rows] == ["ranked", "logits"] and rows[0]["accuracy"] == rows[1]["accuracy"]
+
+
+def test_distil_timm_example_and_its_student_with_pipeline_and_timm(tmp_path):
+    """The README's script on a `datasets` image folder with a teacher saved to a local folder; the saved timm
+    student carries its image processor: `pipeline("image-classification")` predicts what the model predicts on the
+    example's evaluation transform; the card's timm recipe gives the trained weights."""
+    import timm
+    from PIL import Image
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageClassification, pipeline
+
+    from hf_dis.data import image_transform
+
+    _image_folder_and_teacher(tmp_path)
+    result = distil_timm(tmp_path, "out", "--max_steps", "3", "--sampler", "dis", "--dis_refit_every", "2",
+                         "--eval_strategy", "no", "--save_strategy", "no")  # fmt: skip
+    assert "'eval_accuracy'" in result.stdout and "'teacher_mass'" in result.stdout
+    folder = tmp_path / "out"
+    assert (folder / "preprocessor_config.json").is_file()
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    images = [Image.open(path) for path in sorted((tmp_path / "images" / "test").rglob("*.png"))]
+    transform = image_transform(model, training=False, image_size=32)
+    with torch.no_grad():
+        expected = model(torch.stack([transform(image) for image in images])).logits.argmax(-1).tolist()
+    classifier = pipeline("image-classification", model=str(folder), device="cpu")
+    predicted = [result[0]["label"] for result in classifier(images, top_k=1)]
+    assert predicted == [model.config.id2label[index] for index in expected]
+    card = (folder / "README.md").read_text()
+    assert 'timm.create_model("test_convnext", num_classes=3)' in card
+    state = load_file(folder / "model.safetensors")  # what hf_hub_download returns, read as the card says
+    plain = timm.create_model("test_convnext", num_classes=3)
+    plain.load_state_dict({key.removeprefix("timm_model."): value for key, value in state.items()})  # strict
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), model.timm_model.state_dict().values()))

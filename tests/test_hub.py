@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def distil(tmp_path: Path, student: torch.nn.Module, teacher: torch.nn.Module, **overrides) -> DistillationTrainer:
-    options = dict(output_dir=str(tmp_path / "student"), max_steps=3, per_device_train_batch_size=8, num_sampled=5,
+    options = dict(output_dir=str(tmp_path / "student"), max_steps=3, per_device_train_batch_size=8, sampler="dis",
+                   num_sampled=5,
                    dis_refit_every=2, learning_rate=0.05, save_strategy="no", report_to="none", use_cpu=True,
                    disable_tqdm=True, seed=0)  # fmt: skip
     trainer = DistillationTrainer(
@@ -120,12 +121,25 @@ def test_card_keywords_are_honoured_or_refused(timm_run):
     assert (folder / "README.md").read_text() == before
 
 
-def test_card_usage_snippet_runs(timm_run, tmp_path):
+def test_card_usage_snippets_run(timm_run, tmp_path):
+    """The card's snippets, on the saved folder: the pipeline (with the image processor saved beside the student),
+    the model itself, and timm alone (the download replaced by the local file), which gets the trained weights."""
+    from PIL import Image
+
     folder = Path(timm_run.args.output_dir)
-    snippet = re.search(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S).group(1)
-    namespace: dict = {}
-    exec(snippet.replace("<user>/student", str(folder)), namespace)
-    assert namespace["predicted"].shape == (1,)
+    Image.new("RGB", (40, 40), (200, 30, 90)).save(tmp_path / "image.png")
+    snippets = re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S)
+    assert len(snippets) == 3 and "pipeline(" in snippets[0] and "timm.create_model" in snippets[2]
+    namespaces = []
+    for snippet in snippets:
+        weights = repr(str(folder / "model.safetensors"))
+        code = snippet.replace('hf_hub_download("<user>/student", "model.safetensors")', weights)
+        code = code.replace("<user>/student", str(folder)).replace('"image.png"', repr(str(tmp_path / "image.png")))
+        namespaces.append({})
+        exec(code, namespaces[-1])
+    assert namespaces[1]["predicted"].shape == (1,)
+    trained = timm_run.accelerator.unwrap_model(timm_run.model).timm_model.state_dict()
+    assert all(torch.equal(value, trained[key]) for key, value in namespaces[2]["model"].state_dict().items())
 
 
 def test_reid_student_loads_without_hf_dis_and_its_card_snippet_runs(tmp_path):
@@ -137,7 +151,8 @@ def test_reid_student_loads_without_hf_dis_and_its_card_snippet_runs(tmp_path):
 
     train, evaluation = _reid_data()
     args = ReIDDistillationArguments(output_dir=str(tmp_path / "reid"), per_device_train_batch_size=8,
-                                     instances_per_identity=2, max_steps=2, num_sampled=3, report_to="none",
+                                     instances_per_identity=2, max_steps=2, sampler="dis", num_sampled=3,
+                                     report_to="none",
                                      use_cpu=True, save_strategy="no", disable_tqdm=True)  # fmt: skip
     trainer = ReIDDistillationTrainer(
         model=ReIDModel.from_backbone("test_resnet", 8, seed=0),

@@ -157,3 +157,26 @@ def test_classification_metrics_read_ranked_class_ids_as_they_read_logits():
     assert 0 < expected["accuracy"] < expected["top5"] < 1  # both metrics are exercised
     with pytest.raises(ValueError, match=r"ranked classes must be \[N, k\]"):
         metrics.classification_metrics(EvalPrediction(predictions=ranked[0].numpy(), label_ids=labels.numpy()))
+
+
+def test_ranked_classes_rank_as_topk_accuracy_does_ties_included():
+    from transformers import EvalPrediction
+
+    from hf_dis.metrics.accuracy import ranked_classes
+
+    # ties everywhere (scores from 3 values), across the top-5 boundary and inside it
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randint(3, (400, 12), generator=generator).float()
+    labels = torch.randint(12, (400,), generator=generator)
+    ranked = ranked_classes(logits)
+    assert ranked.shape == (400, 5)
+    # the same rank as topk_accuracy's exact rule: a label is at position r of its row's ranking iff its rank is r
+    rank = metrics.accuracy.label_rank(logits, labels)
+    hits = ranked == labels[:, None]
+    for r in range(5):
+        assert torch.equal(hits[:, r], rank == r)
+    from_ids = metrics.classification_metrics(EvalPrediction(predictions=ranked.numpy(), label_ids=labels.numpy()))
+    from_logits = metrics.classification_metrics(EvalPrediction(predictions=logits.numpy(), label_ids=labels.numpy()))
+    assert from_ids == from_logits and 0 < from_ids["accuracy"] < from_ids["top5"] < 1
+    assert ranked_classes(torch.tensor([[0.0, 1.0, 1.0]])).tolist() == [[1, 2, 0]]  # k above C: every class, ranked
+    assert metrics.top_classes_for_metrics((logits[:2], logits[:2]), None).shape == (2, 5)  # outputs with extras

@@ -50,7 +50,7 @@ def test_recipe_defaults_are_the_papers(tmp_path):
         [150, 180, 210],
         0.1,
     )
-    assert (cifar.temperature, cifar.alpha, cifar.recipe_optimizer, cifar.sampler) == (4.0, 0.1, "sgd", "dis")
+    assert (cifar.temperature, cifar.alpha, cifar.recipe_optimizer, cifar.sampler) == (4.0, 0.1, "sgd", "auto")
     _, _, bot = distill_market1501.parse_args(["--output_dir", str(tmp_path)])
     assert (bot.num_train_epochs, bot.learning_rate, bot.weight_decay, bot.recipe_optimizer) == (
         120,
@@ -136,6 +136,45 @@ def test_cli_help_and_errors(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert exit_status.value.code == 0 and "usage: hf-dis distill cifar100" in out
     assert "--teacher_model" in out and "--glyph_classes" in out
+
+    with pytest.raises(SystemExit) as exit_status:  # --help before the required --model is checked
+        cli.main(["evaluate", "--help"])
+    assert exit_status.value.code == 0 and "--model" in capsys.readouterr().out
+    # a user's mistake: one line naming it, no traceback (HF_DIS_DEBUG=1 raises it)
+    assert cli.main(["evaluate", "--dataset", "glyphs"]) == 1
+    err = capsys.readouterr().err
+    assert "hf-dis evaluate: error: pass the model to evaluate: --model DIRECTORY" in err and "Traceback" not in err
+    monkeypatch.setenv("HF_DIS_DEBUG", "1")
+    with pytest.raises(ValueError, match="pass the model to evaluate"):
+        cli.main(["evaluate", "--dataset", "glyphs"])
+
+
+def test_evaluate_a_student_on_your_own_image_folder(tmp_path):
+    """`hf-dis evaluate --dataset FOLDER`: an image folder (no train/test split: a tenth of it, seeded) is evaluated
+    as the named datasets are; a folder without the recipes' columns is refused naming them."""
+    import transformers
+    from PIL import Image
+
+    from hf_dis.data import load_image_dataset
+
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog", "fox"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for index in range(10):
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+                tmp_path / "images" / label / f"{index}.png"
+            )
+    config = transformers.TimmWrapperConfig(architecture="test_resnet", num_labels=3)
+    transformers.TimmWrapperForImageClassification(config).save_pretrained(tmp_path / "model")
+    splits = load_image_dataset(str(tmp_path / "images"))
+    assert (len(splits["train"]), len(splits["test"])) == (27, 3) and sorted(splits["test"]["label"]) == [0, 1, 2]
+    metrics = evaluate.main(["--model", str(tmp_path / "model"), "--dataset", str(tmp_path / "images")])
+    assert 0 <= metrics["eval_accuracy"] <= 1 and metrics["eval_top5"] == 1.0  # 3 classes: all in the top 5
+    splits["train"].rename_column("label", "kind").save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(ValueError, match=r"the recipes read 'image' and 'label' \(missing: \['label'\]\)"):
+        evaluate.main(["--model", str(tmp_path / "model"), "--dataset", str(tmp_path / "saved")])
+    with pytest.raises(ValueError, match="is not a folder"):
+        load_image_dataset(str(tmp_path / "nowhere"))
 
 
 def test_a_rendered_glyph_task_is_read_back_where_the_fonts_are_not(tmp_path, monkeypatch):

@@ -349,6 +349,7 @@ def test_reid_distillation_trainer_distils_with_dis_and_triplet(tmp_path):
         per_device_train_batch_size=8,
         instances_per_identity=2,
         max_steps=4,
+        sampler="dis",
         num_sampled=3,
         dis_refit_every=2,
         label_smoothing_factor=0.1,
@@ -374,8 +375,8 @@ def test_reid_distillation_trainer_distils_with_dis_and_triplet(tmp_path):
 
 def _embedding_kd_args(tmp_path, **options):
     defaults = dict(output_dir=str(tmp_path), per_device_train_batch_size=8, instances_per_identity=2, max_steps=3,
-                    num_sampled=3, dis_refit_every=2, logging_steps=1, report_to=[], use_cpu=True, seed=0,
-                    embedding_kd_weight=2.0, overwrite_output_dir=True)  # fmt: skip
+                    sampler="dis", num_sampled=3, dis_refit_every=2, logging_steps=1, report_to=[], use_cpu=True,
+                    seed=0, embedding_kd_weight=2.0, overwrite_output_dir=True)  # fmt: skip
     return hf_dis.ReIDDistillationArguments(**{**defaults, **options})
 
 

@@ -612,6 +612,10 @@ def test_class_names_agree_or_say_where_they_do_not():
         match="name different classes \\(class 1 is 'dog' for the teacher and 'fox' for the student; 1 of 3 differ\\)",
     ):
         agreed({"teacher": ["cat", "dog", "owl"], "student": ["cat", "fox", "owl"]})
+    with pytest.raises(ValueError, match="2 of the 3 names are in both, so these are two different tasks"):
+        agreed({"teacher": ["cat", "dog", "owl"], "student": ["cat", "fox", "owl"]})  # not "relabel"
+    with pytest.raises(ValueError, match="same classes under other names, give the models the data's names"):
+        agreed({"teacher": ["cat", "dog"], "student": ["chat", "chien"]})  # nothing in common: maybe other names
     with pytest.raises(ValueError, match="the teacher names 2 classes and the training data 3"):
         agreed({"teacher": ["cat", "dog"], "student": None, "training data": ["cat", "dog", "owl"]})
     # placeholders carry no names: transformers' defaults and plain indices
@@ -713,7 +717,7 @@ def test_arguments_from_command_line_and_yaml(tmp_path):
     config = tmp_path / "distil.yaml"
     config.write_text(yaml.safe_dump({"output_dir": str(tmp_path), "num_sampled": 0.05, "alpha": 0.0}))
     (args,) = parser.parse_yaml_file(str(config))
-    assert (args.sampler, args.num_sampled, args.alpha, args.sample_scope) == ("dis", 0.05, 0.0, "per_example")
+    assert (args.sampler, args.num_sampled, args.alpha, args.sample_scope) == ("auto", 0.05, 0.0, "per_example")
 
 
 # --- evaluation and metrics --------------------------------------------------------------------------------------
@@ -737,6 +741,31 @@ def test_evaluate_uses_full_logits_with_accuracy(tmp_path):
     assert {"eval_loss", "eval_kd_loss", "eval_ce_loss"} <= set(metrics)
     predictions = trainer.predict(RandomImages(10, seed=3)).predictions
     assert predictions.shape == (10, NUM_CLASSES)  # full classifier at evaluation
+
+
+def test_evaluation_with_the_librarys_metrics_accumulates_ranked_classes_not_logits(tmp_path):
+    """classification_metrics needs each example's top classes only: the trainer reduces every batch to [B, 5] class
+    ids before accumulating (O(N k) memory, not O(N C)), and the metrics equal those computed from the logits."""
+    from transformers import EvalPrediction
+
+    from hf_dis.metrics import classification_metrics
+
+    evaluation = RandomImages(10, seed=3)
+    trainer = DistillationTrainer(
+        model=timm_model(),
+        args=make_args(tmp_path, num_sampled=5),
+        teacher=timm_model("test_resnet", seed=1),
+        train_dataset=RandomImages(),
+        eval_dataset=evaluation,
+        compute_metrics=classification_metrics,
+    )
+    trainer.train()
+    output = trainer.predict(evaluation)
+    assert output.predictions.shape == (10, 5) and output.predictions.dtype.kind == "i"  # what was accumulated
+    with torch.no_grad():
+        logits = trainer.model.eval()(evaluation.images.to(trainer.args.device)).logits.cpu()
+    expected = classification_metrics(EvalPrediction(predictions=logits.numpy(), label_ids=output.label_ids))
+    assert {"accuracy": output.metrics["test_accuracy"], "top5": output.metrics["test_top5"]} == expected
 
 
 def test_probe_steps_count_optimizer_steps_not_micro_batches(tmp_path):
@@ -879,7 +908,7 @@ def test_a_sharded_classifier_refuses_what_it_cannot_do(tmp_path):
 
     with pytest.raises(ValueError, match="classifier_parallel=True does not support classifier_optimizer='dense'"):
         make_args(tmp_path, classifier_parallel=True)
-    with pytest.raises(ValueError, match="kd_divergence='symmetric', sampler='auto'"):
+    with pytest.raises(ValueError, match="does not support kd_divergence='symmetric': set kd_divergence='forward'"):
         make_args(tmp_path, classifier_parallel=True, classifier_optimizer="row_sparse", sampler="auto",
                   kd_divergence="symmetric")  # fmt: skip
     with pytest.raises(ValueError, match="even_batches=False: set accelerator_config's even_batches=True"):
@@ -1170,27 +1199,37 @@ def test_a_cache_with_fewer_ranks_than_dis_reads_is_named(top_r, warned, tmp_pat
             f"holds the top 5 classes per example, but the dis sampler draws from the top {NUM_CLASSES}" in messages[0]
         )
         assert f"--top_r {NUM_CLASSES}" in messages[0]
+        assert f"rebuilds the [B, C] teacher logits (4 x {NUM_CLASSES} float32: 0 MB at this batch)" in messages[0]
     else:
         assert messages == []
 
 
-@pytest.mark.parametrize(("dis_ms", "chosen"), [(4.0, "dis"), (5.0, "dis"), (6.0, "full")])
-def test_auto_takes_dis_only_where_its_head_step_halves_the_full_one(dis_ms, chosen, tmp_path, monkeypatch, caplog):
-    """sampler="auto" times the head once (here the timer is replaced: 10 ms over all classes), takes DIS at up to
-    half the full head's time, else full KD, and says so in the log and the model card."""
+@pytest.mark.parametrize(
+    ("dis_ms", "chosen", "classifier_optimizer"),
+    [(4.0, "dis", "dense"), (8.0, "dis", "row_sparse"), (8.5, "full", "dense"), (12.0, "full", "row_sparse")],
+)
+def test_auto_takes_dis_only_where_its_head_step_saves_a_fifth(
+    dis_ms, chosen, classifier_optimizer, tmp_path, monkeypatch, caplog
+):
+    """sampler="auto" times the head once (here the timer is replaced: 10 ms over all classes), classifier updates
+    included as the trainer runs them, takes DIS at up to 0.8x the full head's time, else full KD, and says so in a
+    warning-level line (shown by default) and the model card."""
     timed = []
 
-    def head_step_ms(num_classes, width, batch_size, sampler=None, **options):
-        timed.append(None if sampler is None else sampler.name)
+    def head_step_ms(num_classes, width, batch_size, sampler=None, update=None, **options):
+        timed.append((None if sampler is None else sampler.name, update))
         return 10.0 if sampler is None else dis_ms
 
-    monkeypatch.setattr("hf_dis.trainer.trainer.head_step_ms", head_step_ms)
-    args = make_args(tmp_path, sampler="auto", num_sampled=3, max_steps=1)
-    with caplog.at_level("INFO", logger="hf_dis.trainer.trainer"):
+    monkeypatch.setattr("hf_dis.trainer.auto_sampler.head_step_ms", head_step_ms)
+    args = make_args(
+        tmp_path, sampler="auto", num_sampled=3, max_steps=1, classifier_optimizer=classifier_optimizer
+    )
+    with caplog.at_level("WARNING", logger="hf_dis.trainer.trainer"):
         trainer = DistillationTrainer(
             model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1), train_dataset=RandomImages(8)
         )
-    assert timed == [None, "dis"] and trainer.sampler.name == chosen
+    dis_update = "row_sparse_sgd" if classifier_optimizer == "row_sparse" else "sgd"
+    assert timed == [(None, "sgd"), ("dis", dis_update)] and trainer.sampler.name == chosen
     assert trainer.sampler.num_sampled == (3 if chosen == "dis" else NUM_CLASSES)
     expected = f"auto chose {chosen}: the head step took {dis_ms:g} ms with DIS (K = 3) and 10 ms over all"
     assert expected in trainer.sampler_choice and any(expected in record.getMessage() for record in caplog.records)
@@ -1200,7 +1239,7 @@ def test_auto_takes_dis_only_where_its_head_step_halves_the_full_one(dis_ms, cho
 
 
 def test_an_explicit_sampler_is_never_timed_or_changed(tmp_path, monkeypatch):
-    monkeypatch.setattr("hf_dis.trainer.trainer.head_step_ms", lambda *a, **k: pytest.fail("timed"))
+    monkeypatch.setattr("hf_dis.trainer.auto_sampler.head_step_ms", lambda *a, **k: pytest.fail("timed"))
     trainer = DistillationTrainer(
         model=timm_model(), args=make_args(tmp_path, sampler="dis", num_sampled=3, max_steps=1),
         teacher=timm_model("test_resnet", seed=1), train_dataset=RandomImages(8),
@@ -1208,3 +1247,64 @@ def test_an_explicit_sampler_is_never_timed_or_changed(tmp_path, monkeypatch):
     assert trainer.sampler.name == "dis" and trainer.sampler_choice is None
     with pytest.raises(ValueError, match=r"dis_refit_every applies to sampler dis or auto"):
         make_args(tmp_path, sampler="full", dis_refit_every=5)
+
+
+@pytest.mark.parametrize(("num_sampled", "warned"), [(5, True), (4, False)])
+def test_an_explicit_dis_whose_draws_reach_every_class_runs_and_says_so(num_sampled, warned, tmp_path, caplog):
+    """Explicit means explicit: DIS runs where B x K >= C, with one line giving both numbers."""
+    args = make_args(tmp_path, sampler="dis", num_sampled=num_sampled, max_steps=1)  # batch 4, 20 classes
+    with caplog.at_level("WARNING", logger="hf_dis.trainer.trainer"):
+        trainer = DistillationTrainer(
+            model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1), train_dataset=RandomImages(8)
+        )
+    messages = [r.getMessage() for r in caplog.records if "cannot save time" in r.getMessage()]
+    assert trainer.sampler.name == "dis"
+    if warned:
+        expected = f"draws 20 classes a step (K = {num_sampled} per example x batch 4)"
+        assert len(messages) == 1 and expected in messages[0]
+    else:
+        assert messages == []
+
+
+def test_auto_is_the_default_and_k_defaults_keep_the_draws_below_the_classes():
+    from hf_dis.trainer.arguments import default_num_sampled
+
+    assert DistillationArguments(output_dir="x").sampler == "auto"
+    assert default_num_sampled(10, 64) == 1  # a tenth of the classes at most
+    assert default_num_sampled(1_000, 64) == 64  # the floor of 64, within a tenth
+    assert default_num_sampled(100_000, 128) == 195  # C / (4 B): the batch draws at most a quarter of C
+    assert default_num_sampled(10**6, 128) == 1024  # the ceiling
+    for num_classes, batch_size in ((100_000, 128), (10**6, 256), (20_000, 16)):
+        assert batch_size * default_num_sampled(num_classes, batch_size) <= num_classes / 4
+
+
+def test_a_teacher_folder_brings_its_image_processor_and_is_measured_before_training(tmp_path, caplog):
+    """`teacher="FOLDER"` reads the preprocessor_config.json saved beside the model (an explicit
+    teacher_processing_class still wins); before the first step the teacher's top-1 on evaluation images, fed as in
+    training, is printed and written to the card, with a warning when it is near chance."""
+    from transformers import AutoImageProcessor, ViTImageProcessor
+
+    teacher_dir = tmp_path / "teacher"
+    tiny_hf("resnet", num_labels=NUM_CLASSES).save_pretrained(teacher_dir)
+    ViTImageProcessor(image_mean=[0.1, 0.2, 0.3], image_std=[0.9, 0.8, 0.7]).save_pretrained(teacher_dir)
+    args = make_args(tmp_path, num_sampled=3, max_steps=1)
+    with caplog.at_level("WARNING", logger="hf_dis.trainer.trainer"):
+        trainer = DistillationTrainer(
+            model=timm_model(), args=args, teacher=str(teacher_dir), train_dataset=RandomImages(8),
+            eval_dataset=RandomImages(12, seed=5),
+        )  # fmt: skip
+        trainer.train()
+    assert trainer.teacher_inputs.teacher.mean == (0.1, 0.2, 0.3) and trainer.teacher_inputs.renormalize
+    assert trainer.teacher_check.endswith("top-1 on 12 evaluation images, fed as in training")
+    messages = " ".join(record.getMessage() for record in caplog.records)
+    assert f"teacher: {trainer.teacher_check}" in messages
+    assert "the teacher is near chance" in messages  # a random teacher on random labels
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert f"| teacher before training | {trainer.teacher_check} |" in card
+    explicit = AutoImageProcessor.from_pretrained(teacher_dir)
+    explicit.image_mean = [0.5, 0.5, 0.5]
+    trainer = DistillationTrainer(
+        model=timm_model(), args=args, teacher=str(teacher_dir), train_dataset=RandomImages(8),
+        teacher_processing_class=explicit,
+    )  # fmt: skip
+    assert trainer.teacher_inputs.teacher.mean == (0.5, 0.5, 0.5)

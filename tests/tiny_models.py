@@ -80,7 +80,8 @@ def make_args(tmp_path, **overrides) -> DistillationArguments:
         overwrite_output_dir=True,  # tests train several students into one tmp folder
     )
     options.update(overrides)
-    if options.get("sampler", "dis") == "dis" and "dis_refit_every" not in options:
+    options.setdefault("sampler", "dis")  # explicit: the default (auto) times the head, and tests must not
+    if options["sampler"] == "dis" and "dis_refit_every" not in options:
         options["dis_refit_every"] = 2  # probe at steps 0, 2, ...: short runs see both kinds of step
     return DistillationArguments(**options)
 

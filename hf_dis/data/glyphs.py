@@ -19,6 +19,7 @@ the parameters and the font files: a second call loads it instantly.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -66,7 +67,48 @@ FACE_SETS: dict[str, dict[str, str]] = {
         "cwTeXMing": "fonts-cwtex-ming",
     }
 }
+#: ``cjk-100k``: every separate design among the 31 CJK font packages (one face each; several faces where one design
+#: is split over files by Unicode block, as HanaMin A and B), for the per-class split (`split="per_class"`): about
+#: 95,000 characters (Han of every block, Hangul, kana) drawn by 2 families or more. Near-copies of one design are
+#: left out (WenQuanYi Micro Hei is Droid Sans Fallback's design; AR PL KaitiM / SungtiL / Mingti2L are UKai's and
+#: UMing's sources; regional variants of one family).
+FACE_SETS["cjk-100k"] = {
+    **FACE_SETS["cjk-20k"],
+    "AR PL UKai TW": "fonts-arphic-ukai",
+    "AR PL UMing TW": "fonts-arphic-uming",
+    "HanaMinB Regular": "fonts-hanazono",
+    "SetoFont-ex": "fonts-seto",
+    "TW-Kai-Ext-B": "fonts-cns11643-kai",
+    "TW-Kai-Plus": "fonts-cns11643-kai",
+    "Unifont Upper": "fonts-unifont",
+    "cwTeXFangSong": "fonts-cwtex-fs",
+    "IPAGothic": "fonts-ipafont-gothic",
+    "BIZ UDMincho": "fonts-morisawa-bizud-mincho",
+    "Smiley Sans Oblique": "fonts-smiley-sans",
+    "kiloji": "fonts-kiloji",
+    "KouzanBrushFont": "fonts-kouzan-mouhitsu",
+    "AoyagiSosekiFont2": "fonts-aoyagi-soseki",
+    "NanumGothic": "fonts-nanum",
+    "NanumMyeongjo": "fonts-nanum",
+    "Un Batang": "fonts-unfonts-core",
+    "Un Dotum": "fonts-unfonts-core",
+    "Un Pilgi": "fonts-unfonts-core",
+    "Baekmuk Batang": "fonts-baekmuk",
+    "Baekmuk Gulim": "fonts-baekmuk",
+}
+#: Faces that are one design with another face (one family split over files, or a regional variant): the family a
+#: face counts in, where its own name table says otherwise. Splits and class counts are by these families.
+DESIGN_FAMILIES: dict[str, str] = {
+    "AR PL UKai TW": "AR PL UKai CN",
+    "AR PL UMing TW": "AR PL UMing CN",
+    "HanaMinB Regular": "HanaMinA",
+    "SetoFont-ex": "SetoFont",
+    "TW-Kai-Ext-B": "TW Kai",
+    "TW-Kai-Plus": "TW Kai",
+    "Unifont Upper": "Unifont",
+}
 CHARSETS = ("gb2312-level1", "gb2312")
+Split = Literal["families", "per_class"]
 _FORMAT_VERSION = 2  # bump when rendering changes, so that old caches are not reused
 
 
@@ -101,9 +143,11 @@ def load_glyphs(
     copies: int = 2,
     augment: bool = True,
     seed: int = 0,
-    include_system_fonts: bool = True,
+    include_system_fonts: bool = False,
     families: Sequence[str] | None = None,
     faces: Sequence[str] | str | None = None,
+    split: Split = "families",
+    max_train_families: int | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> DatasetDict:
     """Render a glyph task from the fonts of this machine (see the module docstring).
@@ -120,7 +164,9 @@ def load_glyphs(
         copies: renderings per (character, face); the reid protocol needs at least 2 (query and gallery).
         augment: light random scale, rotation and shift per rendering (seeded).
         seed: seeds the renderings and the reid identity split.
-        include_system_fonts: use the system's fonts besides matplotlib's bundled ones.
+        include_system_fonts: use the system's fonts besides matplotlib's bundled ones (needed for CJK tasks and the
+            named face sets). Off by default, as `--glyph_system_fonts` is: the default task (matplotlib's fonts) is
+            the same on every machine.
         families: use only the faces of these font families (names as `Face.family` gives them: style words
             removed, e.g. ``"DejaVu Sans"``, ``"TW Kai"``); None: every face found. Naming the families makes the task
             the same on every machine that has them, and keeps near-copies of one design (a font and its
@@ -128,6 +174,13 @@ def load_glyphs(
         faces: use only these faces (names as `Face.name` gives them, e.g. ``"Noto Sans CJK SC"``), or the name of
             a set in `FACE_SETS` (e.g. ``"cjk-20k"``): one face of a family with many near-identical faces (weights,
             regional variants). Missing faces are an error that names their Debian packages.
+        split: classification: ``families`` holds out the same font families for every class (`test_fraction` of
+            them); ``per_class`` holds out one family per class, drawn among the families that draw it (seeded by
+            `seed` and the code point), so that a character drawn by only 2 families still makes a class: one family
+            trains, the other tests. With ``per_class``, `min_faces` counts families, and the test image is one
+            rendering (copy 0) in the held-out family.
+        max_train_families: ``per_class``: train on at most this many of each class's other families (drawn with the
+            same seed); None: all of them.
         cache_dir: where coverage and rendered tasks are cached; default `default_cache_dir()`.
 
     Raises:
@@ -140,6 +193,12 @@ def load_glyphs(
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
     if copies < (2 if protocol == "reid" else 1):
         raise ValueError(f"copies must be >= {2 if protocol == 'reid' else 1} for protocol {protocol!r}, got {copies}.")
+    if split not in ("families", "per_class") or (split == "per_class" and protocol != "classification"):
+        raise ValueError(f"split must be 'families' or 'per_class' (classification only), got {split!r}.")
+    if split == "per_class" and min_faces < 2:
+        raise ValueError(f"split='per_class' needs min_faces >= 2 (a training and a test family), got {min_faces}.")
+    if max_train_families is not None and (split != "per_class" or max_train_families < 1):
+        raise ValueError(f"max_train_families is a split='per_class' option (>= 1), got {max_train_families}.")
     if min_faces < 1 or image_size < 8:
         raise ValueError(f"min_faces must be >= 1 and image_size >= 8, got {min_faces} and {image_size}.")
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -147,20 +206,30 @@ def load_glyphs(
     if families is not None:
         found = faces_of_families(found, families)
     if faces is not None:
-        found = faces_named(found, faces)
+        try:
+            found = faces_named(found, faces)
+        except ValueError as error:
+            if include_system_fonts:
+                raise
+            raise ValueError(f"{error} (only matplotlib's fonts were searched: pass include_system_fonts=True, "
+                             "--glyph_system_fonts true on the command line)") from None  # fmt: skip
     faces = found
     params = {
         "num_classes": num_classes, "protocol": protocol, "charset": charset, "min_faces": min_faces,
         "test_fraction": test_fraction, "image_size": image_size, "copies": copies, "augment": augment, "seed": seed,
         "fonts": [face.fingerprint for face in faces], "version": _FORMAT_VERSION,
     }  # fmt: skip
+    if split == "per_class":  # only then: the keys of tasks rendered before the option existed stay valid
+        params.update(split=split, max_train_families=max_train_families, families=[face.family for face in faces])
     task_dir = cache_root / "glyphs" / hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     if (task_dir / "dataset_dict.json").is_file():
         return datasets.load_from_disk(str(task_dir))
 
     coverage = coverage_by_face(faces, cache_root)
     allowed = set(charset_code_points(charset)) if charset is not None else None
-    if protocol == "classification":
+    if split == "per_class":
+        task = _per_class_task(faces, coverage, allowed, num_classes, min_faces, max_train_families, params)
+    elif protocol == "classification":
         task = _classification_task(faces, coverage, allowed, num_classes, min_faces, test_fraction, params)
     else:
         task = _reid_task(faces, coverage, allowed, num_classes, min_faces, test_fraction, params)
@@ -203,7 +272,11 @@ def faces_named(faces: list[Face], names: Sequence[str] | str) -> list[Face]:
         hint = f" Install them with: apt-get install {' '.join(packages)}" if packages else ""
         raise ValueError(f"font faces not found on this machine: {missing}.{hint}")
     wanted = set(names)
-    return [face for face in faces if face.name in wanted]
+    return [
+        dataclasses.replace(face, family=DESIGN_FAMILIES.get(face.name, face.family))
+        for face in faces
+        if face.name in wanted
+    ]
 
 
 def _faces_drawing(faces: Iterable[Face], coverage: dict[Face, frozenset[int]], allowed: set[int] | None):
@@ -220,10 +293,17 @@ def _choose(counts: dict[int, int], eligible: set[int], num_classes: int | None,
     if num_classes is not None:
         if num_classes > len(ranked):
             families = sorted({face.family for face in faces})
+            present = {face.name for face in faces}
+            missing = sorted({package for name, package in FACE_SETS["cjk-100k"].items() if name not in present})
+            more = (
+                f"install more fonts: apt-get install {' '.join(missing)} (with --glyph_faces cjk-100k "
+                "--glyph_split per_class --glyph_min_faces 2 they draw about 109,000 characters)"
+                if missing
+                else "every font of the cjk-100k set is already used here"
+            )
             raise ValueError(
-                f"only {len(ranked)} characters qualify with these fonts (families: {families}); asked for "
-                f"{num_classes}. Lower min_faces, or install more fonts (e.g. Debian's fonts-arphic-gkai00mp "
-                "fonts-arphic-gbsn00lp fonts-wqy-microhei fonts-unifont fonts-smiley-sans for 6,763 hanzi)."
+                f"only {len(ranked):,} characters qualify with these fonts (families: {families}); asked for "
+                f"{num_classes:,}. Lower min_faces, or {more}."
             )
         ranked = ranked[:num_classes]
     return sorted(ranked)
@@ -269,6 +349,71 @@ def _classification_task(faces, coverage, allowed, num_classes, min_faces, test_
     return DatasetDict(splits)
 
 
+def family_coverage(faces: list[Face], coverage, allowed: set[int] | None) -> dict[str, dict[int, Face]]:
+    """Per font family, the code points it draws (within `allowed`) and the face that draws each: the family's first
+    face (in `faces`' order) that draws it."""
+    drawn: dict[str, dict[int, Face]] = {}
+    for face in faces:
+        by_code_point = drawn.setdefault(face.family, {})
+        for code_point in coverage[face]:
+            if (allowed is None or code_point in allowed) and code_point not in by_code_point:
+                by_code_point[code_point] = face
+    return drawn
+
+
+def per_class_families(
+    code_point: int, families: list[str], seed: int, max_train_families: int | None
+) -> tuple[str, list[str]]:
+    """(test family, training families) of one class, among the `families` that draw it: a seeded permutation's
+    first family tests, the next `max_train_families` (all, when None) train."""
+    order = np.random.default_rng([seed, code_point]).permutation(len(families))
+    chosen = [sorted(families)[i] for i in order]
+    return chosen[0], chosen[1:][:max_train_families]
+
+
+def _per_class_task(faces, coverage, allowed, num_classes, min_families, max_train_families, params) -> DatasetDict:
+    drawn = family_coverage(faces, coverage, allowed)
+    families_of: dict[int, list[str]] = {}
+    for family, by_code_point in drawn.items():
+        for code_point in by_code_point:
+            families_of.setdefault(code_point, []).append(family)
+    counts = {cp: len(families) for cp, families in families_of.items()}
+    eligible = {cp for cp, n in counts.items() if n >= min_families}
+    classes = _choose(counts, eligible, num_classes, faces)
+    seed, copies = params["seed"], params["copies"]
+    plan = {"train": [], "test": []}  # (class index, face, copy)
+    for label, code_point in enumerate(classes):
+        test_family, train_families = per_class_families(
+            code_point, families_of[code_point], seed, max_train_families
+        )
+        plan["test"].append((label, drawn[test_family][code_point], 0))
+        plan["train"] += [(label, drawn[f][code_point], copy) for f in train_families for copy in range(copies)]
+    logger.info("glyph classification (one held-out family per class): %d classes", len(classes))
+    features = Features(
+        {"image": Image(), "label": ClassLabel(names=[chr(cp) for cp in classes]), "font": Value("string")}
+    )
+    splits = {}
+    for split, rows_planned in plan.items():
+        rows = {"image": [], "label": [], "font": []}
+        for image, label, face, _ in _render_planned(classes, rows_planned, params, desc=f"glyphs {split}"):
+            rows["image"].append(image)
+            rows["label"].append(label)
+            rows["font"].append(face.name)
+        splits[split] = datasets.Dataset.from_dict(rows, features=features)
+    return DatasetDict(splits)
+
+
+def _render_planned(classes: list[int], planned: list[tuple[int, Face, int]], params, desc: str):
+    """Yield (image, class index, face, copy) for each planned (class index, face, copy); each image's randomness is
+    seeded by the seed, the code point, the face's design key and the copy."""
+    size, augment, seed = params["image_size"], params["augment"], params["seed"]
+    fonts: dict[Face, ImageFont.FreeTypeFont] = {}
+    for label, face, copy in tqdm(planned, desc=desc, leave=False, mininterval=5):
+        font = fonts.get(face) or fonts.setdefault(face, face.pil_font(2 * size))
+        rng = np.random.default_rng([seed, classes[label], face.design_key, copy])
+        yield render_glyph(font, chr(classes[label]), size, rng, augment), label, face, copy
+
+
 def _reid_task(faces, coverage, allowed, num_classes, min_faces, test_fraction, params) -> DatasetDict:
     counts = _faces_drawing(faces, coverage, allowed)
     identities = _choose(counts, {cp for cp, n in counts.items() if n >= min_faces}, num_classes, faces)
@@ -296,15 +441,14 @@ def _append(rows: dict[str, list], image, pid: int, camid: int, label: int) -> N
 
 def _render_all(classes: list[int], faces: list[Face], coverage, params, desc: str):
     """Yield (image, class index, face, copy) for every face that draws each class, `copies` times."""
-    size, copies, augment, seed = params["image_size"], params["copies"], params["augment"], params["seed"]
-    fonts = {face: face.pil_font(2 * size) for face in faces}
-    for label, code_point in enumerate(tqdm(classes, desc=desc, leave=False)):
-        for face in faces:
-            if code_point not in coverage[face]:
-                continue
-            for copy in range(copies):
-                rng = np.random.default_rng([seed, code_point, face.design_key, copy])
-                yield render_glyph(fonts[face], chr(code_point), size, rng, augment), label, face, copy
+    planned = [
+        (label, face, copy)
+        for label, code_point in enumerate(classes)
+        for face in faces
+        if code_point in coverage[face]
+        for copy in range(params["copies"])
+    ]
+    yield from _render_planned(classes, planned, params, desc)
 
 
 def render_glyph(

@@ -9,6 +9,10 @@ is the pad-and-crop augmentation of the CIFAR KD literature and of BoT re-ID.
 
 from __future__ import annotations
 
+import io
+import json
+import os
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +22,12 @@ import numpy as np
 import pyarrow as pa
 import timm.data
 import torch
+import torchvision
 from PIL import Image
 from torch import nn
 from torchvision import transforms
+from torchvision.io import ImageReadMode
+from transformers import TimmWrapperImageProcessor
 
 from hf_dis.data.teacher_cache import (
     CARRIED_CACHE_COLUMNS,
@@ -55,6 +62,35 @@ def data_config(model: nn.Module | None = None, processor: Any = None, image_siz
         config["input_size"] = (3, image_size, image_size)
         config["crop_pct"] = 1.0  # at a chosen size, take the whole image
     return config
+
+
+def timm_image_processor(model: nn.Module, processor: Any = None, image_size: int | None = None) -> Any:
+    """A `transformers.TimmWrapperImageProcessor` whose evaluation transform is `image_transform(model,
+    training=False, processor=processor, image_size=image_size)`'s. Passed as a timm student's `processing_class=`, it
+    is saved beside it as `preprocessor_config.json` (which transformers' own class does not write), so that
+    `transformers.pipeline("image-classification", model=FOLDER)` and the Hub's widget feed the student as its
+    evaluation did, without hf_dis."""
+    config = data_config(model, processor, image_size)
+    pretrained_cfg = {**config, "input_size": list(config["input_size"]), "mean": list(config["mean"]),
+                      "std": list(config["std"])}  # fmt: skip
+    return SavedTimmImageProcessor(pretrained_cfg=pretrained_cfg)
+
+
+class SavedTimmImageProcessor(TimmWrapperImageProcessor):
+    """`TimmWrapperImageProcessor` that `save_pretrained` writes (transformers disables it for that class): as the
+    `preprocessor_config.json` from which `AutoImageProcessor` builds a plain `TimmWrapperImageProcessor`."""
+
+    def __init__(self, pretrained_cfg: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(pretrained_cfg, **kwargs)
+        self.saved_pretrained_cfg = pretrained_cfg
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> list[str]:
+        os.makedirs(save_directory, exist_ok=True)
+        path = os.path.join(save_directory, "preprocessor_config.json")
+        with open(path, "w") as file:
+            config = {"image_processor_type": "TimmWrapperImageProcessor", "pretrained_cfg": self.saved_pretrained_cfg}
+            json.dump(config, file, indent=2)
+        return [path]
 
 
 @dataclass(frozen=True)
@@ -204,7 +240,12 @@ class PaddedCropTransform:
                 pixels[row, :, top : top + height, left : left + width] = 0.0
         return pixels
 
-    def _resized(self, image: Image.Image) -> np.ndarray:
+    def _resized(self, image: Image.Image | dict[str, Any]) -> np.ndarray:
+        if isinstance(image, dict):  # undecoded, as `labelled_dataset` reads it for this transform
+            pixels = decoded_png(image)
+            if pixels is not None and pixels.shape[:2] == (self.height, self.width):
+                return pixels
+            image = Image.fromarray(pixels) if pixels is not None else _pil_image(image)
         image = image.convert("RGB")
         if image.size != (self.width, self.height):
             image = image.resize((self.width, self.height), Image.Resampling.BICUBIC)
@@ -240,6 +281,27 @@ class PaddedCropTransform:
             shape, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=[0.0]
         )
         return None if value is shape else (top, left, height, width)  # no box found in 10 tries: no erasing
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def decoded_png(image: dict[str, Any]) -> np.ndarray | None:
+    """`[H, W, 3]` uint8 RGB of an undecoded `datasets.Image` value (`{"bytes", "path"}`) holding an 8-bit PNG,
+    decoded by libpng through torchvision (a third of PIL's time for a 32 px glyph; the same pixels, as PNG is
+    lossless and grey or palette images expand to RGB alike); None for anything else (PIL decodes it then)."""
+    data = image.get("bytes")
+    if data is None and image.get("path"):
+        with open(image["path"], "rb") as file:
+            data = file.read()
+    if data is None or data[:8] != _PNG_SIGNATURE or data[24] != 8:  # IHDR bit depth
+        return None
+    pixels = torchvision.io.decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.RGB)
+    return pixels.permute(1, 2, 0).numpy()
+
+
+def _pil_image(image: dict[str, Any]) -> Image.Image:
+    return Image.open(io.BytesIO(image["bytes"])) if image.get("bytes") is not None else Image.open(image["path"])
 
 
 def transform_images(transform: Callable, images: Sequence[Any]) -> torch.Tensor | list[torch.Tensor]:
@@ -286,7 +348,8 @@ def labelled_dataset(
     A `with_transform` function receives its batch as Python objects: B x R numbers per cache column, which cost more
     to build than the images they come with. Here the cache columns are left out of that batch; each row carries its
     position (`teacher_cache_row`) and the batch's cache rows are taken from the arrow table at once, as NumPy arrays.
-    The batches hold the same values as `labelled_batches` gives. A dataset without a teacher cache, or with
+    The batches hold the same values as `labelled_batches` gives. For a `padded_crop_transform`, the images are read
+    undecoded and PNGs decoded by `decoded_png` (the same pixels, faster). A dataset without a teacher cache, or with
     augmented views (whose images are remade per view), is transformed by `labelled_batches` as it is. Select or
     shuffle the result freely: each row keeps its position in the cache it was made from. Pass the dataset before
     any `select` or `shuffle`: on one with an indices mapping, adding the position column first writes the selected
@@ -294,6 +357,9 @@ def labelled_dataset(
     """
     cached = [key for key in CARRIED_CACHE_COLUMNS if key in dataset.column_names]
     read = labelled_batches(transform, image_column, label_column)
+    feature = dataset.features.get(image_column)
+    if isinstance(transform, PaddedCropTransform) and isinstance(feature, datasets.Image) and feature.decode:
+        dataset = dataset.cast_column(image_column, datasets.Image(decode=False))  # it decodes PNG bytes faster
     if not cached or VIEW_SEEDS in dataset.column_names:
         return dataset.with_transform(read)
     cache = dataset.select_columns(cached).with_format("arrow")

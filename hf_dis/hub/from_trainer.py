@@ -35,6 +35,7 @@ class DistilledRun(Protocol):
     teacher: nn.Module | None
     sampler: ClassSampler
     sampler_choice: str | None
+    teacher_check: str | None
     optimizer: Any
     classifier_optimizer: Any
     state: Any
@@ -81,11 +82,15 @@ def student_card_data(
     }
     if trainer.input_size is not None:
         student["input size"] = "x".join(str(side) for side in trainer.input_size)
+    if getattr(model.config, "model_type", None) == "timm_wrapper":  # a timm student: the card shows timm's loading
+        student["timm architecture"] = model.config.architecture
     if normalisation is not None:
         student["normalisation mean"], student["normalisation std"] = list(normalisation.mean), list(normalisation.std)
     cache = teacher_cache_info(trainer.train_dataset) if isinstance(trainer.train_dataset, datasets.Dataset) else None
     if trainer.teacher is not None:
         teacher_name = args.teacher_model if isinstance(args.teacher_model, str) else type(trainer.teacher).__name__
+        if os.path.isdir(teacher_name):  # a local folder: its name, not this machine's path
+            teacher_name = os.path.basename(os.path.normpath(teacher_name))
         teacher = {
             "name": teacher_name,
             "architecture": describe(trainer.teacher),
@@ -118,12 +123,14 @@ def student_card_data(
         distillation["refit every (optimizer steps)"] = sampler.refit_every
     if trainer.sampler_choice is not None:
         distillation["sampler choice"] = trainer.sampler_choice
+    if trainer.teacher_check is not None:
+        distillation["teacher before training"] = trainer.teacher_check
     if cache is not None:
         views = "the un-augmented image" if cache["num_views"] is None else f"{cache['num_views']} augmented views"
         distillation["teacher logits"] = f"cached once: top {cache['top_r']:,} classes per example, on {views}"
     if sampler.name == "full":
         kept = ("sampler", "sampler choice", "temperature (T)", "alpha (hard-label CE weight)", "KD weight",
-                "label smoothing", "teacher logits")  # fmt: skip
+                "label smoothing", "teacher logits", "teacher before training")  # fmt: skip
         distillation = {key: value for key, value in distillation.items() if key in kept}
     train_log = _last_log(trainer, "train_runtime")
     speed: dict[str, Any] = {"device": device_name(args.device)}
@@ -171,7 +178,8 @@ def _hyperparameters(trainer: DistilledRun) -> dict[str, Any]:
         if args.warmup_epochs:
             schedule = f"linear warm-up over {args.warmup_epochs} epochs from x{args.warmup_start_factor}, {schedule}"
     else:
-        schedule = f"{args.lr_scheduler_type}, {args.warmup_steps} warm-up steps"
+        scheduler = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)  # not "SchedulerType.LINEAR"
+        schedule = f"{scheduler}, {args.warmup_steps} warm-up steps"
     return {
         "optimizer": type(optimizer).__name__ if optimizer is not None else str(args.optim),
         "classifier updates": _classifier_updates(trainer),

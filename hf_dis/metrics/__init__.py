@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hf_dis.metrics.accuracy import classification_metrics, topk_accuracy
+from hf_dis.metrics.accuracy import classification_metrics, top_classes_for_metrics, topk_accuracy
 from hf_dis.metrics.reid import reid_eval_metrics, reid_metrics, reid_metrics_from_features
 
 MODULES = Path(__file__).resolve().parent / "modules"
@@ -41,5 +41,6 @@ __all__ = [
     "reid_eval_metrics",
     "reid_metrics",
     "reid_metrics_from_features",
+    "top_classes_for_metrics",
     "topk_accuracy",
 ]

@@ -72,10 +72,18 @@ def agreed_class_names(named: Mapping[str, list[str] | None]) -> list[str] | Non
                 "'label')), or train the models on the same order."
             )
         differing = sum(a != b for a, b in zip(*keys, strict=True))
+        shared = len(set(keys[0]) & set(keys[1]))
+        if shared:  # some names in common: two different tasks, not one task under other names
+            hint = (
+                f"{shared} of the {len(keys[0])} names are in both, so these are two different tasks: train and "
+                "distil on the same data (a glyph task is the same task only with the same fonts and options, e.g. "
+                "--glyph_system_fonts and --glyph_classes, or load_glyphs(include_system_fonts=...))."
+            )
+        else:
+            hint = "If they are the same classes under other names, give the models the data's names (config.id2label)."
         raise ValueError(
             f"the {first} and the {other} name different classes ({where}; {differing} of {len(keys[0])} differ): "
-            "they must predict the same classes in the same order. If they are the same classes under other names, "
-            "give the models the data's names (model.config.id2label)."
+            f"they must predict the same classes in the same order. {hint}"
         )
     return known[0][1] if known else None
 

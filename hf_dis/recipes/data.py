@@ -17,6 +17,7 @@ from hf_dis.data import (
     labelled_dataset,
     load_cifar100,
     load_glyphs,
+    load_image_dataset,
     load_market1501,
     padded_crop_transform,
     reid_eval_batches,
@@ -29,7 +30,7 @@ REID_DATASETS = ("market1501", "glyphs")
 #: The options that choose how glyphs are rendered: a saved task (`data_dir`) has them fixed already.
 GLYPH_RENDERING = (
     "glyph_classes", "glyph_image_size", "glyph_system_fonts", "glyph_charset", "glyph_families", "glyph_faces",
-    "glyph_min_faces", "glyph_copies"
+    "glyph_min_faces", "glyph_copies", "glyph_split", "glyph_max_train_families"
 )  # fmt: skip
 
 
@@ -39,7 +40,9 @@ class DataArguments:
 
     Args:
         dataset: cifar100 or glyphs (classification); market1501 or glyphs (re-ID). glyphs renders characters from
-            this machine's fonts: no download, runs anywhere.
+            this machine's fonts: no download, runs anywhere. Classification also takes your own dataset: an image
+            folder (one sub-folder per class), a dataset saved with save_to_disk, or a Hub id (columns image and
+            label).
         data_dir: Local copy of the dataset: CIFAR-100 (cifar-100-python, a parquet copy or an image folder; unset
             downloads from the Hub), the Market-1501 release folder (required), or a glyph task saved by `hf-dis
             render-glyphs` (for a machine without the fonts; unset renders here).
@@ -54,13 +57,18 @@ class DataArguments:
             16 CJK families, one face each, 20,902 ideographs drawn by 10 or more); unset uses every face found.
         glyph_min_faces: glyphs: a character is a class when at least this many faces draw it.
         glyph_copies: glyphs: renderings per character and face.
+        glyph_split: glyphs: families (the same font families held out for every class) or per_class (one family
+            held out per class: a character drawn by 2 families is a class; used with --glyph_faces cjk-100k).
+        glyph_max_train_families: glyphs, per_class split: train on at most this many families per class.
     """
 
     dataset: str = field(
         default="glyphs",
         metadata={
             "help": "cifar100 or glyphs (classification); market1501 or glyphs (re-ID). glyphs renders characters "
-            "from this machine's fonts: no download, runs anywhere."
+            "from this machine's fonts: no download, runs anywhere. Classification also takes your own dataset: an "
+            "image folder (one sub-folder per class), a dataset saved with save_to_disk, or a Hub id (columns image "
+            "and label)."
         },
     )
     data_dir: str | None = field(
@@ -103,10 +111,26 @@ class DataArguments:
         default=5, metadata={"help": "glyphs: a character is a class when at least this many faces draw it."}
     )
     glyph_copies: int = field(default=2, metadata={"help": "glyphs: renderings per character and face."})
+    glyph_split: str = field(
+        default="families",
+        metadata={
+            "help": "glyphs: families (the same font families held out for every class) or per_class (one family "
+            "held out per class: a character drawn by 2 families is a class; used with --glyph_faces cjk-100k)."
+        },
+    )
+    glyph_max_train_families: int | None = field(
+        default=None, metadata={"help": "glyphs, per_class split: train on at most this many families per class."}
+    )
+
+    def is_generic(self, task: str) -> bool:
+        """A classification dataset named by folder or Hub id (`load_image_dataset`), not one of the named ones."""
+        return task == "classification" and self.dataset not in (*CLASSIFICATION_DATASETS, *REID_DATASETS)
 
     def check(self, task: str) -> None:
         names = CLASSIFICATION_DATASETS if task == "classification" else REID_DATASETS
-        if self.dataset not in names:
+        if self.is_generic(task) and self.data_dir is not None:
+            raise ValueError(f"--data_dir is for {list(names)}; name your own dataset with --dataset FOLDER_OR_HUB_ID.")
+        if self.dataset not in names and not self.is_generic(task):
             raise ValueError(f"dataset must be one of {list(names)} for {task}, got {self.dataset!r}.")
         if self.dataset == "market1501" and self.data_dir is None:
             raise ValueError(
@@ -124,6 +148,8 @@ class DataArguments:
 
     def name(self, task: str) -> str:
         """The dataset as a model card names it: a Hub id when it came from the Hub."""
+        if self.is_generic(task):
+            return self.dataset if not Path(self.dataset).exists() else Path(self.dataset).name
         if self.dataset == "cifar100":
             return "uoft-cs/cifar100" if self.data_dir is None else "CIFAR-100"
         if self.dataset == "market1501":
@@ -146,6 +172,8 @@ class DataArguments:
             faces=_face_selection(self.glyph_faces),
             min_faces=self.glyph_min_faces,
             copies=self.glyph_copies,
+            split=self.glyph_split,
+            max_train_families=self.glyph_max_train_families,
         )
 
 
@@ -179,6 +207,16 @@ def load_saved_glyphs(path: str, protocol: str) -> datasets.DatasetDict:
 def load_splits(data: DataArguments, task: str) -> datasets.DatasetDict:
     """The raw splits: train / test (classification) or train / query / gallery (re-ID)."""
     data.check(task)
+    if data.is_generic(task):
+        splits = load_image_dataset(data.dataset)
+        missing = sorted({"image", "label"} - set(splits["train"].column_names))
+        if missing:
+            raise ValueError(
+                f"{data.dataset} has the columns {splits['train'].column_names}; the recipes read 'image' and 'label' "
+                f"(missing: {missing}): rename them (dataset.rename_column) and save_to_disk, or use "
+                "examples/distil_timm.py, which takes --image_column and --label_column."
+            )
+        return splits
     if task == "classification":
         return load_cifar100(data.data_dir) if data.dataset == "cifar100" else data.glyphs("classification")
     return load_market1501(data.data_dir) if data.dataset == "market1501" else data.glyphs("reid")

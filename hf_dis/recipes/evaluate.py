@@ -4,6 +4,8 @@ for classifiers, rank-1/5/10, mAP and mINP (Market-1501 protocol) for re-ID mode
     hf-dis evaluate --model runs/c100-resnet18-dis --dataset cifar100
     hf-dis evaluate --model runs/market-resnet18-dis --dataset market1501 --data_dir /data/Market-1501-v15.09.15
     hf-dis evaluate --model runs/glyph-student --dataset glyphs --glyph_classes 200 --output_dir runs/glyph-eval
+    hf-dis evaluate --model runs/digits-student --dataset ./digits     # your own: an image folder, a saved dataset
+                                                                      # or a Hub id (columns image and label)
 
 Pass the same data options (glyph_classes, image_size, ...) the model was trained with. With --output_dir, the
 metrics are also written there as eval_results.json.
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import Trainer, TrainingArguments
 
-from hf_dis.metrics import classification_metrics
+from hf_dis.metrics import classification_metrics, top_classes_for_metrics
 from hf_dis.models import ReIDModel
 from hf_dis.recipes.data import DataArguments, classification_splits, load_splits, reid_splits
 from hf_dis.recipes.models import ModelOptions, normalisation
@@ -46,10 +48,6 @@ class EvaluateArguments(ModelOptions):
         default=None, metadata={"help": "Where to write eval_results.json; unset: only print the metrics."}
     )
 
-    def __post_init__(self) -> None:
-        if self.model is None:
-            raise ValueError("pass the model to evaluate: --model DIRECTORY (or a Hub id).")
-
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[EvaluateArguments, DataArguments]:
     """The options from `argv` (default: the command line): flags or one YAML / JSON file."""
@@ -59,6 +57,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[EvaluateArguments, Da
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     """Run the evaluation on `argv` (default: the command line); returns the metrics."""
     options, data = parse_args(argv)
+    if options.model is None:
+        raise ValueError("pass the model to evaluate: --model DIRECTORY (or a Hub id).")
     model = load_teacher(options.model, role="model", passed_as="--model")  # a clear error when the Hub is unreachable
     task = "reid" if isinstance(model, ReIDModel) else "classification"
     splits = load_splits(data, task)
@@ -76,7 +76,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
             trainer = ReIDTrainer(model=model, args=ReIDTrainingArguments(**settings))
         else:
             _, evaluation = classification_splits(splits, data, normalisation(model, options.model), size)
-            trainer = Trainer(model=model, args=TrainingArguments(**settings), compute_metrics=classification_metrics)
+            trainer = Trainer(
+                model=model,
+                args=TrainingArguments(**settings),
+                compute_metrics=classification_metrics,
+                preprocess_logits_for_metrics=top_classes_for_metrics,
+            )
         metrics = trainer.evaluate(evaluation)
         trainer.log_metrics("eval", metrics)
         if options.output_dir is not None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from transformers import Trainer, TrainingArguments
 
-from hf_dis.metrics import classification_metrics
+from hf_dis.metrics import classification_metrics, top_classes_for_metrics
 from hf_dis.models import dataset_class_names, set_class_names
 from hf_dis.recipes.data import DataArguments, classification_splits, load_splits, num_labels, reid_splits
 from hf_dis.recipes.models import ModelOptions, ReIDBackboneOptions, build_classifier, build_reid_model, normalisation
@@ -111,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         train, evaluation = classification_splits(splits, data, normalisation(model, model_args.model), size)
         trainer_type, extra = (
             ClassifierTrainer,
-            {"compute_metrics": classification_metrics, "callbacks": [BufferSyncCallback()]},
+            {"compute_metrics": classification_metrics, "preprocess_logits_for_metrics": top_classes_for_metrics,
+             "callbacks": [BufferSyncCallback()]},
         )
     trainer = trainer_type(
         model=model,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from transformers import TrainingArguments
 
 from hf_dis.losses.distillation import kd_term_weight
@@ -26,18 +27,26 @@ from hf_dis.sampling.registry import parse_num_sampled
 from hf_dis.trainer.row_sparse_updates import row_wise_second_moment
 from hf_dis.trainer.run_folder import RunFolderOptions
 
-#: sampler="auto": DIS, unless its head step (drawing included) takes more than this share of the full head step's
-#: time on the training device, in which case full KD [choice: sampling trades some accuracy for time, so it must
-#: at least halve the head's cost to be chosen].
-AUTO_MAX_HEAD_RATIO = 0.5
-#: num_sampled when unset: this fraction of the classes, at most DEFAULT_MAX_SAMPLED.
-DEFAULT_SAMPLED_FRACTION = 0.1
-DEFAULT_MAX_SAMPLED = 4096
+#: sampler="auto": DIS when its head step (drawing and the classifier's update included) takes at most this share of
+#: the full head step's time on the training device, else full KD [choice: sampling trades some accuracy for time,
+#: so it is chosen where it saves more than a fifth of the head; within 20% the two cost the same and full KD is
+#: exact].
+AUTO_MAX_HEAD_RATIO = 0.8
+#: num_sampled when unset: K such that the batch's draws cover at most about 1 / DEFAULT_COVERAGE_DIVISOR of the
+#: classes (B x K <= C / 4, where a sampled step reads far fewer classifier rows than a full one), between
+#: DEFAULT_MIN_SAMPLED and DEFAULT_MAX_SAMPLED, and never above a tenth of the classes.
+DEFAULT_COVERAGE_DIVISOR = 4
+DEFAULT_MIN_SAMPLED = 64
+DEFAULT_MAX_SAMPLED = 1024
+DEFAULT_MAX_FRACTION = 0.1
 
 
-def default_num_sampled(num_classes: int) -> int:
-    """K when `num_sampled` is unset: a tenth of the classes, at least 1, at most `DEFAULT_MAX_SAMPLED`."""
-    return min(num_classes, DEFAULT_MAX_SAMPLED, max(1, round(DEFAULT_SAMPLED_FRACTION * num_classes)))
+def default_num_sampled(num_classes: int, batch_size: int = 1) -> int:
+    """K when `num_sampled` is unset: C / (4 B), clipped to [64, 1024], and at most a tenth of the classes (at least
+    1). With `batch_size` 1 (unknown): the largest default K for `num_classes`, e.g. for a cache's top R."""
+    per_batch = num_classes // (DEFAULT_COVERAGE_DIVISOR * batch_size)
+    ceiling = max(1, int(DEFAULT_MAX_FRACTION * num_classes))
+    return min(ceiling, DEFAULT_MAX_SAMPLED, max(DEFAULT_MIN_SAMPLED, per_batch))
 
 
 #: The options that belong to some samplers: those samplers, and the validator the samplers use too.
@@ -69,12 +78,13 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
 
         > Class sampling
 
-        sampler: Which classes the KD loss looks at: dis (dynamic importance sampling), ftis (fixed teacher
-            importance sampling), uniform, topk (biased baseline), full (all classes: classic KD), or auto (DIS where
-            its head step, timed once before training, takes at most half the full head's time, else full; logged
-            and written to the model card).
-        num_sampled: Number K of classes drawn per step (with replacement): an integer, or a fraction of the
-            classes in (0, 1). Unset: a tenth of the classes, at most 4096. Must stay unset with sampler=full.
+        sampler: Which classes the KD loss looks at: auto (the default: DIS where its head step, timed once before
+            training, takes at most 0.8x the full head's time, else full KD; the choice is printed and written to
+            the model card), dis (dynamic importance sampling), ftis (fixed teacher importance sampling), uniform,
+            topk (biased baseline), or full (all classes: classic KD).
+        num_sampled: Number K of classes drawn per example and step (with replacement): an integer, or a fraction of
+            the classes in (0, 1). Unset: C / (4 x batch size), between 64 and 1024, at most a tenth of the classes.
+            Must stay unset with sampler=full.
         sample_scope: per_example (each example draws its own set: the faithful mode, and far more accurate in
             short runs) or batch (one set for the whole batch, drawn from the batch-averaged proposal: one dense
             matrix product, the memory-light mode for very many classes).
@@ -167,19 +177,20 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
 
     # Class sampling
     sampler: str = field(
-        default="dis",
+        default="auto",
         metadata={
-            "help": "Which classes the KD loss looks at: dis (dynamic importance sampling), ftis (fixed teacher "
-            "importance sampling), uniform, topk (biased baseline), full (all classes: classic KD), or auto (DIS where "
-            "its head step, timed once before training, takes at most half the full head's time, else full; logged "
-            "and written to the model card)."
+            "help": "Which classes the KD loss looks at: auto (the default: DIS where its head step, timed once "
+            "before training, takes at most 0.8x the full head's time, else full KD; the choice is printed and "
+            "written to the model card), dis (dynamic importance sampling), ftis (fixed teacher importance "
+            "sampling), uniform, topk (biased baseline), or full (all classes: classic KD)."
         },
     )
     num_sampled: float | None = field(
         default=None,
         metadata={
-            "help": "Number K of classes drawn per step (with replacement): an integer, or a fraction of the classes "
-            "in (0, 1). Unset: a tenth of the classes, at most 4096. Must stay unset with sampler=full."
+            "help": "Number K of classes drawn per example and step (with replacement): an integer, or a fraction of "
+            "the classes in (0, 1). Unset: C / (4 x batch size), between 64 and 1024, at most a tenth of the "
+            "classes. Must stay unset with sampler=full."
         },
     )
     sample_scope: str = field(
@@ -311,6 +322,8 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.use_cpu or not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # nothing to pin for: torch would warn at every loader it builds
         check_temperature(self.temperature)
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0.0, 1.0], got {self.alpha}.")
@@ -380,12 +393,12 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
 
     def num_sampled_for(self, num_classes: int, sampler: str | None = None) -> int | float | None:
         """K for C classes with `sampler` (default `self.sampler`; auto's choice once made): `num_sampled`, or the
-        default (a tenth of the classes, at most 4096); None for full."""
+        default for this batch size (`default_num_sampled`); None for full."""
         if (sampler or self.sampler) == "full":
             return None
         if self.num_sampled is not None:
             return self.num_sampled
-        return default_num_sampled(num_classes)
+        return default_num_sampled(num_classes, self.per_device_train_batch_size)
 
     def sampler_options(self, sampler: str | None = None) -> dict[str, Any]:
         """Keyword options of `build_sampler` for `sampler` (default `self.sampler`; auto's choice once made), unset
@@ -419,10 +432,6 @@ def _check_classifier_parallel(args: DistillationArguments) -> None:
             "classifier_optimizer='row_sparse' (each process updates and saves its own rows' state)",
         ),
         f"kd_divergence={args.kd_divergence!r}": (args.kd_divergence != "forward", "kd_divergence='forward'"),
-        "sampler='auto'": (
-            args.sampler == "auto",
-            "an explicit sampler ('dis' or 'full': auto times one process's head)",
-        ),
         "even_batches=False": (
             not args.accelerator_config.even_batches,
             "accelerator_config's even_batches=True, the default (every process's batch is gathered: all must have "

@@ -32,6 +32,20 @@ def first_non_finite_parameter(model: nn.Module) -> str | None:
     return None
 
 
+#: Command-line words for `resume_from_checkpoint`: the newest complete checkpoint, or a fresh run.
+RESUME_LATEST, RESUME_NONE = ("true", "last", "latest", "yes"), ("false", "no", "none", "")
+
+
+def resume_argument(value: str | bool | None) -> str | bool | None:
+    """`resume_from_checkpoint` as `Trainer.train` takes it: a command line's "true" / "last" -> True (the newest
+    complete checkpoint), "false" / "" -> None (a fresh run), a folder as it is."""
+    if isinstance(value, str) and value.strip().lower() in RESUME_LATEST:
+        return True
+    if isinstance(value, str) and value.strip().lower() in RESUME_NONE or value is False:
+        return None
+    return value
+
+
 class GuardedTraining:
     """Mixin for `transformers.Trainer` subclasses (before `Trainer` in the bases; after `LossPartsLogging`, whose
     running sums name the loss part that diverged). Its arguments may carry `overwrite_output_dir`."""
@@ -48,10 +62,14 @@ class GuardedTraining:
         **kwargs: Any,
     ):
         """`Trainer.train` after `prepare_run_folder`: a reused `output_dir` refused, `resume_from_checkpoint=True`
-        resolved to the newest complete checkpoint, a damaged one named."""
+        resolved to the newest complete checkpoint, a damaged one named. Unset, `resume_from_checkpoint` is the
+        arguments' (`--resume_from_checkpoint` on a command line: a folder, or true / last for the newest complete
+        checkpoint), so that every script resumes as its command line asks."""
+        if resume_from_checkpoint is None:
+            resume_from_checkpoint = self.args.resume_from_checkpoint
         overwrite = getattr(self.args, "overwrite_output_dir", False)
         checkpoint = prepare_run_folder(
-            self.args.output_dir, resume_from_checkpoint, overwrite, self.is_world_process_zero()
+            self.args.output_dir, resume_argument(resume_from_checkpoint), overwrite, self.is_world_process_zero()
         )
         self.prepare_resume(checkpoint)
         return super().train(checkpoint, trial, ignore_keys_for_eval, **kwargs)

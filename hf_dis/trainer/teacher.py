@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import huggingface_hub
 import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForImageClassification
+from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from hf_dis.data.transforms import Normalization
 from hf_dis.models.timm_classifier import timm_module
@@ -47,6 +48,21 @@ def load_teacher(
         f"cannot load the {role} {name_or_path!r}: it is not a local directory, a Hub id (owner/name) or a timm "
         "model name."
     )
+
+
+def load_image_processor(name_or_path: str) -> Any:
+    """The image processor saved with a transformers model (its folder's or Hub repo's `preprocessor_config.json`),
+    so that a teacher named by path or id gets the inputs it was trained on; None when there is none (a timm name
+    keeps its `pretrained_cfg`, which the trainer reads from the model)."""
+    if not (os.path.isdir(name_or_path) or "/" in name_or_path):
+        return None
+    if os.path.isdir(name_or_path) and not os.path.isfile(os.path.join(name_or_path, "preprocessor_config.json")):
+        return None
+    try:
+        return AutoImageProcessor.from_pretrained(name_or_path)
+    except (OSError, ValueError) as error:  # a Hub id without one, or the Hub unreachable (the model says so first)
+        logger.info("no image processor for %s: %s", name_or_path, error)
+        return None
 
 
 def _load_failure(name_or_path: str, error: Exception, role: str, passed_as: str) -> str:

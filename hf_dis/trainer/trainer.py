@@ -59,8 +59,8 @@ from hf_dis.data.teacher_cache import (
     TOP_LOGITS,
     teacher_cache_info,
 )
-from hf_dis.data.transforms import model_normalization
-from hf_dis.diagnostics import head_step_ms, sampled_set_stats
+from hf_dis.data.transforms import model_normalization, timm_image_processor
+from hf_dis.diagnostics import sampled_set_stats
 from hf_dis.heads import SampledLinear, install_sampled_head, split_classifier
 from hf_dis.heads.sharded import (
     ShardedLinear,
@@ -72,7 +72,7 @@ from hf_dis.heads.sharded import (
 from hf_dis.hub import head_step_times, render_card, student_card_data
 from hf_dis.losses import DistillationLoss, distillation_loss, sampled_distillation_loss
 from hf_dis.losses.distillation import sharded_distillation_loss
-from hf_dis.metrics import classification_metrics
+from hf_dis.metrics import classification_metrics, top_classes_for_metrics
 from hf_dis.models import (
     agreed_class_names,
     dataset_class_names,
@@ -81,7 +81,8 @@ from hf_dis.models import (
     wrap_timm_model,
 )
 from hf_dis.sampling import ClassSampler, build_sampler
-from hf_dis.trainer.arguments import AUTO_MAX_HEAD_RATIO, DistillationArguments
+from hf_dis.trainer.arguments import DistillationArguments
+from hf_dis.trainer.auto_sampler import SamplerChoice, choose, time_sampler_choice
 from hf_dis.trainer.buffer_sync import BufferSyncCallback
 from hf_dis.trainer.guard import GuardedTraining
 from hf_dis.trainer.internals import (
@@ -110,12 +111,14 @@ from hf_dis.trainer.sharded_classifier import (
     sharded_grad_norm,
     sharded_probe_statistic,
 )
-from hf_dis.trainer.teacher import TeacherInputs, expected_image_size, freeze, load_teacher
+from hf_dis.trainer.teacher import TeacherInputs, expected_image_size, freeze, load_image_processor, load_teacher
 
 logger = logging.getLogger(__name__)
 
-#: Timed head steps per candidate when sampler="auto" (the median is compared).
-AUTO_REPEATS = 10
+#: Evaluation images the live teacher's top-1 is measured on before training (`_measure_teacher`).
+TEACHER_CHECK_EXAMPLES = 512
+#: A teacher is "near chance" at up to this many times chance's top-1 (plus its 95% sampling margin).
+NEAR_CHANCE = 3
 #: Classes a sharded classifier predicts per example in evaluation (its predictions are class ids, not logits).
 PREDICTED_CLASSES = 5
 
@@ -161,6 +164,9 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         if kwargs.get("compute_loss_func") is not None:
             raise ValueError("DistillationTrainer computes its own loss; compute_loss_func is not supported.")
         teacher = teacher if teacher is not None else args.teacher_model
+        if isinstance(teacher, str) and teacher_processing_class is None:
+            # A teacher named by folder or Hub id is fed as its own image processor says (an explicit one wins).
+            teacher_processing_class = load_image_processor(teacher)
         if teacher is None and not _carries_teacher_cache(kwargs.get("train_dataset")):
             raise ValueError(
                 "no teacher: pass teacher= (an nn.Module, a directory or a Hub id), set args.teacher_model, or train "
@@ -186,8 +192,11 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         cache_names = _cached_class_names(kwargs.get("train_dataset"), num_classes)
         _name_the_classes(model, num_classes, teacher, kwargs.get("train_dataset"), args.label_names[0], cache_names)
         super().__init__(model=model, args=args, **kwargs)
-        if args.classifier_parallel and self.compute_metrics is None:  # its predictions are ranked class ids
-            self.compute_metrics = classification_metrics
+        if args.classifier_parallel:  # its predictions are ranked class ids already
+            self.compute_metrics = self.compute_metrics or classification_metrics
+        elif self.compute_metrics is classification_metrics and self.preprocess_logits_for_metrics is None:
+            # The library's own metrics need each example's top classes only: never accumulate [N, C] logits.
+            self.preprocess_logits_for_metrics = top_classes_for_metrics
         self.teacher: nn.Module | None = None  # None: the cached logits of the training data stand in for it
         self.teacher_inputs: TeacherInputs | None = None
         if teacher is not None:
@@ -201,6 +210,8 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
             )
         #: sampler="auto": what was chosen and why (logged, and written to the model card); None otherwise.
         self.sampler_choice: str | None = None
+        #: The teacher's top-1 measured before training (`_measure_teacher`); None without a live teacher.
+        self.teacher_check: str | None = None
         if sampler is None:
             name = self._choose_sampler(num_classes) if args.sampler == "auto" else args.sampler
             sampler = build_sampler(
@@ -208,6 +219,8 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
             )
         elif sampler.num_classes != num_classes:
             raise ValueError(f"the sampler is for {sampler.num_classes} classes, the student has {num_classes}.")
+        if sampler.name != "full" and args.sampler != "auto" and self.is_world_process_zero():
+            _warn_if_sampling_reads_every_class(sampler, args.per_device_train_batch_size)
         self.sampler = sampler
         count_loss_items(self)  # our compute_loss normalises by the accumulated step's examples
         self.add_callback(SamplerStateCallback(sampler))
@@ -234,28 +247,32 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         self._head_times: tuple[int, dict[str, float]] | None = None  # (global step, head_step_times) for the card
 
     def _choose_sampler(self, num_classes: int) -> str:
-        """`sampler="auto"`: time one head step (the student's classifier and the KD loss on random features, see
-        `hf_dis.diagnostics.head_step_ms`) over all classes and over DIS's draws, on the main process, and take DIS
-        when it needs at most `AUTO_MAX_HEAD_RATIO` of the full step's time, else full KD. Every process takes the
-        main process's choice."""
+        """`sampler="auto"`: time the head step with DIS and over all classes on the main process
+        (`hf_dis.trainer.auto_sampler`) and take the faster by the rule there; every process takes the main
+        process's choice, which is printed (a warning-level line) and written to the model card."""
         args, head = self.args, self.student_head
+        if args.classifier_parallel:  # one process holds a share of the head: there is no whole head to time
+            self.sampler_choice = (
+                "auto chose dis: the classifier is sharded over processes, a head too large for one device, which is "
+                "what sampling is for"
+            )
+            if self.is_world_process_zero():
+                logger.warning("sampler: %s", self.sampler_choice)
+            return "dis"
         dis = build_sampler("dis", num_classes, args.num_sampled_for(num_classes, "dis"), **args.sampler_options("dis"))
         times = [0.0, 0.0]
         if self.is_world_process_zero():
-            sizes = (num_classes, head.in_features, args.per_device_train_batch_size)
-            times = [
-                head_step_ms(*sizes, temperature=args.temperature, device=args.device, repeats=AUTO_REPEATS),
-                head_step_ms(*sizes, dis, temperature=args.temperature, device=args.device, repeats=AUTO_REPEATS),
-            ]
+            timed = time_sampler_choice(
+                num_classes, head.in_features, args.per_device_train_batch_size, dis, temperature=args.temperature,
+                device=args.device, optim=args.optim, classifier_optimizer=args.classifier_optimizer,
+            )  # fmt: skip
+            times = [timed.full_ms, timed.dis_ms]
         full_ms, dis_ms = broadcast_object_list(times)
-        choice = "dis" if dis_ms <= AUTO_MAX_HEAD_RATIO * full_ms else "full"
-        self.sampler_choice = (
-            f"auto chose {choice}: the head step took {dis_ms:.3g} ms with DIS (K = {dis.num_sampled:,}) and "
-            f"{full_ms:.3g} ms over all {num_classes:,} classes on {args.device}; DIS is chosen at up to "
-            f"{AUTO_MAX_HEAD_RATIO:g}x"
-        )
-        logger.info("sampler=%s", self.sampler_choice)
-        return choice
+        chosen = SamplerChoice(choose(full_ms, dis_ms), full_ms, dis_ms)
+        self.sampler_choice = chosen.describe(num_classes, dis.num_sampled, args.device)
+        if self.is_world_process_zero():
+            logger.warning("sampler: %s", self.sampler_choice)
+        return chosen.choice
 
     # --- the loss -------------------------------------------------------------------------------------------------
 
@@ -523,9 +540,43 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         """`Trainer.train`, after checking the data and the teacher on one example and the output folder (see
         `GuardedTraining`), and restoring the sampler state from the checkpoint when resuming."""
         self._check_training_data()
+        self._measure_teacher()
         result = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
         self.create_model_card()
         return result
+
+    def _measure_teacher(self) -> None:
+        """The live teacher's top-1 on up to `TEACHER_CHECK_EXAMPLES` evaluation images, fed exactly as in training
+        (the student's batch converted by `teacher_inputs`): printed, written to the card, and a warning near chance
+        (a teacher fed other inputs than it was trained on, or predicting other classes)."""
+        if self.teacher is None or self.eval_dataset is None or isinstance(self.eval_dataset, dict):
+            return
+        num_classes, correct, seen = self.student_head.out_features, 0, 0
+        for batch in self.get_eval_dataloader():
+            batch = self._prepare_inputs(batch)
+            labels = batch.get(self.args.label_names[0])
+            if labels is None or labels.dim() != 1 or not bool(((labels >= 0) & (labels < num_classes)).all()):
+                return  # not class labels of these classes (re-ID evaluation sets hold identities)
+            predicted = _logits_of(self.teacher_outputs(batch["pixel_values"])).argmax(-1)
+            correct, seen = correct + int((predicted == labels).sum()), seen + len(labels)
+            if seen >= TEACHER_CHECK_EXAMPLES:
+                break
+        if not seen:
+            return
+        accuracy = correct / seen
+        self.teacher_check = f"{accuracy:.1%} top-1 on {seen:,} evaluation images, fed as in training"
+        if not self.is_world_process_zero():
+            return
+        logger.warning("teacher: %s", self.teacher_check)
+        if accuracy <= NEAR_CHANCE * (1 / num_classes + 1.96 * (1 / (num_classes * seen)) ** 0.5):
+            logger.warning(
+                "the teacher is near chance (%.1f%% against %.2f%% for a random guess among %s classes): it is likely "
+                "fed other inputs than it was trained on (its normalisation: pass its image processor as "
+                "teacher_processing_class=, or a folder holding its preprocessor_config.json; its input size: "
+                "teacher_image_size), or it predicts other classes than the data's. Distilling it teaches the "
+                "student little.",
+                100 * accuracy, 100 / num_classes, f"{num_classes:,}",
+            )  # fmt: skip
 
     def prepare_resume(self, checkpoint: str | None) -> None:
         """The sampler's state (and the row-sparse classifier optimizer's) from `checkpoint`; counters reset."""
@@ -695,6 +746,12 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
             check_labels(labels, 1, num_classes)
         pixel_values = batch["pixel_values"].to(self.accelerator.device)
         self.input_size = tuple(pixel_values.shape[-2:])
+        model = self.accelerator.unwrap_model(self.model)
+        square = self.input_size[0] == self.input_size[1]
+        if self.processing_class is None and getattr(model.config, "model_type", None) == "timm_wrapper" and square:
+            # Saved with the student, so that pipeline("image-classification") loads it: the student's data config
+            # at the training resolution (resize, normalise). An explicit processing_class= is saved instead.
+            self.processing_class = timm_image_processor(model, image_size=self.input_size[0])
         if TOP_CLASSES in batch:
             cached = torch.as_tensor(batch[TOP_CLASSES])
             if cached.dim() != 2 or cached.min() < 0 or cached.max() >= num_classes:
@@ -702,7 +759,7 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
                     f"the cached teacher logits do not fit the student's {num_classes} classes (class ids "
                     f"{cached.min().item()}..{cached.max().item()}, shape {tuple(cached.shape)} per batch)."
                 )
-            _check_cached_ranks(cached.shape[1], self.sampler)
+            _check_cached_ranks(cached.shape[1], self.sampler, args.per_device_train_batch_size)
         if self.teacher is None:
             if TOP_CLASSES not in batch:
                 raise ValueError(
@@ -727,17 +784,34 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         return batch
 
 
-def _check_cached_ranks(cached_ranks: int, sampler: ClassSampler) -> None:
+def _check_cached_ranks(cached_ranks: int, sampler: ClassSampler, batch_size: int) -> None:
     """Warn when a teacher cache holds fewer ranks than the sampler reads: the missing ones are then selected from
-    the rebuilt logits every step, among classes that all share the cache's tail logit (an arbitrary order)."""
+    the rebuilt logits every step, among classes that all share the cache's tail logit (an arbitrary order); the
+    warning says what that costs a step at this C."""
     needed = sampler.ranks_read()
     if cached_ranks < needed:
+        dense_mb = batch_size * sampler.num_classes * 4 / 2**20
         logger.warning(
             "the teacher cache holds the top %d classes per example, but the %s sampler draws from the top %d ranks: "
-            "each step then ranks all %d classes of the rebuilt logits (a top-k over C), and ranks %d..%d fall among "
-            "classes that share the cache's tail logit, so their order is arbitrary. Cache with top_r >= %d "
-            "(hf-dis cache-teacher --top_r %d).",
-            cached_ranks, sampler.name, needed, sampler.num_classes, cached_ranks, needed - 1, needed, needed,
+            "each step then rebuilds the [B, C] teacher logits (%s x %s float32: %.0f MB at this batch) and ranks "
+            "all of them (a top-k over C), and ranks %d..%d fall among classes that share the cache's tail logit, so "
+            "their order is arbitrary. Cache with top_r >= %d (hf-dis cache-teacher --top_r %d).",
+            cached_ranks, sampler.name, needed, f"{batch_size:,}", f"{sampler.num_classes:,}", dense_mb,
+            cached_ranks, needed - 1, needed, needed,
+        )  # fmt: skip
+
+
+def _warn_if_sampling_reads_every_class(sampler: ClassSampler, batch_size: int) -> None:
+    """An explicit sampler runs as asked; where a step's draws (B x K per example, K for the batch scope) reach C,
+    one line says that it cannot save time there."""
+    draws = sampler.num_sampled * (1 if sampler.scope == "batch" else batch_size)
+    if draws >= sampler.num_classes:
+        logger.warning(
+            "sampler=%r draws %s classes a step (K = %s%s) for %s classes: a sampled step then reads as many "
+            "classifier rows as a full one, so sampling cannot save time here; sampler='auto' (the default) or "
+            "'full' would",
+            sampler.name, f"{draws:,}", f"{sampler.num_sampled:,}",
+            "" if sampler.scope == "batch" else f" per example x batch {batch_size}", f"{sampler.num_classes:,}",
         )  # fmt: skip
 
 
