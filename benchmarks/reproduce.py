@@ -213,8 +213,16 @@ def run_student(study: Study, run: dict, teacher: str, root: Path) -> dict:
     peak = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # kilobytes on Linux
     if torch.cuda.is_available():
         peak["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    speed_row = {"train_runtime": speed["train_runtime"], "train_steps_per_second": speed["train_steps_per_second"]}
-    return {**row, **speed_row, **peak}
+    speed_row = {"train_runtime": speed["train_runtime"], "train_steps_per_second": speed["train_steps_per_second"],
+                 "epochs": speed.get("epoch")}  # fmt: skip
+    device = "gpu" if torch.cuda.is_available() else "cpu"
+    if f"train_mem_{device}_peaked_delta" in speed:  # skip_memory_metrics: false: the Trainer's own, training only
+        peak["train_peak_memory_mb"] = (speed[f"train_mem_{device}_alloc_delta"]
+                                        + speed[f"train_mem_{device}_peaked_delta"]) / 2**20  # fmt: skip
+    curve = {}
+    if (folder / "eval_curve.json").is_file():  # every evaluation against the seconds of training (EvaluationCurve)
+        curve["curve"] = [point[:2] for point in json.loads((folder / "eval_curve.json").read_text())["points"]]
+    return {**row, **speed_row, **peak, **curve}
 
 
 def summarise(study: Study, rows: list[dict]) -> list[dict]:

@@ -76,16 +76,26 @@ def distil_timm(tmp_path, output: str, *options: str) -> subprocess.CompletedPro
     )  # fmt: skip
 
 
-def test_distil_timm_example_resumes_from_the_command_line_to_the_same_weights(tmp_path):
-    """Stopped after 2 of 4 steps (its checkpoint kept), then run again with --resume_from_checkpoint true: the same
-    weights as 4 steps in one go (a constant learning rate, so that the stopped run's schedule is the same; no random
-    augmentation: the Trainer's loader has drawn the next batch's before a checkpoint saves the random state)."""
+def test_distil_timm_example_resumes_and_its_student_loads_with_pipeline_and_timm(tmp_path):
+    """The README's script on a `datasets` image folder with a teacher saved to a local folder. Stopped after 2 of 4
+    steps (its checkpoint kept), then run again with --resume_from_checkpoint true: the same weights as 4 steps in one
+    go (a constant learning rate, so that the stopped run's schedule is the same; no random augmentation: the
+    Trainer's loader has drawn the next batch's before a checkpoint saves the random state). The saved timm student
+    carries its image processor: `pipeline("image-classification")` predicts what the model predicts on the example's
+    evaluation transform; the card's timm recipe gives the trained weights."""
+    import timm
+    from PIL import Image
     from safetensors.torch import load_file
+    from transformers import AutoModelForImageClassification, pipeline
+
+    from hf_dis.data import image_transform
 
     _image_folder_and_teacher(tmp_path)
     common = ("--lr_scheduler_type", "constant", "--warmup_steps", "0", "--save_strategy", "steps", "--save_steps",
-              "2", "--eval_strategy", "no", "--augment", "false")  # fmt: skip
-    distil_timm(tmp_path, "whole", "--max_steps", "4", *common)
+              "2", "--eval_strategy", "no", "--augment", "false", "--sampler", "dis",
+              "--dis_refit_every", "2")  # fmt: skip
+    result = distil_timm(tmp_path, "whole", "--max_steps", "4", *common)
+    assert "'eval_accuracy'" in result.stdout and "'teacher_mass'" in result.stdout
     distil_timm(tmp_path, "parts", "--max_steps", "2", *common)
     assert (tmp_path / "parts" / "checkpoint-2").is_dir()
     distil_timm(tmp_path, "parts", "--max_steps", "4", "--resume_from_checkpoint", "true", *common)
@@ -93,6 +103,23 @@ def test_distil_timm_example_resumes_from_the_command_line_to_the_same_weights(t
     assert whole.keys() == parts.keys() and all(torch.equal(whole[key], parts[key]) for key in whole)
     stopped = load_file(tmp_path / "parts" / "checkpoint-2" / "model.safetensors")
     assert not all(torch.equal(whole[key], stopped[key]) for key in whole)  # the resumed steps changed the weights
+
+    folder = tmp_path / "whole"
+    assert (folder / "preprocessor_config.json").is_file()
+    model = AutoModelForImageClassification.from_pretrained(folder).eval()
+    images = [Image.open(path) for path in sorted((tmp_path / "images" / "test").rglob("*.png"))]
+    transform = image_transform(model, training=False, image_size=32)
+    with torch.no_grad():
+        expected = model(torch.stack([transform(image) for image in images])).logits.argmax(-1).tolist()
+    classifier = pipeline("image-classification", model=str(folder), device="cpu")
+    predicted = [result[0]["label"] for result in classifier(images, top_k=1)]
+    assert predicted == [model.config.id2label[index] for index in expected]
+    card = (folder / "README.md").read_text()
+    assert 'timm.create_model("test_convnext", num_classes=3)' in card
+    plain = timm.create_model("test_convnext", num_classes=3)  # the card's recipe, on the local file
+    plain.load_state_dict({key.removeprefix("timm_model."): value for key, value in whole.items()})  # strict
+    trained = model.timm_model.state_dict()
+    assert all(torch.equal(value, trained[key]) for key, value in plain.state_dict().items())
 
 
 def test_quickstart_smoke(tmp_path):
@@ -327,6 +354,8 @@ def test_reproduce_smoke_study_runs_and_resumes(tmp_path, monkeypatch, capsys):
     # full KD per seed, then 1 sampler x 1 fraction x 2 seeds (the scratch baseline: the teacher-cache study's test)
     assert sorted(row["key"] for row in rows) == ["dis-0.25-0", "dis-0.25-1", "full-None-0", "full-None-1"]
     assert all(0 <= row["eval_accuracy"] <= 1 for row in rows)
+    # the last point of each run's curve is its final evaluation, after all of its training seconds
+    assert all(row["curve"][-1][1] == row["eval_accuracy"] and row["epochs"] > 0 for row in rows)
     table = (tmp_path / "study" / "results.md").read_text()
     assert "| dis | 0.25 | 2 |" in table and "| full | - | 2 |" in table and "Teacher (test_resnet)" in table
     assert (tmp_path / "study" / "results.png").stat().st_size > 0
@@ -524,36 +553,3 @@ def test_bench_eval_memory_smoke(tmp_path):
     run_script("benchmarks/bench_eval_memory.py", "--smoke", "--out", str(tmp_path))
     _, rows = _rows(tmp_path / "bench_eval_memory.jsonl")
     assert [r["case"] for r in rows] == ["ranked", "logits"] and rows[0]["accuracy"] == rows[1]["accuracy"]
-
-
-def test_distil_timm_example_and_its_student_with_pipeline_and_timm(tmp_path):
-    """The README's script on a `datasets` image folder with a teacher saved to a local folder; the saved timm
-    student carries its image processor: `pipeline("image-classification")` predicts what the model predicts on the
-    example's evaluation transform; the card's timm recipe gives the trained weights."""
-    import timm
-    from PIL import Image
-    from safetensors.torch import load_file
-    from transformers import AutoModelForImageClassification, pipeline
-
-    from hf_dis.data import image_transform
-
-    _image_folder_and_teacher(tmp_path)
-    result = distil_timm(tmp_path, "out", "--max_steps", "3", "--sampler", "dis", "--dis_refit_every", "2",
-                         "--eval_strategy", "no", "--save_strategy", "no")  # fmt: skip
-    assert "'eval_accuracy'" in result.stdout and "'teacher_mass'" in result.stdout
-    folder = tmp_path / "out"
-    assert (folder / "preprocessor_config.json").is_file()
-    model = AutoModelForImageClassification.from_pretrained(folder).eval()
-    images = [Image.open(path) for path in sorted((tmp_path / "images" / "test").rglob("*.png"))]
-    transform = image_transform(model, training=False, image_size=32)
-    with torch.no_grad():
-        expected = model(torch.stack([transform(image) for image in images])).logits.argmax(-1).tolist()
-    classifier = pipeline("image-classification", model=str(folder), device="cpu")
-    predicted = [result[0]["label"] for result in classifier(images, top_k=1)]
-    assert predicted == [model.config.id2label[index] for index in expected]
-    card = (folder / "README.md").read_text()
-    assert 'timm.create_model("test_convnext", num_classes=3)' in card
-    state = load_file(folder / "model.safetensors")  # what hf_hub_download returns, read as the card says
-    plain = timm.create_model("test_convnext", num_classes=3)
-    plain.load_state_dict({key.removeprefix("timm_model."): value for key, value in state.items()})  # strict
-    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), model.timm_model.state_dict().values()))

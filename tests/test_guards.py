@@ -293,3 +293,38 @@ def test_a_truncated_cifar100_pickle_is_named(tmp_path):
     truncate(folder / "train")
     with pytest.raises(ValueError, match=r"cifar-100-python/train is not a whole CIFAR-100 pickle"):
         load_cifar100(str(folder))
+
+
+def test_nothing_to_train_is_refused_before_a_card_is_written(tmp_path):
+    args = make_args(tmp_path, max_steps=-1, num_train_epochs=0)
+    trainer = DistillationTrainer(model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1),
+                                  train_dataset=RandomImages(8))  # fmt: skip
+    with pytest.raises(ValueError, match="num_train_epochs=0 and no max_steps: nothing would be trained"):
+        trainer.train()
+    assert not (tmp_path / "out" / "README.md").exists()
+
+
+def test_running_statistics_that_diverged_are_not_saved(tmp_path):
+    """BatchNorm's running_var holding inf (a diverged forward with finite weights) is refused at save time too."""
+    trainer = DistillationTrainer(model=timm_model("test_resnet"), args=make_args(tmp_path, max_steps=1),
+                                  teacher=timm_model("test_resnet", seed=1), train_dataset=RandomImages(8))  # fmt: skip
+    buffer = next(name for name, b in trainer.model.named_buffers() if name.endswith("running_var"))
+    trainer.model.get_buffer(buffer).fill_(float("inf"))
+    with pytest.raises(DivergenceError, match=f"{buffer!r} holds NaN or inf"):
+        trainer.save_model(str(tmp_path / "saved"))
+    assert not (tmp_path / "saved").exists()
+
+
+def test_a_live_teacher_beside_another_teachers_cache_is_refused(tmp_path):
+    """The cache is what a batch distils: with teacher= of another architecture the run would distil one teacher and
+    name the other. The teacher that made the cache is accepted beside it."""
+    data = image_dataset(8)
+    transform = image_transform(timm_model(), training=False, image_size=32)
+    maker = timm_model("test_resnet", seed=1)
+    cached = cache_teacher_logits(maker, data, transform, top_r=4, batch_size=4)
+    train = cached.with_transform(labelled_batches(transform))
+    args = make_args(tmp_path, max_steps=1)
+    with pytest.raises(ValueError, match=r"carries the cached logits of another teacher .*than teacher= "):
+        DistillationTrainer(model=timm_model(), args=args, teacher=timm_model("test_convnext", seed=2),
+                            train_dataset=train)  # fmt: skip
+    DistillationTrainer(model=timm_model(), args=args, teacher=maker, train_dataset=train)

@@ -89,6 +89,18 @@ def test_yaml_config_equals_flags(tmp_path):
         distill_cifar100.parse_args([*flags, "--lr_scheduler_type", "cosine"])
 
 
+def test_evaluation_sets_are_a_fixed_subset_and_the_whole_split():
+    from hf_dis.recipes.data import DataArguments, evaluation_sets
+
+    test = datasets.Dataset.from_dict({"label": list(range(50))})
+    during, final = evaluation_sets(test, DataArguments(eval_subset=10))
+    again, _ = evaluation_sets(test, DataArguments(eval_subset=10))
+    assert len(during) == 10 and final is test and during["label"] == again["label"]  # the same subset each time
+    assert evaluation_sets(test, DataArguments()) == (test, test)
+    with pytest.raises(ValueError, match="eval_subset must be >= 1"):
+        evaluation_sets(test, DataArguments(eval_subset=0))
+
+
 def test_evaluate_names_the_option_when_the_model_cannot_be_loaded():
     with pytest.raises(OSError, match="unreachable here.*pass that local directory as --model"):
         evaluate.main(["--model", "nobody/no-such-model", "--dataset", "glyphs"])
@@ -225,7 +237,8 @@ def test_render_glyphs_takes_font_families_and_copies(tmp_path, monkeypatch):
 
 
 def test_classification_chain_on_glyphs(tmp_path, monkeypatch):
-    """train-teacher -> distill cifar100 (DIS) -> evaluate: the evaluation recomputes the distillation's figures."""
+    """train-teacher -> distill cifar100 (DIS, evaluated every 2 steps on 5 test images, last on the whole split) ->
+    evaluate: the evaluation recomputes the distillation's final figures; the run's curve holds every evaluation."""
     data = ["--dataset", "glyphs", "--glyph_classes", "16"]
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     hf_dis_command("train-teacher", *data, "--model", "test_resnet", "--output_dir", str(teacher), "--max_steps", "4",
@@ -233,8 +246,13 @@ def test_classification_chain_on_glyphs(tmp_path, monkeypatch):
     assert {"eval_accuracy", "eval_top5"} <= set(results(teacher))
     hf_dis_command("distill", "cifar100", *data, "--student", "test_resnet", "--teacher_model", str(teacher),
                    "--output_dir", str(student), "--max_steps", "4", "--per_device_train_batch_size", "16",
-                   "--num_sampled", "4", "--dis_refit_every", "2", *QUICK, cache=tmp_path / "cache")  # fmt: skip
+                   "--sampler", "dis", "--num_sampled", "4", "--dis_refit_every", "2", "--eval_subset", "5",
+                   "--eval_strategy", "steps", "--eval_steps", "2", *QUICK, cache=tmp_path / "cache")  # fmt: skip
     distilled = results(student)
+    curve = json.loads((student / "eval_curve.json").read_text())
+    assert [point[2] for point in curve["points"]] == [2, 4, 4]
+    assert curve["points"][-1][1] == distilled["eval_accuracy"]
+    assert all(point[1] in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0) for point in curve["points"][:2])  # 5 images
     assert {"eval_accuracy", "eval_top5", "eval_kd_loss"} <= set(distilled)
     teacher_names, student_names = (AutoConfig.from_pretrained(folder).id2label for folder in (teacher, student))
     assert len(teacher_names) == 16 and teacher_names == student_names  # the glyph task's characters, saved

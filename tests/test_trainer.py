@@ -1308,3 +1308,52 @@ def test_a_teacher_folder_brings_its_image_processor_and_is_measured_before_trai
         teacher_processing_class=explicit,
     )  # fmt: skip
     assert trainer.teacher_inputs.teacher.mean == (0.5, 0.5, 0.5)
+
+
+def test_the_evaluation_curve_counts_training_time_only_and_survives_a_resume(tmp_path, monkeypatch):
+    """EvaluationCurve on a fake clock: evaluations' own runtime is not training time, the clock stops when training
+    ends, and a resumed run goes on from its checkpoint's seconds (points after the checkpoint are dropped)."""
+    import json
+    from types import SimpleNamespace
+
+    from hf_dis.trainer import EvaluationCurve
+
+    clock = [0.0]
+    monkeypatch.setattr("hf_dis.trainer.curve.time.perf_counter", lambda: clock[0])
+    args = SimpleNamespace(output_dir=str(tmp_path))
+    state = SimpleNamespace(global_step=0, is_world_process_zero=True)
+    curve = EvaluationCurve()
+    curve.on_train_begin(args, state, None)
+    clock[0], state.global_step = 10.0, 2
+    curve.on_evaluate(args, state, None, metrics={"eval_accuracy": 0.5, "eval_runtime": 3.0})
+    clock[0] = 12.0
+    curve.on_save(args, state, None)
+    clock[0], state.global_step = 20.0, 4
+    curve.on_evaluate(args, state, None, metrics={"eval_accuracy": 0.6, "eval_runtime": 1.0})
+    clock[0] = 25.0
+    curve.on_train_end(args, state, None)
+    clock[0] = 90.0  # a model card and the final evaluation on the whole test split: not training
+    curve.on_evaluate(args, state, None, metrics={"eval_accuracy": 0.7, "eval_runtime": 50.0})
+    saved = json.loads((tmp_path / "eval_curve.json").read_text())
+    assert saved["metric"] == "eval_accuracy" and saved["checkpoints"] == {"2": 9.0}
+    assert saved["points"] == [[7.0, 0.5, 2], [16.0, 0.6, 4], [21.0, 0.7, 4]]
+    resumed = EvaluationCurve()
+    clock[0], state.global_step = 100.0, 2  # resumed from checkpoint-2
+    resumed.on_train_begin(args, state, None)
+    clock[0], state.global_step = 105.0, 3
+    resumed.on_evaluate(args, state, None, metrics={"eval_rank1": 0.1, "eval_accuracy": 0.8, "eval_runtime": 1.0})
+    assert resumed.points == [[7.0, 0.5, 2], [13.0, 0.8, 3]]  # 9 s at the checkpoint + 5 - 1
+
+
+def test_a_trainer_writes_its_evaluation_curve(tmp_path):
+    trainer = DistillationTrainer(
+        model=timm_model(), args=make_args(tmp_path, max_steps=4, eval_strategy="steps", eval_steps=2),
+        teacher=timm_model("test_resnet", seed=1), train_dataset=RandomImages(), eval_dataset=RandomImages(8, seed=2),
+        compute_metrics=hf_dis.metrics.classification_metrics,
+    )  # fmt: skip
+    trainer.train()
+    trainer.evaluate()
+    import json
+
+    points = json.loads((tmp_path / "out" / "eval_curve.json").read_text())["points"]
+    assert [point[2] for point in points] == [2, 4, 4] and points[0][0] <= points[1][0] <= points[2][0]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 
 from hf_dis.data import (
     FACE_SETS,
@@ -60,6 +61,8 @@ class DataArguments:
         glyph_split: glyphs: families (the same font families held out for every class) or per_class (one family
             held out per class: a character drawn by 2 families is a class; used with --glyph_faces cjk-100k).
         glyph_max_train_families: glyphs, per_class split: train on at most this many families per class.
+        eval_subset: classification: evaluate during training on this many test images (a fixed subset, seeded);
+            the final evaluation uses the whole test split. Unset: the whole split every time.
     """
 
     dataset: str = field(
@@ -120,6 +123,13 @@ class DataArguments:
     )
     glyph_max_train_families: int | None = field(
         default=None, metadata={"help": "glyphs, per_class split: train on at most this many families per class."}
+    )
+    eval_subset: int | None = field(
+        default=None,
+        metadata={
+            "help": "classification: evaluate during training on this many test images (a fixed subset, seeded); "
+            "the final evaluation uses the whole test split. Unset: the whole split every time."
+        },
     )
 
     def is_generic(self, task: str) -> bool:
@@ -249,6 +259,17 @@ def classification_splits(
     train = labelled_dataset(splits["train"], train_transform)
     test = splits["test"].with_transform(labelled_batches(test_transform))
     return train, test
+
+
+def evaluation_sets(test: datasets.Dataset, data: DataArguments) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """(the evaluation set during training, the final one): `data.eval_subset` test images (a seeded subset) and the
+    whole test split, or the whole split twice."""
+    if data.eval_subset is None or data.eval_subset >= len(test):
+        return test, test
+    if data.eval_subset < 1:
+        raise ValueError(f"eval_subset must be >= 1 (or unset for the whole test split), got {data.eval_subset}.")
+    rows = np.random.default_rng(0).choice(len(test), data.eval_subset, replace=False)
+    return test.select(np.sort(rows)), test
 
 
 def reid_transforms(

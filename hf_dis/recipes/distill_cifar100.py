@@ -22,6 +22,7 @@ from hf_dis.recipes.data import (
     DataArguments,
     TeacherCacheOption,
     classification_splits,
+    evaluation_sets,
     load_cached_training_set,
     load_splits,
     num_labels,
@@ -72,15 +73,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     if args.teacher_cache is not None:
         splits["train"] = load_cached_training_set(args.teacher_cache, splits["train"], size)
     train, test = classification_splits(splits, data, normalisation(student, student_args.student), size)
+    during, final = evaluation_sets(test, data)
     trainer = DistillationTrainer(
         model=student,
         args=args,
         train_dataset=train,
-        eval_dataset=test,
+        eval_dataset=during,
         compute_metrics=classification_metrics,
         optimizers=recipe_optimizers(student, args, len(train)),
     )
-    return train_and_report(trainer, data.name("classification"))
+    return train_and_report(trainer, data.name("classification"), final)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,14 @@ from transformers import Trainer, TrainingArguments
 
 from hf_dis.metrics import classification_metrics, top_classes_for_metrics
 from hf_dis.models import dataset_class_names, set_class_names
-from hf_dis.recipes.data import DataArguments, classification_splits, load_splits, num_labels, reid_splits
+from hf_dis.recipes.data import (
+    DataArguments,
+    classification_splits,
+    evaluation_sets,
+    load_splits,
+    num_labels,
+    reid_splits,
+)
 from hf_dis.recipes.models import ModelOptions, ReIDBackboneOptions, build_classifier, build_reid_model, normalisation
 from hf_dis.recipes.optimization import BoTRecipe, CIFARRecipe, recipe_optimizers
 from hf_dis.recipes.parsing import parse_recipe_args
@@ -102,13 +109,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
             last_stride=model_args.reid_last_stride(data, model_args.model),
         )
         train, evaluation = reid_splits(splits, data, normalisation(model, model_args.model), size)
+        final = evaluation
         trainer_type, extra = ReIDTrainer, {}
     else:
         model = build_classifier(model_args.model, num_labels(splits), pretrained=pretrained, seed=args.seed)
         names = dataset_class_names(splits["train"], ("label",))
         if names is not None:  # saved with the teacher: its students are checked against them
             set_class_names(model, names)
-        train, evaluation = classification_splits(splits, data, normalisation(model, model_args.model), size)
+        train, test = classification_splits(splits, data, normalisation(model, model_args.model), size)
+        evaluation, final = evaluation_sets(test, data)
         trainer_type, extra = (
             ClassifierTrainer,
             {"compute_metrics": classification_metrics, "preprocess_logits_for_metrics": top_classes_for_metrics,
@@ -122,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         optimizers=recipe_optimizers(model, args, len(train), partial_last_batch=model_args.task != "reid"),
         **extra,
     )
-    return train_and_report(trainer)
+    return train_and_report(trainer, final_eval_dataset=final)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 
 from hf_dis.trainer.arguments import DistillationArguments
 from hf_dis.trainer.buffer_sync import BufferSyncCallback
+from hf_dis.trainer.curve import EvaluationCurve
 from hf_dis.trainer.guard import DivergenceError, GuardedTraining
 from hf_dis.trainer.reid import (
     ReIDDistillationArguments,
@@ -20,6 +21,7 @@ __all__ = [
     "DistillationArguments",
     "DistillationTrainer",
     "DivergenceError",
+    "EvaluationCurve",
     "GuardedTraining",
     "ReIDDistillationArguments",
     "ReIDDistillationTrainer",

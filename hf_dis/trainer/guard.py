@@ -6,6 +6,8 @@
   what to try. The fp16 loss scaler's skipping of overflowing *gradients* is not affected: it happens after the loss.
 - Save non-finite weights: `save_model` (checkpoints, the final model) refuses them, naming the parameter.
 - Write over another run's folder, or resume from a half-written checkpoint: see `hf_dis.trainer.run_folder`.
+
+Every guarded run also records its evaluations against its training time (`hf_dis.trainer.curve`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from hf_dis._checks import NonFiniteError
+from hf_dis.trainer.curve import EvaluationCurve
 from hf_dis.trainer.run_folder import CheckpointMarkerCallback, checkpoints_in, prepare_run_folder
 
 
@@ -25,9 +28,11 @@ class DivergenceError(FloatingPointError):
 
 
 def first_non_finite_parameter(model: nn.Module) -> str | None:
-    """The name of the first parameter holding a NaN or an infinity; None when all are finite."""
-    for name, parameter in model.named_parameters():
-        if not bool(torch.isfinite(parameter.detach()).all()):
+    """The name of the first parameter, or floating-point buffer (a BatchNorm's running statistics), holding a NaN or
+    an infinity; None when all are finite."""
+    buffers = ((name, buffer) for name, buffer in model.named_buffers() if buffer.is_floating_point())
+    for name, tensor in (*model.named_parameters(), *buffers):
+        if not bool(torch.isfinite(tensor.detach()).all()):
             return name
     return None
 
@@ -65,8 +70,15 @@ class GuardedTraining:
         resolved to the newest complete checkpoint, a damaged one named. Unset, `resume_from_checkpoint` is the
         arguments' (`--resume_from_checkpoint` on a command line: a folder, or true / last for the newest complete
         checkpoint), so that every script resumes as its command line asks."""
+        if self.args.max_steps <= 0 and self.args.num_train_epochs <= 0:
+            raise ValueError(
+                f"num_train_epochs={self.args.num_train_epochs} and no max_steps: nothing would be trained (and a "
+                "distilled student's card would describe a model never trained). Set num_train_epochs or max_steps."
+            )
         if resume_from_checkpoint is None:
             resume_from_checkpoint = self.args.resume_from_checkpoint
+        if not any(isinstance(callback, EvaluationCurve) for callback in self.callback_handler.callbacks):
+            self.add_callback(EvaluationCurve())  # eval_curve.json: the metric against training time
         overwrite = getattr(self.args, "overwrite_output_dir", False)
         checkpoint = prepare_run_folder(
             self.args.output_dir, resume_argument(resume_from_checkpoint), overwrite, self.is_world_process_zero()
@@ -87,7 +99,8 @@ class GuardedTraining:
         return loss
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """`Trainer.save_model`, refusing weights that hold a NaN or an infinity (nothing is written then)."""
+        """`Trainer.save_model`, refusing weights (or running statistics) that hold a NaN or an infinity (nothing is
+        written then)."""
         name = first_non_finite_parameter(self.model)
         if name is not None:
             raise DivergenceError(

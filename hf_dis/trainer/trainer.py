@@ -80,6 +80,7 @@ from hf_dis.models import (
     set_class_names,
     wrap_timm_model,
 )
+from hf_dis.models.describe import describe, num_parameters
 from hf_dis.sampling import ClassSampler, build_sampler
 from hf_dis.trainer.arguments import DistillationArguments
 from hf_dis.trainer.auto_sampler import SamplerChoice, choose, time_sampler_choice
@@ -173,6 +174,8 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
                 "on a dataset with cached teacher logits (hf_dis.data.cache_teacher_logits)."
             )
         teacher = None if teacher is None else _build_teacher(teacher)
+        if teacher is not None and _carries_teacher_cache(kwargs.get("train_dataset")):
+            _check_cache_is_the_teachers(teacher_cache_info(kwargs["train_dataset"]) or {}, teacher)
         if teacher is model:
             raise ValueError("the teacher and the student are the same module; pass two models.")
         if not isinstance(model, PreTrainedModel) and hasattr(model, "forward_head"):
@@ -813,6 +816,21 @@ def _warn_if_sampling_reads_every_class(sampler: ClassSampler, batch_size: int) 
             sampler.name, f"{draws:,}", f"{sampler.num_sampled:,}",
             "" if sampler.scope == "batch" else f" per example x batch {batch_size}", f"{sampler.num_classes:,}",
         )  # fmt: skip
+
+
+def _check_cache_is_the_teachers(info: dict[str, Any], teacher: nn.Module) -> None:
+    """A live teacher beside a training set that carries a teacher cache: the cache is what a training batch
+    distils, so it must be this teacher's (same architecture and number of parameters), else the run would distil one
+    teacher and name another."""
+    live = (describe(teacher), num_parameters(teacher))
+    cached = (info.get("architecture"), info.get("parameters"))
+    if cached != live:
+        raise ValueError(
+            f"the training set carries the cached logits of another teacher ({info.get('teacher')}: {cached[0]}, "
+            f"{cached[1] or 0:,} parameters) than teacher= ({live[0]}, {live[1]:,} parameters): training batches "
+            "distil the cache, so the run would distil one teacher and name the other. Pass one: drop teacher= "
+            "(or --teacher_model) to distil from the cache, or remove the cache columns to distil the live teacher."
+        )
 
 
 def _carries_teacher_cache(dataset: Any) -> bool:
