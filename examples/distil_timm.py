@@ -12,6 +12,7 @@ change it), with defaults chosen for that (this script's, not the Trainer's): SG
 saved with its image processor, so `transformers.pipeline("image-classification", model=OUTPUT_DIR)` loads it.
 """
 
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -82,6 +83,7 @@ def main(argv: list[str]) -> dict[str, float]:
     trainer.train()  # resumes when --resume_from_checkpoint asks (a folder, or true for the newest checkpoint)
     metrics = trainer.evaluate()
     print(metrics)
+    trainer.create_model_card(dataset=os.path.basename(os.path.normpath(script.dataset)))  # its name, not a path
     trainer.save_model()
     return metrics
 

@@ -115,7 +115,7 @@ def test_distil_timm_example_resumes_and_its_student_loads_with_pipeline_and_tim
     predicted = [result[0]["label"] for result in classifier(images, top_k=1)]
     assert predicted == [model.config.id2label[index] for index in expected]
     card = (folder / "README.md").read_text()
-    assert 'timm.create_model("test_convnext", num_classes=3)' in card
+    assert 'timm.create_model("test_convnext", num_classes=3)' in card and "trained on images." in card
     plain = timm.create_model("test_convnext", num_classes=3)  # the card's recipe, on the local file
     plain.load_state_dict({key.removeprefix("timm_model."): value for key, value in whole.items()})  # strict
     trained = model.timm_model.state_dict()

@@ -328,3 +328,20 @@ def test_a_live_teacher_beside_another_teachers_cache_is_refused(tmp_path):
         DistillationTrainer(model=timm_model(), args=args, teacher=timm_model("test_convnext", seed=2),
                             train_dataset=train)  # fmt: skip
     DistillationTrainer(model=timm_model(), args=args, teacher=maker, train_dataset=train)
+
+
+def test_train_twice_on_one_trainer_replaces_its_own_run(tmp_path, caplog):
+    """A trainer's own earlier run is not "another run": train() again replaces it (its checkpoints removed, said in
+    a warning), while another trainer into that folder is still refused."""
+    args = make_args(tmp_path, max_steps=2, save_strategy="steps", save_steps=2, overwrite_output_dir=False)
+    trainer = DistillationTrainer(model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1),
+                                  train_dataset=RandomImages(8))  # fmt: skip
+    trainer.train()
+    with caplog.at_level("WARNING", logger="hf_dis.trainer.run_folder"):
+        trainer.train()
+    assert any("train() again: replacing the run" in record.getMessage() for record in caplog.records)
+    assert (tmp_path / "out" / "checkpoint-2").is_dir()  # the second run's
+    other = DistillationTrainer(model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1),
+                                train_dataset=RandomImages(8))  # fmt: skip
+    with pytest.raises(ValueError, match="already holds a run"):
+        other.train()

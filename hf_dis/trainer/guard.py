@@ -13,6 +13,7 @@ Every guarded run also records its evaluations against its training time (`hf_di
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import torch
@@ -80,9 +81,12 @@ class GuardedTraining:
         if not any(isinstance(callback, EvaluationCurve) for callback in self.callback_handler.callbacks):
             self.add_callback(EvaluationCurve())  # eval_curve.json: the metric against training time
         overwrite = getattr(self.args, "overwrite_output_dir", False)
+        folder = os.path.abspath(self.args.output_dir)
+        own = getattr(self, "_trained_into", None) == folder  # train() again: this trainer's own earlier run
         checkpoint = prepare_run_folder(
-            self.args.output_dir, resume_argument(resume_from_checkpoint), overwrite, self.is_world_process_zero()
+            self.args.output_dir, resume_argument(resume_from_checkpoint), overwrite, self.is_world_process_zero(), own
         )
+        self._trained_into = folder
         self.prepare_resume(checkpoint)
         return super().train(checkpoint, trial, ignore_keys_for_eval, **kwargs)
 

@@ -144,9 +144,10 @@ def newest_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
 
 
 def prepare_run_folder(
-    output_dir: str, resume_from_checkpoint: str | bool | None, overwrite: bool, is_main: bool
+    output_dir: str, resume_from_checkpoint: str | bool | None, overwrite: bool, is_main: bool, own: bool = False
 ) -> str | None:
     """Check `output_dir` before a run writes to it; returns the checkpoint to resume from (None: a fresh run).
+    `own`: the folder holds this trainer's own earlier run (`train()` called again), replaced as with `overwrite`.
 
     Raises:
         ValueError: the folder holds another run and neither resuming nor `overwrite` was asked for; a named
@@ -169,7 +170,7 @@ def prepare_run_folder(
             raise ValueError(f"cannot resume from {resume_from_checkpoint}: {problem}.")
         return str(resume_from_checkpoint)
     previous = previous_run_files(output_dir)
-    if previous and not overwrite:
+    if previous and not (overwrite or own):
         raise ValueError(
             f"output_dir {output_dir} already holds a run ({', '.join(previous)}): training into it would mix the two "
             "runs' checkpoints and overwrite its model and card. Choose another output_dir, resume that run "
@@ -180,8 +181,8 @@ def prepare_run_folder(
         for checkpoint in old:
             shutil.rmtree(checkpoint)
         logger.warning(
-            "overwrite_output_dir=True: replacing the run in %s (removed %d checkpoint folders; its other files are "
-            "overwritten as this run writes them).", output_dir, len(old),
+            "%s: replacing the run in %s (removed %d checkpoint folders; its other files are overwritten as this run "
+            "writes them).", "train() again" if own else "overwrite_output_dir=True", output_dir, len(old),
         )  # fmt: skip
     return None
 
