@@ -1,6 +1,7 @@
 """Loaders on fixtures written in the exact original formats, the glyph benchmark, and the transforms."""
 
 import dataclasses
+import io
 import os
 import shutil
 import warnings
@@ -384,14 +385,18 @@ def test_padded_crop_makes_torchvisions_images_with_its_random_draws(image_size,
 
 def test_labelled_dataset_decodes_pngs_itself_to_the_same_pixels(tmp_path):
     """With a padded_crop_transform, labelled_dataset reads the images undecoded and decodes PNGs with libpng: the
-    same batches as PIL's decoding (grey, palette, RGBA, another size: resized through PIL), seeds included."""
+    same batches as PIL's decoding (grey, palette, RGBA, another size: resized through PIL; a JPEG: decoded by
+    datasets), seeds included."""
     from hf_dis.data.transforms import decoded_png
 
     rng = np.random.default_rng(0)
     grey = Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8), mode="L")
     images = [grey, grey.convert("P"), Image.fromarray(rng.integers(0, 255, (16, 16, 4), dtype=np.uint8), "RGBA"),
               Image.fromarray(rng.integers(0, 255, (20, 12, 3), dtype=np.uint8))]  # fmt: skip
-    table = datasets.Dataset.from_dict({"image": images, "label": [0, 1, 2, 3]},
+    jpeg = io.BytesIO()
+    images[3].save(jpeg, format="JPEG")  # not a PNG: datasets' own decoder, as without the fast path
+    images.append({"bytes": jpeg.getvalue(), "path": None})
+    table = datasets.Dataset.from_dict({"image": images, "label": [0, 1, 2, 3, 0]},
                                        features=datasets.Features({"image": datasets.Image(),
                                                                    "label": datasets.Value("int64")}))  # fmt: skip
     transform = padded_crop_transform(image_size=(16, 16), training=True, hflip=0.5, padding=2)
