@@ -1,4 +1,4 @@
-"""The main job on an embedded task, offline, with nothing but a pip install (about 3 minutes on 2 CPU cores).
+"""The main job on an embedded task, offline, with nothing but a pip install (minutes on 2 CPU cores).
 
 Renders a glyph classification task from the fonts matplotlib ships (every character drawn by enough of its faces;
 train and test fonts are disjoint families), trains a small teacher briefly (its test accuracy is printed as soon as
