@@ -23,21 +23,15 @@ from pathlib import Path
 
 import datasets
 import torch
+from bench_trainer import glyph_transform
 from run_info import run_info, write_results
 from torch.utils.data import DataLoader
 from transformers import default_data_collator
 
 import hf_dis
-from hf_dis.data import cache_teacher_logits, labelled_dataset, load_glyphs, padded_crop_transform
+from hf_dis.data import cache_teacher_logits, labelled_dataset, load_glyphs
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def glyph_transform(training: bool):
-    """The classification recipe's 32 px glyph transform (pad 4 and crop for training, no flip)."""
-    return padded_crop_transform(
-        image_size=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, training=training, hflip=0.0, padding=4
-    )
 
 
 def folder_mb(folder: Path) -> float:

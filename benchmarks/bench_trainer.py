@@ -132,15 +132,15 @@ def cached_images(count: int, size: int, num_classes: int, top_r: int) -> datase
         features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")}),
     )
     teacher = hf_dis.timm_classifier("resnet10t", num_classes, seed=1)
-    evaluation = padded_crop_transform(image_size=(size, size), mean=(0.5,) * 3, std=(0.5,) * 3, training=False)
+    evaluation = glyph_transform(training=False, size=size)
     cached = hf_dis.data.cache_teacher_logits(teacher, images, evaluation, top_r=top_r, batch_size=256)
-    return labelled_dataset(cached, glyph_augmentation())
+    return labelled_dataset(cached, glyph_transform(size=size))
 
 
-def glyph_augmentation() -> object:
-    """The classification recipe's training transform for 32 px glyphs (pad 4 and crop, no flip)."""
+def glyph_transform(training: bool = True, size: int = 32) -> object:
+    """The classification recipe's transform for glyphs (pad 4 and crop for training, no flip)."""
     return padded_crop_transform(
-        image_size=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3, training=True, hflip=0.0, padding=4
+        image_size=(size, size), mean=(0.5,) * 3, std=(0.5,) * 3, training=training, hflip=0.0, padding=4
     )
 
 
@@ -151,7 +151,7 @@ def floor_trainer(data: datasets.Dataset, args: argparse.Namespace, head: int, o
         lambda label: {"label": label % head}, input_columns="label", desc="floor labels"
     )
     model = hf_dis.timm_classifier(args.student, head, seed=0)
-    train = relabelled.with_transform(labelled_batches(glyph_augmentation()))
+    train = relabelled.with_transform(labelled_batches(glyph_transform()))
     return Trainer(model=model, args=TrainingArguments(**options), train_dataset=train)
 
 
@@ -183,7 +183,7 @@ def build_trainer(args: argparse.Namespace, sampler: str, fraction: float | None
     )
     count = args.batch_size * 8
     if args.data is not None:
-        dataset = labelled_dataset(args.data, glyph_augmentation())
+        dataset = labelled_dataset(args.data, glyph_transform())
     elif args.cached:
         dataset = cached_images(count, args.image_size, classes, min(args.cached, classes))
     else:

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import datasets
 from torch import nn
+from transformers import TimmWrapperForImageClassification
 
 from hf_dis.data.teacher_cache import teacher_cache_info
 from hf_dis.data.transforms import model_normalization
@@ -82,7 +83,7 @@ def student_card_data(
     }
     if trainer.input_size is not None:
         student["input size"] = "x".join(str(side) for side in trainer.input_size)
-    if getattr(model.config, "model_type", None) == "timm_wrapper":  # a timm student: the card shows timm's loading
+    if isinstance(model, TimmWrapperForImageClassification):  # a timm student: the card shows timm's loading
         student["timm architecture"] = model.config.architecture
     if normalisation is not None:
         student["normalisation mean"], student["normalisation std"] = list(normalisation.mean), list(normalisation.std)

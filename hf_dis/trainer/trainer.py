@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from accelerate.utils import broadcast_object_list
 from torch import nn
-from transformers import PreTrainedModel, Trainer
+from transformers import PreTrainedModel, TimmWrapperForImageClassification, Trainer
 
 from hf_dis._checks import check_labels
 from hf_dis.data.cached_logits import CachedTeacherLogits, TeacherLogits, as_dense
@@ -83,7 +83,7 @@ from hf_dis.models import (
 from hf_dis.models.describe import describe, num_parameters
 from hf_dis.sampling import ClassSampler, build_sampler
 from hf_dis.trainer.arguments import DistillationArguments
-from hf_dis.trainer.auto_sampler import SamplerChoice, choose, time_sampler_choice
+from hf_dis.trainer.auto_sampler import SamplerChoice, time_sampler_choice
 from hf_dis.trainer.buffer_sync import BufferSyncCallback
 from hf_dis.trainer.guard import GuardedTraining
 from hf_dis.trainer.internals import (
@@ -263,15 +263,13 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
                 logger.warning("sampler: %s", self.sampler_choice)
             return "dis"
         dis = build_sampler("dis", num_classes, args.num_sampled_for(num_classes, "dis"), **args.sampler_options("dis"))
-        times = [0.0, 0.0]
+        timed: list[SamplerChoice | None] = [None]
         if self.is_world_process_zero():
-            timed = time_sampler_choice(
+            timed[0] = time_sampler_choice(
                 num_classes, head.in_features, args.per_device_train_batch_size, dis, temperature=args.temperature,
                 device=args.device, optim=args.optim, classifier_optimizer=args.classifier_optimizer,
             )  # fmt: skip
-            times = [timed.full_ms, timed.dis_ms]
-        full_ms, dis_ms = broadcast_object_list(times)
-        chosen = SamplerChoice(choose(full_ms, dis_ms), full_ms, dis_ms)
+        (chosen,) = broadcast_object_list(timed)  # every process takes the main process's choice
         self.sampler_choice = chosen.describe(num_classes, dis.num_sampled, args.device)
         if self.is_world_process_zero():
             logger.warning("sampler: %s", self.sampler_choice)
@@ -751,7 +749,7 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         self.input_size = tuple(pixel_values.shape[-2:])
         model = self.accelerator.unwrap_model(self.model)
         square = self.input_size[0] == self.input_size[1]
-        if self.processing_class is None and getattr(model.config, "model_type", None) == "timm_wrapper" and square:
+        if self.processing_class is None and isinstance(model, TimmWrapperForImageClassification) and square:
             # Saved with the student, so that pipeline("image-classification") loads it: the student's data config
             # at the training resolution (resize, normalise). An explicit processing_class= is saved instead.
             self.processing_class = timm_image_processor(model, image_size=self.input_size[0])
