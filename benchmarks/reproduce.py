@@ -23,6 +23,7 @@ output folder. Every run trains in a process of its own, so that its peak memory
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
 import resource
@@ -77,6 +78,8 @@ class Study:
         teacher_cache_dir: the folder of an existing teacher cache (a study that varies another's runs reads that
             study's cache; then `teacher_cache` is unused and nothing is cached).
         seeds: seeds of the student runs (the teacher is trained once, with the first).
+        method_training: options of one method's runs over `training` (e.g. {dis: {num_train_epochs: 3}}: a
+            sampled run may train longer than full KD, in less time).
     """
 
     name: str
@@ -96,6 +99,7 @@ class Study:
     teacher_cache: dict[str, object] | None = None
     teacher_cache_dir: str | None = None
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    method_training: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task not in METRICS:
@@ -109,6 +113,67 @@ class Study:
             )
         if "floor" in self.baselines and (self.data.get("dataset") != "glyphs" or "data_dir" not in self.data):
             raise ValueError("the floor relabels a saved glyph task: set data: {dataset: glyphs, data_dir: ...}.")
+        unknown = set(self.method_training) - {*self.baselines, *self.samplers}
+        if unknown:
+            raise ValueError(f"method_training names methods the study does not run: {sorted(unknown)}.")
+        check_one_teacher(self)
+
+
+def _in_scope(run: dict, scope: str) -> bool:
+    """Whether the options of `scope` (a Study field, or method_training.METHOD) reach `run`."""
+    distilled = run["method"] not in ("scratch", "floor")
+    return {"training": True, "distillation": distilled, "sampling": distilled and run["fraction"] is not None}.get(
+        scope, scope == f"method_training.{run['method']}"
+    )
+
+
+#: Options that name where a distilled run's teacher logits come from.
+TEACHER_SOURCES = ("teacher_model", "teacher_cache")
+
+
+def check_one_teacher(study: Study) -> None:
+    """Refuse a study whose distilled runs would not all read the same teacher (or teacher cache): a teacher option
+    among the options of some runs only (`sampling`, `method_training`) or of every run (`training`: scratch has no
+    teacher). The study's own `teacher_model` / `teacher_dir` and `teacher_cache` / `teacher_cache_dir` are shared."""
+    scopes = {"training": study.training, "distillation": study.distillation, "sampling": study.sampling}
+    scopes.update({f"method_training.{method}": options for method, options in study.method_training.items()})
+    for scope, options in scopes.items():
+        named = [key for key in TEACHER_SOURCES if key in options]
+        if named:
+            affected = [run_key(run) for run in runs(study) if _in_scope(run, scope)]
+            raise ValueError(
+                f"{scope} sets {', '.join(named)}, so runs {', '.join(affected)} would read another teacher than the "
+                "study's other distilled runs. Every distilled run reads one teacher: set the study's teacher_dir or "
+                "teacher_cache / teacher_cache_dir instead."
+            )
+
+
+def code_version() -> str:
+    """A short hash of the code a run trains with: hf_dis's sources and these benchmarks' (a frozen copy of the tree
+    has no git history to name)."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted([*(root / "hf_dis").rglob("*.py"), *(root / "benchmarks").glob("*.py")]):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def check_config_unchanged(study: Study, root: Path) -> None:
+    """The config a study's first rows ran with is kept in `root/study_config.json`; resuming with another is refused,
+    naming each changed option with its old and new value (rows of two configs in one table would compare
+    different things)."""
+    path, config = root / "study_config.json", json.loads(json.dumps(asdict(study)))
+    if not path.is_file():
+        path.write_text(json.dumps(config, indent=2))
+        return
+    first = json.loads(path.read_text())
+    changed = [f"{key}: {first.get(key)!r} -> {config.get(key)!r}" for key in sorted({*first, *config})
+               if first.get(key) != config.get(key)]  # fmt: skip
+    if changed:
+        raise SystemExit(
+            f"{root} holds rows of this study run with another config ({'; '.join(changed)}). Restore the config, or "
+            f"give the changed study another output_dir."
+        )
 
 
 def flags(options: dict[str, object]) -> list[str]:
@@ -193,7 +258,8 @@ def run_student(study: Study, run: dict, teacher: str, root: Path) -> dict:
     """One student run through the recipes; its last evaluation, its speed and the peak memory of its process (each
     run has a process of its own: see `run_grid`)."""
     folder = root / run_key(run)
-    common = ["--output_dir", str(folder), "--seed", str(run["seed"]), *flags(study.training)]
+    training = {**study.training, **study.method_training.get(run["method"], {})}
+    common = ["--output_dir", str(folder), "--seed", str(run["seed"]), *flags(training)]
     if run["method"] in ("scratch", "floor"):
         data = flags(study.data)
         if run["method"] == "floor":
@@ -269,14 +335,53 @@ def markdown(study: Study, summary: list[dict], info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def time_to_reach(curve: list[list[float]], target: float) -> float | None:
+    """The seconds of training at which a run's curve first reaches `target` (None: never)."""
+    return next((seconds for seconds, value in curve if value >= target), None)
+
+
+def value_at(curve: list[list[float]], seconds: float) -> float | None:
+    """A run's metric at its last evaluation within `seconds` of training (None: none by then)."""
+    values = [value for point_seconds, value in curve if point_seconds <= seconds]
+    return values[-1] if values else None
+
+
+def time_to_accuracy(rows: list[dict], metric: str) -> list[str]:
+    """The time-to-accuracy table, per seed: for each run with a curve, its training time to reach full KD's final
+    metric less 0.5 point (and that time over full KD's own), and its metric at full KD's total training time."""
+    lines = []
+    for full in (row for row in rows if row["method"] == "full" and row.get("curve")):
+        target, budget = full[metric] - 0.005, full["train_runtime"]
+        full_reach = time_to_reach(full["curve"], target)
+        lines += [
+            f"\nTime to accuracy (seed {full['seed']}): the training time each run takes to first reach full KD's "
+            f"final {metric} less 0.5 point ({100 * target:.2f}%), and its {metric} at full KD's whole training time "
+            f"({budget:.0f} s).\n",
+            "| run | epochs | time to reach (s) | x full KD's | at full KD's time (%) |",
+            "|---|---|---|---|---|",
+        ]
+        for row in (row for row in rows if row["seed"] == full["seed"] and row.get("curve")):
+            reach, at_budget = time_to_reach(row["curve"], target), value_at(row["curve"], budget)
+            ratio = "-" if reach is None or not full_reach else f"{reach / full_reach:.2f}"
+            lines.append(
+                f"| {row['key']} | {row.get('epochs') or 0:.2f} | {'not reached' if reach is None else f'{reach:.0f}'}"
+                f" | {ratio} | {'-' if at_budget is None else f'{100 * at_budget:.2f}'} |"
+            )
+    return lines
+
+
 def plot_time(study: Study, rows: list[dict], path: Path) -> None:
-    """The metric of each run against its training time (the floor as a vertical line: time only)."""
+    """The metric of each run against its training time: its curve of evaluations where it has one, else its last
+    (the floor as a vertical line: time only)."""
     metric = METRICS[study.task][0]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for row in rows:
         label = row["key"]
         if row["method"] == "floor":
             ax.axvline(row["train_runtime"], color="gray", linestyle="--", label=f"{label} (time only)")
+        elif row.get("curve"):  # every evaluation of the run: accuracy against seconds of training
+            seconds, values = zip(*row["curve"], strict=True)
+            ax.plot(seconds, [100 * value for value in values], marker=".", label=label)
         else:
             ax.scatter(row["train_runtime"], 100 * row[metric], label=label)
     ax.set(xlabel="training time (s)", ylabel=f"{metric} (%)", title=study.name)
@@ -325,14 +430,18 @@ def set_start_method(method: str) -> None:
 def run_grid(study: Study, teacher: str, root: Path, done: dict[str, dict], jobs: int) -> None:
     """Run every student run not in `done`, `jobs` at a time, appending each to results.jsonl as it finishes (an
     interrupted study resumes there) and printing a line with its metric (the recipes' own logs are often off)."""
-    grid = runs(study)
+    grid, code = runs(study), code_version()
     pending = [run for run in grid if run_key(run) not in done]
+    earlier = sorted({row.get("code") for row in done.values()} - {code}, key=str)
+    if earlier:
+        print(f"the code changed since rows of this study were run ({earlier} -> {code}): each row names its own "
+              "code version, and the table says so", flush=True)
     results = root / "results.jsonl"
     metric = METRICS[study.task][0]
     print(f"{len(pending)} of the study's {len(grid)} student runs to go ({root})", flush=True)
 
     def record(run: dict, row: dict) -> None:
-        row = {"key": run_key(run), **row}
+        row = {"key": run_key(run), **row, "code": code}
         with results.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
         done[row["key"]] = row
@@ -366,9 +475,18 @@ def report(study: Study, root: Path, done: dict[str, dict], teacher: str) -> Non
     summary = summarise(study, list(done.values()))
     teacher_metrics = json.loads(teacher_results.read_text())
     teacher_name = study.teacher_model if study.teacher_dir is None else study.teacher_dir  # teacher_model unused then
+    rows = list(done.values())
+    codes = {row.get("code", "unrecorded") for row in rows}
+    code_note = ""
+    if len(codes) > 1:
+        code_note = "\nThe code changed between this study's rows: " + ", ".join(
+            f"{row['key']} {row.get('code', 'unrecorded')}" for row in rows
+        ) + ".\n"
     (root / "results.md").write_text(
         markdown(study, summary, info)
+        + "\n".join(time_to_accuracy(rows, METRICS[study.task][0]))
         + f"\nTeacher ({teacher_name}): {100 * teacher_metrics[METRICS[study.task][0]]:.2f}.\n"
+        + code_note
     )
     (root / "study.json").write_text(json.dumps({"study": asdict(study), "run_info": info}, indent=2))
     plot(study, summary, root / "results.png")
@@ -387,6 +505,8 @@ def main(argv: list[str] | None = None) -> None:
     study = load_study(args.config)
     root = Path(study.output_dir)
     root.mkdir(parents=True, exist_ok=True)
+    if not args.report:
+        check_config_unchanged(study, root)
     results = root / "results.jsonl"
     finished = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
     done = {row["key"]: row for row in finished}

@@ -553,3 +553,48 @@ def test_bench_eval_memory_smoke(tmp_path):
     run_script("benchmarks/bench_eval_memory.py", "--smoke", "--out", str(tmp_path))
     _, rows = _rows(tmp_path / "bench_eval_memory.jsonl")
     assert [r["case"] for r in rows] == ["ranked", "logits"] and rows[0]["accuracy"] == rows[1]["accuracy"]
+
+
+def test_a_study_refuses_runs_that_read_another_teacher_and_a_changed_config(monkeypatch, tmp_path):
+    """A teacher option among one group of runs' options is refused before any run, naming those runs; a resumed
+    study with another config is refused, naming each change; rows say which code ran them."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    reproduce = __import__("reproduce")
+    options = dict(name="s", task="classification", output_dir=str(tmp_path), samplers=["dis"], fractions=[64, 256],
+                   seeds=[0], teacher_cache={"top_r": 8})  # fmt: skip
+    with pytest.raises(ValueError, match="sampling sets teacher_cache, so runs dis-64-0, dis-256-0 would read"):
+        reproduce.Study(**options, sampling={"teacher_cache": "other"})
+    with pytest.raises(ValueError, match="method_training.full sets teacher_model, so runs full-None-0 would"):
+        reproduce.Study(**options, method_training={"full": {"teacher_model": "resnet50"}})
+    with pytest.raises(ValueError, match="method_training names methods the study does not run: \\['topk'\\]"):
+        reproduce.Study(**options, method_training={"topk": {"num_train_epochs": 3}})
+    reproduce.check_config_unchanged(reproduce.Study(**options), tmp_path)
+    reproduce.check_config_unchanged(reproduce.Study(**options), tmp_path)  # the same config resumes
+    with pytest.raises(SystemExit, match="another config \\(fractions: \\[64, 256\\] -> \\[64\\]\\)"):
+        reproduce.check_config_unchanged(reproduce.Study(**{**options, "fractions": [64]}), tmp_path)
+    assert len(reproduce.code_version()) == 12
+    del sys.modules["reproduce"]
+
+
+def test_time_to_accuracy_reads_each_runs_curve(monkeypatch):
+    """Full KD ends at 0.40 after 100 s (its curve reaches 0.395 at 80 s); DIS reaches it at 30 s and holds 0.45 at
+    100 s; scratch never does."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    reproduce = __import__("reproduce")
+    rows = [
+        {"key": "full-None-0", "method": "full", "seed": 0, "eval_accuracy": 0.40, "train_runtime": 100.0,
+         "epochs": 1.0, "curve": [[40.0, 0.2], [80.0, 0.395], [100.0, 0.40]]},
+        {"key": "dis-64-0", "method": "dis", "seed": 0, "eval_accuracy": 0.5, "train_runtime": 150.0,
+         "epochs": 3.0, "curve": [[30.0, 0.41], [90.0, 0.45], [150.0, 0.5]]},
+        {"key": "scratch-None-0", "method": "scratch", "seed": 0, "eval_accuracy": 0.1, "train_runtime": 90.0,
+         "epochs": 1.0, "curve": [[90.0, 0.1]]},
+    ]  # fmt: skip
+    table = "\n".join(reproduce.time_to_accuracy(rows, "eval_accuracy"))
+    assert "| full-None-0 | 1.00 | 80 | 1.00 | 40.00 |" in table
+    assert "| dis-64-0 | 3.00 | 30 | 0.38 | 45.00 |" in table
+    assert "| scratch-None-0 | 1.00 | not reached | - | 10.00 |" in table
+    del sys.modules["reproduce"]

@@ -30,8 +30,12 @@ from transformers import AutoModelForImageClassification, HfArgumentParser
 import hf_dis
 from hf_dis import DistillationArguments, DistillationTrainer
 from hf_dis.data.transforms import Normalization
+from hf_dis.heads import split_classifier
+from hf_dis.recipes.models import build_classifier
+from hf_dis.recipes.train_teacher import ClassificationTeacherArguments, ClassifierTrainer
 from hf_dis.trainer import TeacherInputs
 from hf_dis.trainer.run_folder import MARKER_NAME
+from hf_dis.trainer.sampled_softmax import partial_fc_classes
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLERS = ["dis", "ftis", "uniform", "topk", "full"]
@@ -1357,3 +1361,32 @@ def test_a_trainer_writes_its_evaluation_curve(tmp_path):
 
     points = json.loads((tmp_path / "out" / "eval_curve.json").read_text())["points"]
     assert [point[2] for point in points] == [2, 4, 4] and points[0][0] <= points[1][0] <= points[2][0]
+
+
+def test_partial_fc_classes_hold_the_labels_and_uniform_others():
+    labels = torch.tensor([7, 3, 7, 11])
+    classes, targets = partial_fc_classes(labels, 40, 10, torch.Generator().manual_seed(0))
+    assert classes.numel() == 10 and classes.unique().numel() == 10 and classes.max() < 40
+    assert torch.equal(classes[targets], labels) and torch.equal(classes[:3], torch.tensor([3, 7, 11]))
+    more_labels_than_k = torch.arange(12)
+    classes, targets = partial_fc_classes(more_labels_than_k, 40, 5, torch.Generator().manual_seed(0))
+    assert torch.equal(classes, more_labels_than_k) and torch.equal(targets, more_labels_than_k)
+
+
+def test_teacher_with_a_sampled_softmax_trains_only_the_sampled_rows(tmp_path):
+    """train-teacher --sampled_classes: one AdamW step (no weight decay) moves exactly the classifier rows
+    of its sampled set, and its loss is the cross-entropy over that set; evaluation scores every class."""
+    model = build_classifier("test_resnet", NUM_CLASSES, pretrained=False, seed=0)
+    head = split_classifier(model).head
+    before = head.weight.detach().clone()
+    args = ClassificationTeacherArguments(
+        output_dir=str(tmp_path / "teacher"), sampled_classes=6, max_steps=1, per_device_train_batch_size=4,
+        learning_rate=0.5, weight_decay=0.0, use_cpu=True, report_to="none", save_strategy="no",
+        disable_tqdm=True, logging_steps=1,
+    )  # fmt: skip
+    data = RandomImages(size=4)
+    trainer = ClassifierTrainer(model=model, args=args, train_dataset=data, eval_dataset=data)
+    trainer.train()
+    moved = (head.weight.detach() != before).any(dim=1).nonzero().flatten()
+    assert moved.numel() == 6 and set(data.labels.tolist()) <= set(moved.tolist())
+    assert trainer.evaluate()["eval_loss"] > 0  # a full forward over every class

@@ -7,7 +7,8 @@ r"""Train a teacher: an image classifier (CIFAR-100 or glyphs) with the CIFAR KD
     hf-dis train-teacher --task classification --dataset glyphs --glyph_classes 200 --output_dir runs/glyph-teacher \
         --num_train_epochs 3
 
-Classification: cross-entropy (the model's own), SGD 0.05 x 0.1 at epochs 150/180/210 of 240, top-1 / top-5.
+Classification: cross-entropy (the model's own; with --sampled_classes K, over the batch's labels and K sampled
+classes, for 10^5+ classes), SGD 0.05 x 0.1 at epochs 150/180/210 of 240, top-1 / top-5.
 Re-ID: `ReIDTrainer` (label-smoothed CE + batch-hard triplet on P x K batches), Adam 3.5e-4 with warm-up, 120 epochs,
 rank-1/5/10, mAP and mINP. The model is saved to --output_dir (pass that folder as --teacher_model to a distillation
 recipe) with the last epoch's metrics in eval_results.json. Every default can be overridden by its flag.
@@ -35,6 +36,7 @@ from hf_dis.recipes.optimization import BoTRecipe, CIFARRecipe, recipe_optimizer
 from hf_dis.recipes.parsing import parse_recipe_args
 from hf_dis.recipes.runner import train_and_report
 from hf_dis.trainer import BufferSyncCallback, GuardedTraining, ReIDTrainer, ReIDTrainingArguments, RunFolderOptions
+from hf_dis.trainer.sampled_softmax import SampledSoftmaxTraining
 
 TASKS = ("classification", "reid")
 
@@ -74,10 +76,23 @@ class ClassificationTeacherArguments(CIFARRecipe, RunFolderOptions, TrainingArgu
     remove_unused_columns: bool = field(
         default=False, metadata=ReIDTrainingArguments.__dataclass_fields__["remove_unused_columns"].metadata
     )
+    sampled_classes: int = field(
+        default=0,
+        metadata={
+            "help": "K > 0: each step's softmax covers the batch's labels and other classes drawn uniformly, K in "
+            "all (Partial FC: a teacher with 10^5+ classes trains at the cost of K classifier rows); 0: every class."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sampled_classes < 0:
+            raise ValueError(f"sampled_classes must be >= 0 (0: every class), got {self.sampled_classes}.")
 
 
-class ClassifierTrainer(GuardedTraining, Trainer):
-    """The Trainer, with hf_dis's guards: divergence, reused output folders, incomplete checkpoints."""
+class ClassifierTrainer(SampledSoftmaxTraining, GuardedTraining, Trainer):
+    """The Trainer, with hf_dis's guards (divergence, reused output folders, incomplete checkpoints) and, with
+    `sampled_classes`, a softmax over sampled classes in training."""
 
 
 @dataclass

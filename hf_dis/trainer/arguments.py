@@ -59,6 +59,12 @@ _OWNED_OPTIONS = {
 }
 
 
+def unpin_memory_without_accelerator(args: TrainingArguments) -> None:
+    """No pinned memory on a CPU-only run: nothing to pin for, and torch would warn at every loader it builds."""
+    if args.use_cpu or not torch.cuda.is_available():
+        args.dataloader_pin_memory = False
+
+
 @dataclass
 class DistillationArguments(RunFolderOptions, TrainingArguments):
     """Arguments of `DistillationTrainer`: all of `TrainingArguments`, and these.
@@ -322,8 +328,7 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.use_cpu or not torch.cuda.is_available():
-            self.dataloader_pin_memory = False  # nothing to pin for: torch would warn at every loader it builds
+        unpin_memory_without_accelerator(self)
         check_temperature(self.temperature)
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0.0, 1.0], got {self.alpha}.")
