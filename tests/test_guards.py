@@ -20,7 +20,7 @@ from torch import nn
 import hf_dis
 from hf_dis import DistillationTrainer, DivergenceError
 from hf_dis.data import cache_teacher_logits, image_transform, labelled_batches, load_cifar100
-from hf_dis.trainer.run_folder import MARKER_NAME, checkpoint_problem
+from hf_dis.trainer.run_folder import LOCK_NAME, MARKER_NAME, checkpoint_problem
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -345,3 +345,39 @@ def test_train_twice_on_one_trainer_replaces_its_own_run(tmp_path, caplog):
                                 train_dataset=RandomImages(8))  # fmt: skip
     with pytest.raises(ValueError, match="already holds a run"):
         other.train()
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
+    """Another process holds the run lock of output_dir (as a run training there does): a run into that folder is
+    refused before anything is written, naming the process; once that process is gone, its lock is taken over."""
+    output = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom hf_dis.trainer.run_folder import run_folder_lock\n"
+         f"with run_folder_lock({str(output)!r}):\n    print('held', flush=True)\n    time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        trainer = DistillationTrainer(model=timm_model(), args=make_args(tmp_path, output_dir=str(output)),
+                                      teacher=timm_model("test_resnet", seed=1), train_dataset=RandomImages())
+        with pytest.raises(ValueError, match=f"output_dir {output} is in use by another run \\(process {holder.pid} "):
+            trainer.train()
+        assert [path.name for path in output.iterdir()] == [LOCK_NAME]
+    finally:
+        holder.kill()
+        holder.wait()
+    trainer.train()  # the holder was killed: its lock is stale
+    assert trainer.state.global_step == 2 and not (output / LOCK_NAME).exists()
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_stops_the_run(tmp_path):
+    """Gradients made infinite in the backward (the loss stays finite): the run stops before the optimizer steps,
+    saying so, and no checkpoint holds the result."""
+    student = timm_model()
+    next(student.parameters()).register_hook(lambda grad: torch.full_like(grad, float("inf")))
+    args = make_args(tmp_path, save_strategy="steps", save_steps=1, max_grad_norm=1.0)
+    trainer = DistillationTrainer(model=student, args=args, teacher=timm_model("test_resnet", seed=1),
+                                  train_dataset=RandomImages())  # fmt: skip
+    with pytest.raises(DivergenceError, match="training diverged at step 1 .*: the gradient norm is inf \\(the loss"):
+        trainer.train()
+    assert not list(Path(args.output_dir).glob("checkpoint-*"))

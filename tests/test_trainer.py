@@ -1390,3 +1390,58 @@ def test_teacher_with_a_sampled_softmax_trains_only_the_sampled_rows(tmp_path):
     moved = (head.weight.detach() != before).any(dim=1).nonzero().flatten()
     assert moved.numel() == 6 and set(data.labels.tolist()) <= set(moved.tolist())
     assert trainer.evaluate()["eval_loss"] > 0  # a full forward over every class
+
+
+def test_resuming_with_changed_settings_is_refused_naming_each(tmp_path):
+    """A checkpoint records the run's settings: resuming it with another temperature, K, sampler, alpha, teacher or
+    student architecture is refused before anything is written, naming the setting and its old value; with
+    resume_with_changed_settings=True the run goes on and its card says what changed."""
+    output = tmp_path / "run"
+
+    def trainer(student=None, teacher=None, **changes):
+        options = dict(output_dir=str(output), num_sampled=5, max_steps=2, save_steps=1, save_strategy="steps")
+        args = make_args(tmp_path, **{**options, "max_steps": 3, **changes}) if changes.pop("longer", False) else \
+            make_args(tmp_path, **{**options, **changes})  # fmt: skip
+        return DistillationTrainer(model=student or timm_model(), args=args,
+                                   teacher=teacher or timm_model("test_resnet", seed=1), train_dataset=RandomImages())
+
+    trainer().train()
+    checkpoint = output / "checkpoint-2"
+    before = sorted(path.name for path in output.iterdir())
+    cases = [
+        ({"temperature": 3.0}, "temperature: now 3.0 \\(was 2.0\\)"),
+        ({"num_sampled": 7}, "num_sampled: now 7 \\(was 5\\)"),
+        ({"sampler": "uniform"}, "sampler: now 'uniform' \\(was 'dis'\\)"),
+        ({"alpha": 0.5}, "alpha: now 0.5 \\(was 0.1\\)"),
+        ({"student": timm_model("test_resnet")}, "student: now '.*test_resnet.* \\(was '.*test_convnext"),
+        ({"teacher": timm_model("test_convnext", seed=3)}, "teacher: now 'ConvNeXt.* \\(was 'ResNet"),
+    ]
+    for changes, message in cases:
+        with pytest.raises(ValueError, match=f"resuming {checkpoint} with other settings .*{message}"):
+            trainer(**changes).train(resume_from_checkpoint=str(checkpoint))
+        assert sorted(path.name for path in output.iterdir()) == before  # nothing written
+    allowed = trainer(temperature=3.0, resume_with_changed_settings=True, longer=True)
+    allowed.train(resume_from_checkpoint=str(checkpoint))
+    assert allowed.state.global_step == 3
+    assert "temperature: now 3.0 (was 2.0)" in (output / "README.md").read_text()
+
+
+def test_a_resumed_run_logs_the_loss_parts_of_an_uninterrupted_one(tmp_path):
+    """Interrupted at step 3 of 4 (logging every 4): the resumed run's log at step 4 averages steps 1-4, as the
+    uninterrupted run's does, not only step 4."""
+
+    def run(output_dir, callbacks=(), resume=None):
+        args = make_args(tmp_path, output_dir=str(output_dir), sampler="full", max_steps=4, logging_steps=4,
+                         save_steps=3, save_strategy="steps")  # fmt: skip
+        trainer = DistillationTrainer(model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1),
+                                      train_dataset=RandomImages(24), callbacks=list(callbacks))  # fmt: skip
+        trainer.train(resume_from_checkpoint=resume)
+        return [log for log in trainer.state.log_history if "kd_loss" in log and "train_runtime" not in log]
+
+    straight = run(tmp_path / "straight")
+    assert run(tmp_path / "interrupted", callbacks=[StopAt(3)]) == []  # stopped before its first log
+    (resumed,) = run(tmp_path / "interrupted", resume=str(tmp_path / "interrupted" / "checkpoint-3"))
+    (straight,) = straight
+    assert resumed["step"] == straight["step"] == 4
+    for part in ("kd_loss", "ce_loss"):
+        assert resumed[part] == pytest.approx(straight[part], rel=1e-5), part

@@ -129,9 +129,12 @@ def student_card_data(
     if cache is not None:
         views = "the un-augmented image" if cache["num_views"] is None else f"{cache['num_views']} augmented views"
         distillation["teacher logits"] = f"cached once: top {cache['top_r']:,} classes per example, on {views}"
+    if trainer.resumed_changes:
+        distillation["settings changed on resume"] = "; ".join(trainer.resumed_changes)
     if sampler.name == "full":
         kept = ("sampler", "sampler choice", "temperature (T)", "alpha (hard-label CE weight)", "KD weight",
-                "label smoothing", "teacher logits", "teacher before training")  # fmt: skip
+                "label smoothing", "teacher logits", "teacher before training",
+                "settings changed on resume")  # fmt: skip
         distillation = {key: value for key, value in distillation.items() if key in kept}
     train_log = _last_log(trainer, "train_runtime")
     speed: dict[str, Any] = {"device": device_name(args.device)}

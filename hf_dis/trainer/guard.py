@@ -1,11 +1,13 @@
 """`GuardedTraining`: a Trainer mixin for what a run must never do silently.
 
-- Train on after its loss diverged: every micro-batch's loss is checked (one device read per micro-batch, as the
+- Train on after its loss or its gradients diverged: the gradient norm is checked before each optimizer step (outside
+  fp16, whose loss scaler skips such steps), and every micro-batch's loss (one device read per micro-batch, as the
   Trainer's own NaN filter does). A NaN or inf raises `DivergenceError` before the optimizer steps, naming the step,
   the part that went wrong (a loss part, the teacher's logits, weights made non-finite by the previous update) and
   what to try. The fp16 loss scaler's skipping of overflowing *gradients* is not affected: it happens after the loss.
 - Save non-finite weights: `save_model` (checkpoints, the final model) refuses them, naming the parameter.
 - Write over another run's folder, or resume from a half-written checkpoint: see `hf_dis.trainer.run_folder`.
+- Resume with other settings than the checkpoint recorded: see `hf_dis.trainer.run_settings`.
 
 Every guarded run also records its evaluations against its training time (`hf_dis.trainer.curve`).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -21,7 +24,14 @@ from torch import nn
 
 from hf_dis._checks import NonFiniteError
 from hf_dis.trainer.curve import EvaluationCurve
-from hf_dis.trainer.run_folder import CheckpointMarkerCallback, checkpoints_in, prepare_run_folder
+from hf_dis.trainer.run_folder import (
+    MARKER_NAME,
+    CheckpointMarkerCallback,
+    checkpoints_in,
+    prepare_run_folder,
+    run_folder_lock,
+)
+from hf_dis.trainer.run_settings import check_resumed_settings, model_fingerprint, recorded_settings
 
 
 class DivergenceError(FloatingPointError):
@@ -58,7 +68,13 @@ class GuardedTraining:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.add_callback(CheckpointMarkerCallback(self.accelerator.wait_for_everyone))
+        self.add_callback(CheckpointMarkerCallback(self.accelerator.wait_for_everyone, self.run_settings))
+        #: Settings changed on resume (resume_with_changed_settings=True), as "name: now X (was Y)".
+        self.resumed_changes: list[str] = []
+
+    def run_settings(self) -> dict[str, Any]:
+        """What defines this run, recorded in each checkpoint and compared on resume (subclasses add theirs)."""
+        return {"student": model_fingerprint(self.model)}
 
     def train(
         self,
@@ -80,15 +96,28 @@ class GuardedTraining:
             resume_from_checkpoint = self.args.resume_from_checkpoint
         if not any(isinstance(callback, EvaluationCurve) for callback in self.callback_handler.callbacks):
             self.add_callback(EvaluationCurve())  # eval_curve.json: the metric against training time
+        lock = run_folder_lock(self.args.output_dir) if self.is_world_process_zero() else nullcontext()
+        with lock:  # one run at a time in a folder: taken before the folder is checked or anything written
+            checkpoint = self._prepare_folder(resume_from_checkpoint)
+            return super().train(checkpoint, trial, ignore_keys_for_eval, **kwargs)
+
+    def _prepare_folder(self, resume_from_checkpoint: str | bool | None) -> str | None:
+        """`prepare_run_folder`, the resumed checkpoint's settings compared with this run's, and what the Trainer
+        does not restore itself; returns the checkpoint to resume from (None: a fresh run)."""
         overwrite = getattr(self.args, "overwrite_output_dir", False)
         folder = os.path.abspath(self.args.output_dir)
         own = getattr(self, "_trained_into", None) == folder  # train() again: this trainer's own earlier run
         checkpoint = prepare_run_folder(
             self.args.output_dir, resume_argument(resume_from_checkpoint), overwrite, self.is_world_process_zero(), own
         )
+        if checkpoint is not None:
+            self.resumed_changes = check_resumed_settings(
+                checkpoint, recorded_settings(checkpoint, MARKER_NAME), self.run_settings(),
+                getattr(self.args, "resume_with_changed_settings", False),
+            )  # fmt: skip
         self._trained_into = folder
         self.prepare_resume(checkpoint)
-        return super().train(checkpoint, trial, ignore_keys_for_eval, **kwargs)
+        return checkpoint
 
     def prepare_resume(self, checkpoint: str | None) -> None:
         """Restore what the Trainer itself does not, before it resumes from `checkpoint` (None: a fresh run)."""
@@ -101,6 +130,15 @@ class GuardedTraining:
         if not bool(torch.isfinite(loss)):
             raise DivergenceError(self._divergence_message(model, inputs, f"the loss is {float(loss)}"))
         return loss
+
+    def _get_grad_norm(self, model: nn.Module, grad_norm: Any = None) -> Any:
+        # A private Trainer hook (internals.py), run before every optimizer step: a finite loss can still give
+        # non-finite gradients (an overflow in the backward). fp16's loss scaler skips such steps itself.
+        grad_norm = super()._get_grad_norm(model, grad_norm)
+        if grad_norm is not None and self.accelerator.scaler is None and not math.isfinite(float(grad_norm)):
+            found = f"the gradient norm is {float(grad_norm)} (the loss was finite)"
+            raise DivergenceError(self._divergence_message(model, {}, found))
+        return grad_norm
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """`Trainer.save_model`, refusing weights (or running statistics) that hold a NaN or an infinity (nothing is
@@ -123,7 +161,7 @@ class GuardedTraining:
         name = first_non_finite_parameter(model)
         if name is not None:
             causes.append(f"the weights are already non-finite (first: {name!r}): the previous update diverged")
-        extra = self.divergence_cause(model, inputs)
+        extra = self.divergence_cause(model, inputs) if inputs else None
         if extra is not None:
             causes.append(extra)
         loss_parts = getattr(self, "loss_parts", None)

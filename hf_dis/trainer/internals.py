@@ -14,7 +14,7 @@ each against the installed versions) instead of silently in training:
 - `exclude_from_ddp`: DDP's ignore list, set through its private `_set_params_and_buffers_to_ignore_for_model`.
 - The Trainer's gradient-norm hooks `_clip_grad_norm(model)` (max_grad_norm > 0) and `_get_grad_norm(model,
   grad_norm)` (measures it when nothing was clipped): `DistillationTrainer` overrides both for a sharded
-  classifier, whose norm is over every process's rows.
+  classifier, whose norm is over every process's rows; `GuardedTraining` stops a run whose norm is not finite.
 """
 
 from __future__ import annotations

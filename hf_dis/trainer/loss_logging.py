@@ -1,14 +1,21 @@
 """`LossPartsLogging`: a Trainer mixin that logs the parts of a loss (and any other per-step scalar) next to the loss:
 running means between two logs, averaged over processes, in `log()` and in what `evaluate()` returns.
 
-A trainer calls `self.loss_parts[mode].add(name, value)` (mode ``train`` or ``eval``) from `compute_loss`.
+A trainer calls `self.loss_parts[mode].add(name, value)` (mode ``train`` or ``eval``) from `compute_loss`. The
+training sums since the last log travel in each checkpoint's `trainer_state.json` (`LossPartsStateCallback`) and are
+restored on resume, so that a resumed run logs what an uninterrupted one does (the main process's sums, under DDP).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
+from transformers import TrainerCallback, TrainerState
+from transformers.trainer_callback import ExportableState
+
+from hf_dis.trainer.run_folder import TRAINER_STATE_NAME
 
 
 class LossPartsLogging:
@@ -17,6 +24,21 @@ class LossPartsLogging:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.loss_parts = {"train": RunningMeans(), "eval": RunningMeans()}
+        self.add_callback(LossPartsStateCallback(self.loss_parts["train"]))
+
+    def prepare_resume(self, checkpoint: str | None) -> None:
+        """The training sums since the last log, from `checkpoint`'s trainer state (none: from zero)."""
+        super().prepare_resume(checkpoint)
+        self.loss_parts["train"] = RunningMeans()
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, LossPartsStateCallback):
+                callback.means = self.loss_parts["train"]
+        if checkpoint is None or not os.path.isfile(os.path.join(checkpoint, TRAINER_STATE_NAME)):
+            return
+        stored = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME)).stateful_callbacks
+        saved = stored.get(LossPartsStateCallback.__name__)
+        if saved is not None:
+            self.loss_parts["train"].load_state_dict(saved["attributes"]["running_means"])
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the scalars gathered since the last log, averaged over processes."""
@@ -28,6 +50,16 @@ class LossPartsLogging:
             # In place, so that evaluate() also returns them (it returns the dict it logs).
             logs.update({prefix + name: round(float(value), 6) for name, value in zip(names, means, strict=True)})
         super().log(logs, start_time)
+
+
+class LossPartsStateCallback(TrainerCallback, ExportableState):
+    """Reports the training `RunningMeans` when the Trainer saves a checkpoint (into `trainer_state.json`)."""
+
+    def __init__(self, means: RunningMeans | None = None) -> None:
+        self.means = means
+
+    def state(self) -> dict[str, Any]:
+        return {"args": {}, "attributes": {"running_means": {} if self.means is None else self.means.state_dict()}}
 
 
 class RunningMeans:
@@ -42,6 +74,13 @@ class RunningMeans:
         value = value.detach().float()
         self._sums[name] = self._sums[name] + value if name in self._sums else value
         self._counts[name] = self._counts.get(name, 0) + 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": {name: value.tolist() for name, value in self._sums.items()}, "counts": dict(self._counts)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._sums = {name: torch.tensor(value, dtype=torch.float32) for name, value in state.get("sums", {}).items()}
+        self._counts = dict(state.get("counts", {}))
 
     def set(self, name: str, value: float) -> None:
         """Report `value` itself at the next log (for quantities that are replaced, not averaged)."""

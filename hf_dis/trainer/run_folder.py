@@ -5,9 +5,12 @@
   (which removes the old checkpoints, so that a later `resume_from_checkpoint=True` cannot pick one of them). It
   resolves `resume_from_checkpoint=True` to the newest *complete* checkpoint, warning about each newer one it skips,
   and refuses a named checkpoint that is damaged, naming the file and the damage.
+- `run_folder_lock`: one run at a time per folder (a lock file naming the process; a dead process's lock is taken
+  over with a warning).
 - `CheckpointMarkerCallback` writes `hf_dis_checkpoint.json` into each checkpoint once the Trainer has written all of
   it (its `on_save` runs after the save): the name and size of every file. A save killed half-way leaves no marker;
   a file truncated or lost later no longer matches it.
+- The marker also records the run's settings (`hf_dis.trainer.run_settings`), compared when the run resumes.
 - Checkpoints without a marker (from a plain Trainer, or an hf_dis older than the marker) are checked by their
   structure: `trainer_state.json` parses, the weights' header reads, the optimizer and scheduler states exist.
 """
@@ -18,9 +21,13 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from safetensors import safe_open
 from transformers import TrainerCallback
@@ -56,6 +63,13 @@ class RunFolderOptions:
             "overwritten. Off: such a folder is refused unless the run resumes."
         },
     )
+    resume_with_changed_settings: bool = field(
+        default=False,
+        metadata={
+            "help": "Resume a checkpoint with other run settings than it recorded (teacher, temperature, loss "
+            "weights, sampler, K, student architecture): each change is logged and written to the card. Off: refused."
+        },
+    )
 
 
 def checkpoints_in(output_dir: str | os.PathLike) -> list[Path]:
@@ -67,8 +81,9 @@ def checkpoints_in(output_dir: str | os.PathLike) -> list[Path]:
     return [path for _, path in sorted(found, reverse=True) if path.is_dir()]
 
 
-def write_marker(checkpoint: str | os.PathLike) -> None:
-    """Record every file of `checkpoint` with its size (atomically: a temporary file renamed into place)."""
+def write_marker(checkpoint: str | os.PathLike, run: dict[str, Any] | None = None) -> None:
+    """Record every file of `checkpoint` with its size, and the `run`'s settings (`hf_dis.trainer.run_settings`),
+    atomically: a temporary file renamed into place."""
     folder = Path(checkpoint)
     files = {
         str(path.relative_to(folder)): path.stat().st_size
@@ -76,7 +91,8 @@ def write_marker(checkpoint: str | os.PathLike) -> None:
         if path.is_file() and path.name != MARKER_NAME and not path.name.startswith(f".{MARKER_NAME}")
     }
     temporary = folder / f".{MARKER_NAME}.tmp"
-    temporary.write_text(json.dumps({"files": files}, indent=1))
+    record = {"files": files} if run is None else {"files": files, "run": run}
+    temporary.write_text(json.dumps(record, indent=1, default=str))
     os.replace(temporary, folder / MARKER_NAME)
 
 
@@ -187,6 +203,59 @@ def prepare_run_folder(
     return None
 
 
+#: Held in an output_dir while a run trains into it: {"pid", "host", "started"}.
+LOCK_NAME = ".hf_dis_run.lock"
+
+
+def _holder_is_alive(holder: dict[str, Any]) -> bool:
+    """Whether the process that wrote a lock still runs (a lock from another host is taken as alive)."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+@contextmanager
+def run_folder_lock(output_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold `output_dir`'s run lock for the block: a second run into a folder a live run holds is refused; a lock
+    whose process is gone (a killed run) is taken over with a warning. Released on leaving the block."""
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started})
+    for _ in range(2):  # a stale lock is removed once, then taken
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text())
+            except (OSError, ValueError):
+                holder = {}
+            if holder and _holder_is_alive(holder):
+                raise ValueError(
+                    f"output_dir {output_dir} is in use by another run (process {holder.get('pid')} on "
+                    f"{holder.get('host')}, started {holder.get('started')}): two runs in one folder would interleave "
+                    f"their checkpoints. Wait for it, choose another output_dir, or remove {path} if that run is gone."
+                ) from None
+            logger.warning("taking over %s, left by a run that is gone (%s).", path, holder or "unreadable")
+            path.unlink(missing_ok=True)
+    else:
+        raise ValueError(f"could not take the run lock {path}: another run took it at the same time.")
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(record)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def previous_run_files(output_dir: str | os.PathLike) -> list[str]:
     """The names in `output_dir` that belong to an earlier run: its checkpoints and its saved model or card."""
     folder = Path(output_dir)
@@ -201,13 +270,16 @@ class CheckpointMarkerCallback(TrainerCallback):
     """Writes the completion marker into each checkpoint the Trainer has just saved (on the main process, once every
     process has written its part: `wait_for_everyone` is the accelerator's barrier)."""
 
-    def __init__(self, wait_for_everyone: Callable[[], None]) -> None:
+    def __init__(
+        self, wait_for_everyone: Callable[[], None], run_settings: Callable[[], dict[str, Any]] | None = None
+    ) -> None:
         self.wait_for_everyone = wait_for_everyone
+        self.run_settings = run_settings
 
     def on_save(self, args, state, control, **kwargs):
         self.wait_for_everyone()
         if state.is_world_process_zero:
             checkpoint = checkpoint_folder(args.output_dir, state.global_step)
             if checkpoint.is_dir():
-                write_marker(checkpoint)
+                write_marker(checkpoint, None if self.run_settings is None else self.run_settings())
         return control

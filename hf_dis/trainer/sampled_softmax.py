@@ -46,6 +46,9 @@ class SampledSoftmaxTraining:
             self.sampled_head = install_sampled_head(self.model)
             count_loss_items(self)
 
+    def run_settings(self) -> dict[str, Any]:
+        return {**super().run_settings(), "sampled_classes": self.num_sampled}
+
     def compute_loss(
         self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None
     ):

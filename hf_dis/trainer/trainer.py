@@ -103,6 +103,7 @@ from hf_dis.trainer.row_sparse_updates import (
     row_sparse_counterpart,
 )
 from hf_dis.trainer.run_folder import CheckpointMarkerCallback
+from hf_dis.trainer.run_settings import model_fingerprint
 from hf_dis.trainer.sampler_state import SamplerStateCallback, load_sampler_state
 from hf_dis.trainer.sharded_classifier import (
     gathered_teacher_logits,
@@ -579,8 +580,27 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
                 100 * accuracy, 100 / num_classes, f"{num_classes:,}",
             )  # fmt: skip
 
+    def run_settings(self) -> dict[str, Any]:
+        """The student's architecture, the teacher (or the cache's teacher and the cache's fingerprint), the loss and
+        the sampler with its options: recorded in each checkpoint, compared on resume."""
+        args = self.args
+        if self.teacher is not None:
+            config = getattr(self.teacher, "config", None)
+            teacher = getattr(config, "_name_or_path", None) or args.teacher_model or model_fingerprint(self.teacher)
+        else:
+            info = teacher_cache_info(self.train_dataset) or {}
+            teacher = f"cache of {info.get('teacher')} ({getattr(self.train_dataset, '_fingerprint', None)})"
+        return {
+            **super().run_settings(), "teacher": teacher, "temperature": args.temperature, "alpha": args.alpha,
+            "kd_weight": args.kd_weight, "kd_divergence": args.kd_divergence, "kd_estimator": args.kd_estimator,
+            "log_q_correction": args.log_q_correction, "sampler": self.sampler.name,
+            "num_sampled": self.sampler.num_sampled, "sampler_options": args.sampler_options(self.sampler.name),
+            "classifier_optimizer": args.classifier_optimizer,
+        }  # fmt: skip
+
     def prepare_resume(self, checkpoint: str | None) -> None:
         """The sampler's state (and the row-sparse classifier optimizer's) from `checkpoint`; counters reset."""
+        super().prepare_resume(checkpoint)
         if checkpoint is not None:
             load_sampler_state(checkpoint, self.sampler)
             if self.args.classifier_parallel:
