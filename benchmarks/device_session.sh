@@ -75,9 +75,9 @@ stage_command() {
             bash benchmarks/with_py_spy.sh 75 60 benchmarks/results/gpu/py_spy_classification.txt \
             python3 benchmarks/reproduce.py benchmarks/studies/glyphs_gb2312_classification_short.yaml --jobs 8 ;;
     reid) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short.yaml --jobs 8 ;;
-    reid_alpha09) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short_alpha09.yaml --jobs 6 ;;
-    reid_eps05) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short_eps05.yaml --jobs 6 ;;
-    reid_recipe) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_reid_short_recipe.yaml --jobs 6 ;;
+    reid_alpha09) echo python3 benchmarks/reproduce.py benchmarks/studies/ablations/glyphs_reid_short_alpha09.yaml --jobs 6 ;;
+    reid_eps05) echo python3 benchmarks/reproduce.py benchmarks/studies/ablations/glyphs_reid_short_eps05.yaml --jobs 6 ;;
+    reid_recipe) echo python3 benchmarks/reproduce.py benchmarks/studies/ablations/glyphs_reid_short_recipe.yaml --jobs 6 ;;
     many_classes) echo python3 benchmarks/reproduce.py benchmarks/studies/glyphs_10k_short.yaml --jobs 8 ;;
     *) return 1 ;;
     esac

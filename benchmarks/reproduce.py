@@ -7,7 +7,8 @@ One YAML (or JSON) config per study (`benchmarks/studies/*.yaml`, read with `HfA
 data, the teacher (trained here once, or an existing folder), the student, the budget and the grid. Every run goes
 through the library's recipes (`hf_dis.recipes`: `train_teacher`, `distill_cifar100` for classification,
 `distill_market1501` for re-ID) and reports its last epoch's metrics (not the best epoch's). Results:
-`results.jsonl` (one line per finished run, with its training time and peak memory; a rerun skips those),
+`results.jsonl` (one line per finished run, with its training time and peak memory; a rerun skips those, and
+resumes a run stopped half-way from its newest checkpoint when its training options save some),
 `results.md` (mean +- std over seeds), `results.png` (metric vs sampled fraction, one line per sampler, full KD and
 scratch as bands) and `results_time.png` (metric against training time, one point per run), all in the study's
 output folder. Every run trains in a process of its own, so that its peak memory is its own.
@@ -211,6 +212,8 @@ def teacher_folder(study: Study, root: Path, *, train: bool = True) -> str:
     folder = root / "teacher"
     if train and not (folder / "eval_results.json").is_file():
         options = ["--task", study.task, "--model", study.teacher_model, "--output_dir", str(folder)]
+        if any(folder.glob("checkpoint-*")):  # stopped with an earlier part: go on
+            options += ["--resume_from_checkpoint", "true"]
         train_teacher.main([*options, "--seed", str(study.seeds[0]), *flags(study.data), *flags(study.teacher_options)])
     return str(folder)
 
@@ -260,6 +263,8 @@ def run_student(study: Study, run: dict, teacher: str, root: Path) -> dict:
     folder = root / run_key(run)
     training = {**study.training, **study.method_training.get(run["method"], {})}
     common = ["--output_dir", str(folder), "--seed", str(run["seed"]), *flags(training)]
+    if any(folder.glob("checkpoint-*")):  # a run stopped with the part it ran in: go on from its newest checkpoint
+        common += ["--resume_from_checkpoint", "true"]
     if run["method"] in ("scratch", "floor"):
         data = flags(study.data)
         if run["method"] == "floor":

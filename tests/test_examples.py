@@ -489,7 +489,7 @@ def test_a_study_can_read_another_studys_teacher_cache(monkeypatch, tmp_path):
     del sys.modules["reproduce"]
 
 
-@pytest.mark.parametrize("config", sorted((ROOT / "benchmarks" / "studies").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("config", sorted((ROOT / "benchmarks" / "studies").rglob("*.yaml")), ids=lambda p: p.stem)
 def test_study_configs_name_real_recipe_options(config, monkeypatch, tmp_path):
     """Every committed study parses, and the recipes accept its teacher, student and scratch options."""
     import sys
