@@ -3,7 +3,8 @@
 test images given to its most-predicted classes ("hubs"), and the logit of the mean test feature (the component all
 images share) for the hubs' rows against the other rows'. A sampled student, whose classifier rows are pushed
 down only when their class is in a sampled set, can show hubs that take a large share of the predictions; full
-softmax training spreads them over nearly every class (docs/results.md). JSON lines and a Markdown table.
+softmax training spreads them over nearly every class (docs/studies/glyphs_gb2312_1000_cpu.md). JSON lines and a
+Markdown table.
 
     python benchmarks/prediction_spread.py benchmarks/studies/glyphs_gb2312_1000_cpu.yaml --out benchmarks/results
     python benchmarks/prediction_spread.py STUDY.yaml --runs dis-0.02-0 full-None-0   # some runs only

@@ -54,8 +54,8 @@ class StudentArguments(ReIDBackboneOptions, ModelOptions):
 @dataclass
 class BoTDistillationArguments(BoTRecipe, TeacherCacheOption, ReIDDistillationArguments):
     """`ReIDDistillationArguments` with the BoT recipe's defaults and this recipe's distillation weights (T = 4, CE
-    weight 0.9, embedding term 3,000: the best of the glyph re-ID ablations, docs/results.md), and `teacher_cache`
-    (see `TeacherCacheOption`)."""
+    weight 0.9, embedding term 3,000: the best of the glyph re-ID ablations, docs/studies/glyphs_reid_cpu_small.md),
+    and `teacher_cache` (see `TeacherCacheOption`)."""
 
     temperature: float = field(
         default=4.0, metadata=ReIDDistillationArguments.__dataclass_fields__["temperature"].metadata

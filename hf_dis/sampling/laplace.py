@@ -67,7 +67,7 @@ class LaplaceMixture:
 # The arithmetic is numpy's: a refit is some 3,000 operations on arrays of a few hundred numbers, and every torch
 # operation lets go of the GIL and takes it back, which in a training process whose other threads want the GIL too
 # (the loader's pin-memory thread) made refits many times slower in the GPU studies (benchmarks/bench_refit.py,
-# docs/results.md); numpy keeps the GIL for arrays this small.
+# docs/studies/glyphs_gb2312_gpu.md); numpy keeps the GIL for arrays this small.
 
 
 def _float64(values: torch.Tensor) -> np.ndarray:
