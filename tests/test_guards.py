@@ -14,12 +14,22 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_models import NUM_CLASSES, RandomImages, image_dataset, make_args, timm_model, write_cifar100_release
+from tiny_models import (
+    NUM_CLASSES,
+    RandomImages,
+    image_dataset,
+    make_args,
+    timm_model,
+    write_cifar100_release,
+    write_py2_pickle,
+)
 from torch import nn
 
 import hf_dis
 from hf_dis import DistillationTrainer, DivergenceError
 from hf_dis.data import cache_teacher_logits, image_transform, labelled_batches, load_cifar100
+from hf_dis.data.teacher_cache import TOP_CLASSES
+from hf_dis.metrics import classification_metrics
 from hf_dis.trainer.run_folder import LOCK_NAME, MARKER_NAME, checkpoint_problem
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -270,14 +280,14 @@ def test_a_run_killed_during_a_save_resumes_from_the_previous_checkpoint(tmp_pat
     script = SCRIPTS / "killed_during_save.py"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     straight = tmp_path / "straight"
-    subprocess.run([sys.executable, str(script), str(straight), "run"], check=True, env=env, timeout=300)
+    subprocess.run([sys.executable, str(script), str(straight), "run"], check=True, env=env, timeout=1800)
     killed = tmp_path / "killed"
-    result = subprocess.run([sys.executable, str(script), str(killed), "kill-at-4"], env=env, timeout=300)
+    result = subprocess.run([sys.executable, str(script), str(killed), "kill-at-4"], env=env, timeout=1800)
     assert result.returncode == -9
     assert (
         checkpoint_problem(killed / "checkpoint-4") is not None and checkpoint_problem(killed / "checkpoint-2") is None
     )
-    subprocess.run([sys.executable, str(script), str(killed), "resume"], check=True, env=env, timeout=300)
+    subprocess.run([sys.executable, str(script), str(killed), "resume"], check=True, env=env, timeout=1800)
     final, expected = load_file(killed / "model.safetensors"), load_file(straight / "model.safetensors")
     assert final.keys() == expected.keys()
     for name in expected:
@@ -292,6 +302,15 @@ def test_a_truncated_cifar100_pickle_is_named(tmp_path):
     write_cifar100_release(folder, {"train": 4, "test": 2})
     truncate(folder / "train")
     with pytest.raises(ValueError, match=r"cifar-100-python/train is not a whole CIFAR-100 pickle"):
+        load_cifar100(str(folder))
+
+
+def test_a_cifar100_pickle_with_fewer_labels_than_images_is_named(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    images, fine, coarse = write_cifar100_release(folder, {"train": 4, "test": 2})["train"]
+    rows = images.transpose(0, 3, 1, 2).reshape(4, -1)
+    write_py2_pickle(folder / "train", {b"data": rows, b"fine_labels": fine[:3], b"coarse_labels": coarse})
+    with pytest.raises(ValueError, match=r"cifar-100-python/train: 4 images but 3 fine_labels: the file is damaged"):
         load_cifar100(str(folder))
 
 
@@ -381,3 +400,44 @@ def test_a_non_finite_gradient_with_a_finite_loss_stops_the_run(tmp_path):
     with pytest.raises(DivergenceError, match="training diverged at step 1 .*: the gradient norm is inf \\(the loss"):
         trainer.train()
     assert not list(Path(args.output_dir).glob("checkpoint-*"))
+
+
+def test_a_cached_class_id_out_of_range_beyond_the_first_row_is_named(tmp_path):
+    """Row 5 of the cache edited to class 999: refused before any step, naming the row, with nothing written."""
+    teacher = timm_model("test_resnet", seed=1).eval()
+    transform = image_transform(teacher, training=False, image_size=32)
+    cached = cache_teacher_logits(teacher, image_dataset(8), transform, top_r=4)
+
+    def edit(row, index):
+        return {TOP_CLASSES: [999, *row[TOP_CLASSES][1:]] if index == 5 else row[TOP_CLASSES]}
+
+    edited = cached.map(edit, with_indices=True)
+    args = make_args(tmp_path, sampler="full")
+    trainer = DistillationTrainer(model=timm_model(), args=args,
+                                  train_dataset=edited.with_transform(labelled_batches(transform)))  # fmt: skip
+    with pytest.raises(ValueError, match="cached teacher class ids run from 0 to 999, .* \\(first at row 5\\)"):
+        trainer.train()
+    assert folder_listing(Path(args.output_dir)) == {}
+
+
+def test_an_evaluation_label_out_of_range_is_refused_before_training(tmp_path):
+    train = image_dataset(8)
+    evaluation = image_dataset(6, seed=1).map(lambda row, index: {"label": 57 if index == 3 else row["label"]},
+                                              with_indices=True)  # fmt: skip
+    transform = image_transform(timm_model(), training=False, image_size=32)
+    args = make_args(tmp_path, sampler="full", eval_strategy="steps", eval_steps=1)
+    trainer = DistillationTrainer(
+        model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1),
+        train_dataset=train.with_transform(labelled_batches(transform)),
+        eval_dataset=evaluation.with_transform(labelled_batches(transform)), compute_metrics=classification_metrics,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="the evaluation set's 'label' column has label 57, outside \\[0, 20\\)"):
+        trainer.train()
+    assert folder_listing(Path(args.output_dir)) == {}
+
+
+def test_model_init_is_refused_with_the_way_to_tune(tmp_path):
+    with pytest.raises(ValueError, match="model_init \\(and so hyperparameter_search\\) is not supported: .* one "
+                                         "trainer per value"):  # fmt: skip
+        DistillationTrainer(args=make_args(tmp_path), model_init=timm_model, teacher=timm_model("test_resnet"),
+                            train_dataset=RandomImages())  # fmt: skip

@@ -195,7 +195,7 @@ def hf_dis_push(folder: Path, repo_id: str, hub: StandInHub, token: str | None =
         env["HF_TOKEN"] = token
     return subprocess.run(
         [sys.executable, "-m", "hf_dis.cli", "push", str(folder), "--repo-id", repo_id],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=1800,
     )  # fmt: skip
 
 
@@ -221,7 +221,7 @@ def test_trainer_push_to_hub_sends_the_distillation_card(tmp_path):
                "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf_home")}  # fmt: skip
         result = subprocess.run(
             [sys.executable, str(ROOT / "tests" / "scripts" / "trainer_push.py"), str(tmp_path / "out"), "tester/tp"],
-            capture_output=True, text=True, env=env, timeout=300,
+            capture_output=True, text=True, env=env, timeout=1800,
         )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     files = hub.repos["tester/tp"]
@@ -273,3 +273,14 @@ def test_committed_example_cards_are_what_the_templates_render(name):
     folder = ROOT / "model_cards" / "examples"
     data = StudentCardData(**json.loads((folder / f"{name}.json").read_text()))
     assert str(render_card(data)) == (folder / f"{name}.md").read_text()
+
+
+def test_push_with_the_network_down_is_one_clear_error(timm_run, monkeypatch):
+    """No server at the endpoint (a network that is down): a ConnectionError naming the endpoint, not a traceback
+    from the HTTP library."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(ConnectionError, match="on http://127.0.0.1:9 failed: .* Check the network and the endpoint"):
+        push_student(Path(timm_run.args.output_dir), "tester/unreachable", token="hf_test")

@@ -29,7 +29,7 @@ def hf_dis_command(*args: str, cache: Path, launcher: list[str] | None = None) -
     """`hf-dis ARGS` in a fresh process (through `python -m hf_dis.cli`, or `launcher` + the examples' script path)."""
     command = launcher or [sys.executable, "-m", "hf_dis.cli"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DIS_CACHE": str(cache), "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run([*command, *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run([*command, *args], cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
@@ -244,11 +244,14 @@ def test_classification_chain_on_glyphs(tmp_path, monkeypatch):
     hf_dis_command("train-teacher", *data, "--model", "test_resnet", "--output_dir", str(teacher), "--max_steps", "4",
                    "--per_device_train_batch_size", "16", *QUICK, cache=tmp_path / "cache")  # fmt: skip
     assert {"eval_accuracy", "eval_top5"} <= set(results(teacher))
-    hf_dis_command("distill", "cifar100", *data, "--student", "test_resnet", "--teacher_model", str(teacher),
+    output = hf_dis_command("distill", "cifar100", *data, "--student", "test_resnet", "--teacher_model", str(teacher),
                    "--output_dir", str(student), "--max_steps", "4", "--per_device_train_batch_size", "16",
                    "--sampler", "dis", "--num_sampled", "4", "--dis_refit_every", "2", "--eval_subset", "5",
-                   "--eval_strategy", "steps", "--eval_steps", "2", *QUICK, cache=tmp_path / "cache")  # fmt: skip
+                   "--eval_strategy", "steps", "--eval_steps", "2", *QUICK, cache=tmp_path / "cache").stdout  # fmt: skip
     distilled = results(student)
+    summary = output[output.index(f"Done: {student}"):]  # the run ends with where it is and what to do next
+    assert f"accuracy {100 * distilled['eval_accuracy']:.2f}%" in summary
+    assert f"hf-dis evaluate --model {student}" in summary and f"hf-dis push {student} --repo-id" in summary
     curve = json.loads((student / "eval_curve.json").read_text())
     assert [point[2] for point in curve["points"]] == [2, 4, 4]
     assert curve["points"][-1][1] == distilled["eval_accuracy"]
@@ -320,7 +323,7 @@ def test_reid_logit_retrieval_scores_the_teachers_descriptors(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DIS_CACHE": str(tmp_path / "cache")}
     command = [sys.executable, "benchmarks/reid_logit_retrieval.py", "--model", str(tmp_path / "teacher"), *data,
                "--output", str(output)]  # fmt: skip
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads(output.read_text())
     names = {"embeddings (BNNeck)", "identity logits", *(f"identity softmax, T = {t}" for t in ("1", "4", "16"))}
@@ -373,3 +376,27 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("learning_rate: fast", "argument --learning_rate/--learning-rate: invalid float value: 'fast'"),
+        ("learning_rate: [0.1, 0.2]", "option 'learning_rate' takes one value, the file gives a list: \\[0.1, 0.2\\]"),
+        ("dataset: {name: glyphs}", "option 'dataset' is given a mapping"),
+    ],
+)
+def test_a_yaml_value_of_the_wrong_type_names_its_option(tmp_path, line, message, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"output_dir: {tmp_path / 'out'}\n{line}\n")
+    with pytest.raises((ValueError, SystemExit)) as raised:
+        distill_cifar100.parse_args([str(config)])
+    assert re.search(message, str(raised.value) + capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_yaml_numbers_written_as_strings_read_as_numbers(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"output_dir: {tmp_path}\nlearning_rate: 1e-3\nnum_train_epochs: '3'\nbf16: false\n")
+    _, _, args = distill_cifar100.parse_args([str(config)])
+    assert (args.learning_rate, args.num_train_epochs, args.bf16) == (1e-3, 3.0, False)

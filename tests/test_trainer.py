@@ -838,7 +838,7 @@ def run_on_two_processes_and_one(tmp_path, script: str, two: str) -> None:
     for command, out in ((launch + [path, str(tmp_path / two), "4"], two),
                          ([sys.executable, path, str(tmp_path / "one"), "8"], "one")):  # fmt: skip
         (tmp_path / out).mkdir()
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
         assert result.returncode == 0, result.stderr[-4000:]
 
 

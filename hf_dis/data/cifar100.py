@@ -157,6 +157,13 @@ def _from_pickles(folder: Path) -> DatasetDict:
         if pixels.ndim != 2 or pixels.shape[1] != 3 * 32 * 32:
             raise ValueError(f"{folder / split}: 'data' must be [N, 3072] uint8 rows, got shape {pixels.shape}.")
         images = pixels.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # rows are channel-major: R, G, B planes
+        for key in ("fine_labels", "coarse_labels"):
+            if key not in content or len(content[key]) != len(images):
+                found = "none" if key not in content else f"{len(content[key]):,}"
+                raise ValueError(
+                    f"{folder / split}: {len(images):,} images but {found} {key}: the file is damaged or not "
+                    "CIFAR-100's (extract the archive again)."
+                )
         splits[split] = datasets.Dataset.from_dict(
             {"image": list(images), "label": content["fine_labels"], "coarse_label": content["coarse_labels"]},
             features=features,

@@ -5,6 +5,7 @@ on a finished run's output folder."""
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -24,6 +25,18 @@ WEIGHT_FILES = (
 )
 #: Left out of the upload: checkpoints (resumable training state, large), logs, and private files.
 IGNORED = [f"{PREFIX_CHECKPOINT_DIR}-*", f"{PREFIX_CHECKPOINT_DIR}-*/**", "runs/**", "_*", ".*"]
+
+
+def _network_errors() -> tuple[type[Exception], ...]:
+    """The errors of an unreachable network from the HTTP client huggingface_hub uses (httpx2, httpx or requests,
+    by its version; requests' are OSErrors)."""
+    errors: list[type[Exception]] = [OSError]
+    for name in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
 
 
 def write_card(folder: str | os.PathLike, repo_id: str | None = None) -> Path:
@@ -69,10 +82,12 @@ def push_student(
             revision=revision,
             ignore_patterns=IGNORED,
         )
-    except HfHubHTTPError as error:
-        hint = ""
-        if error.response is not None and error.response.status_code in (401, 403):
-            hint = " Log in with `hf auth login`, set HF_TOKEN, or pass a token with write access."
+    except (HfHubHTTPError, *_network_errors()) as error:  # the Hub's refusals, and a network down or unreachable
+        hint = " Check the network and the endpoint (HF_ENDPOINT)."
+        if isinstance(error, HfHubHTTPError):
+            hint = ""
+            if error.response is not None and error.response.status_code in (401, 403):
+                hint = " Log in with `hf auth login`, set HF_TOKEN, or pass a token with write access."
         raise ConnectionError(
             f"pushing {str(folder)!r} to {repo_id!r} on {api.endpoint} failed: {error}.{hint}"
         ) from error

@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +32,48 @@ def parse_recipe_args(
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     choose = last_type if not isinstance(last_type, type) else (lambda _: last_type)
+    config_file = None
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
-        text = Path(argv[0]).read_text()
-        config = json.loads(text) if argv[0].endswith(".json") else yaml.safe_load(text)
-        first_keys = {f.name for first_type in first_types for f in fields(first_type)}
-        firsts = HfArgumentParser(first_types).parse_dict({k: v for k, v in config.items() if k in first_keys})
-        last = HfArgumentParser(choose(firsts)).parse_dict({k: v for k, v in config.items() if k not in first_keys})
-        return (*firsts, *last)
+        config_file = argv[0]
+        argv = config_flags(argv[0])
     # The last class may depend on the first ones: read those first, ignoring the rest (help and errors come from the
     # full parser below, so that --help lists every option).
     known = [arg for arg in argv if arg not in ("-h", "--help")]
     *firsts, _ = HfArgumentParser(first_types).parse_args_into_dataclasses(args=known, return_remaining_strings=True)
     parser = HfArgumentParser((*first_types, choose(tuple(firsts))), description=description)
     parser.formatter_class = _HelpFormatter
+    if config_file is not None:
+        _check_config_shapes(parser, config_file)
     return tuple(parser.parse_args_into_dataclasses(args=argv))
+
+
+def _config(path: str) -> dict[str, Any]:
+    text = Path(path).read_text()
+    config = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a mapping of option names to values, got {type(config).__name__}.")
+    return config
+
+
+def config_flags(path: str) -> list[str]:
+    """A YAML / JSON config file's options as command-line flags, so that each value is checked and converted by
+    the option's own type, as on a command line (a value of the wrong type is an error naming the option); unset
+    (null) values are left out."""
+    flags = []
+    for key, value in _config(path).items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            raise ValueError(f"{path}: option {key!r} is given a mapping ({value}); options take a value or a list.")
+        values = value if isinstance(value, list) else [value]
+        flags += [f"--{key}", *(str(item).lower() if isinstance(item, bool) else str(item) for item in values)]
+    return flags
+
+
+def _check_config_shapes(parser: argparse.ArgumentParser, path: str) -> None:
+    """A list given to an option that takes one value (argparse would only say "unrecognized arguments")."""
+    actions = {option: action for action in parser._actions for option in action.option_strings}
+    for key, value in _config(path).items():
+        action = actions.get(f"--{key}")
+        if action is not None and isinstance(value, list) and action.nargs in (None, "?"):
+            raise ValueError(f"{path}: option {key!r} takes one value, the file gives a list: {value}.")

@@ -27,4 +27,21 @@ def train_and_report(
     if isinstance(trainer, DistillationTrainer):
         trainer.create_model_card(dataset=dataset_name)
     trainer.save_model()
+    if trainer.is_world_process_zero():
+        print(run_summary(trainer.args.output_dir, result.metrics, metrics, isinstance(trainer, DistillationTrainer)))
     return metrics
+
+
+def run_summary(output_dir: str, train_metrics: dict[str, Any], eval_metrics: dict[str, float], card: bool) -> str:
+    """The few lines a run ends with: where the model is, its final metrics and training time, what to do next."""
+    named = {key.removeprefix("eval_"): value for key, value in eval_metrics.items() if isinstance(value, float)}
+    shown = [f"{name} {100 * named[name]:.2f}%" for name in ("accuracy", "top5", "rank1", "mAP") if name in named]
+    minutes = train_metrics.get("train_runtime", 0.0) / 60
+    lines = [
+        f"\nDone: {output_dir}",
+        f"  last epoch's evaluation: {', '.join(shown) or 'no metric'}; trained in {minutes:.1f} min",
+        f"  evaluate it again:  hf-dis evaluate --model {output_dir} (with the data options of this run)",
+    ]
+    if card:
+        lines.append(f"  publish it:  hf-dis push {output_dir} --repo-id USER/NAME  (README.md is its card)")
+    return "\n".join(lines)

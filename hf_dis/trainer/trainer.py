@@ -162,7 +162,11 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         if not isinstance(args, DistillationArguments):
             raise TypeError(f"args must be a DistillationArguments, got {type(args).__name__}.")
         if model is None or kwargs.get("model_init") is not None:
-            raise ValueError("DistillationTrainer needs the student as model= (model_init is not supported).")
+            raise ValueError(
+                "DistillationTrainer needs the student as model=. model_init (and so hyperparameter_search) is not "
+                "supported: the trainer fits its sampled head to the student when it is made, which a model rebuilt "
+                "per trial would lack. Tune T or alpha with one trainer per value (see docs/checks.md)."
+            )
         if kwargs.get("compute_loss_func") is not None:
             raise ValueError("DistillationTrainer computes its own loss; compute_loss_func is not supported.")
         teacher = teacher if teacher is not None else args.teacher_model
@@ -742,6 +746,13 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
             return None  # Trainer.train says so
         num_classes = self.student_head.out_features
         _check_whole_labels(dataset, args.label_column, args.label_names[0], num_classes)
+        _check_cached_class_ids(dataset, num_classes)
+        if self.compute_metrics is classification_metrics:  # class labels: checked now, not at the first evaluation
+            evaluation = self.eval_dataset if isinstance(self.eval_dataset, dict) else {"": self.eval_dataset}
+            for name, eval_dataset in evaluation.items():
+                if isinstance(eval_dataset, datasets.Dataset) and len(eval_dataset):
+                    where = f"the evaluation set{f' {name!r}' if name else ''}"
+                    _check_whole_labels(eval_dataset, args.label_column, args.label_names[0], num_classes, where)
         if isinstance(dataset, (torch.utils.data.IterableDataset, datasets.IterableDataset)):
             return None
         with _preserved_rng():  # a random augmentation on this example must not shift the run's random streams
@@ -977,25 +988,54 @@ def _check_label_values(values: Any, where: str, num_classes: int) -> None:
         )
 
 
-def _check_whole_labels(dataset: Any, label_column: str | None, label_name: str, num_classes: int) -> None:
-    """Every training label at once, before any step: the label column of a `datasets` table, the `targets` of a
+def _check_whole_labels(
+    dataset: Any, label_column: str | None, label_name: str, num_classes: int, where: str = "the training dataset"
+) -> None:
+    """Every label at once, before any step: the label column of a `datasets` table, the `targets` of a
     torchvision-style dataset; an empty dataset is an error. Other datasets are checked batch by batch."""
     if isinstance(dataset, datasets.Dataset):
         if len(dataset) == 0:
-            raise ValueError("the training dataset is empty.")
+            raise ValueError(f"{where} is empty.")
         column = _label_column(dataset, label_column, label_name)
         if column is not None:
-            _check_label_values(
-                dataset.with_format("arrow")[column], f"the training dataset's {column!r} column", num_classes
-            )
+            _check_label_values(dataset.with_format("arrow")[column], f"{where}'s {column!r} column", num_classes)
         return
     if isinstance(dataset, (torch.utils.data.IterableDataset, datasets.IterableDataset)):
         return
     if len(dataset) == 0:
-        raise ValueError("the training dataset is empty.")
+        raise ValueError(f"{where} is empty.")
     targets = getattr(dataset, "targets", None)
     if targets is not None:
-        _check_label_values(np.asarray(targets), "the training dataset's targets", num_classes)
+        _check_label_values(np.asarray(targets), f"{where}'s targets", num_classes)
+
+
+def _check_cached_class_ids(dataset: Any, num_classes: int) -> None:
+    """Every row's cached teacher class ids in [0, num_classes), read at once from a `datasets` table's column (a
+    pass over integers, without decoding images); the first bad row is named."""
+    if not isinstance(dataset, datasets.Dataset) or TOP_CLASSES not in dataset.column_names:
+        return
+    column = dataset.with_format("arrow")[TOP_CLASSES]
+    if _ids_in_range(column, num_classes):
+        return
+    low, high = _min_max(column)
+    row = next(index for index in range(len(column)) if not _ids_in_range(column.slice(index, 1), num_classes))
+    raise ValueError(
+        f"the training dataset's cached teacher class ids run from {low} to {high}, outside the student's "
+        f"[0, {num_classes}) (first at row {row}): the cache was made for other classes, or its column was edited."
+    )
+
+
+def _min_max(values: pyarrow.Array | pyarrow.ChunkedArray) -> tuple[int | None, int | None]:
+    while pyarrow.types.is_list(values.type) or pyarrow.types.is_large_list(values.type) or \
+            pyarrow.types.is_fixed_size_list(values.type):  # fmt: skip
+        values = pc.list_flatten(values)
+    low, high = (value.as_py() for value in pc.min_max(values).values())
+    return low, high
+
+
+def _ids_in_range(values: pyarrow.Array | pyarrow.ChunkedArray, num_classes: int) -> bool:
+    low, high = _min_max(values)
+    return low is None or (low >= 0 and high < num_classes)
 
 
 @contextlib.contextmanager
