@@ -26,7 +26,7 @@ commands:
   render-glyphs          render a glyph task and save it, for machines without the fonts (--data_dir)
   cache-teacher          run a teacher once over a training set and save its logits (distill --teacher_cache)
   card OUTPUT_DIR        (re)write a distilled student's model card (README.md) from its run's data
-  push OUTPUT_DIR --repo-id NAME
+  push OUTPUT_DIR --repo_id NAME
                          upload a distilled student (model, card, results) to the Hugging Face Hub
 
 try it here (no download: --dataset glyphs renders characters from this machine's fonts):
@@ -46,7 +46,7 @@ def _card(argv: Sequence[str]) -> None:
         "the student a DistillationTrainer saved there, from its distillation_card.json.",
     )
     parser.add_argument("output_dir", help="the run's output folder")
-    parser.add_argument("--repo-id", default=None, help="the Hub repo the card's usage snippet names")
+    parser.add_argument("--repo_id", "--repo-id", default=None, help="the Hub repo the card's usage snippet names")
     options = parser.parse_args(argv)
     try:
         path = write_card(options.output_dir, options.repo_id)
@@ -65,7 +65,9 @@ def _push(argv: Sequence[str]) -> None:
         "commit. Credentials: `hf auth login`, HF_TOKEN, or --token.",
     )
     parser.add_argument("output_dir", help="the run's output folder")
-    parser.add_argument("--repo-id", required=True, help="owner/name of the model repo (created if missing)")
+    parser.add_argument(
+        "--repo_id", "--repo-id", required=True, help="owner/name of the model repo (created if missing)"
+    )
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--revision", default=None, help="branch to push to (default: main)")
     parser.add_argument("--token", default=None, help="a Hub token with write access (default: the logged-in one)")

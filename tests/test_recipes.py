@@ -148,6 +148,13 @@ def test_cli_help_and_errors(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert exit_status.value.code == 0 and "usage: hf-dis distill cifar100" in out
     assert "--teacher_model" in out and "--glyph_classes" in out
+    # the recipe's options and the Trainer's common ones; --help-all adds the rest; refused options never
+    assert "--learning_rate" in out and "--adam_beta1" not in out and "--help-all lists every option" in out
+    with pytest.raises(SystemExit):
+        cli.main(["distill", "cifar100", "--help-all"])
+    every = capsys.readouterr().out
+    assert "--adam_beta1" in every and len(every.splitlines()) > len(out.splitlines())
+    assert not re.search(r"--optim[\s\]{]|--lr_scheduler_type", out + every)
 
     with pytest.raises(SystemExit) as exit_status:  # --help before the required --model is checked
         cli.main(["evaluate", "--help"])
@@ -244,14 +251,15 @@ def test_classification_chain_on_glyphs(tmp_path, monkeypatch):
     hf_dis_command("train-teacher", *data, "--model", "test_resnet", "--output_dir", str(teacher), "--max_steps", "4",
                    "--per_device_train_batch_size", "16", *QUICK, cache=tmp_path / "cache")  # fmt: skip
     assert {"eval_accuracy", "eval_top5"} <= set(results(teacher))
-    output = hf_dis_command("distill", "cifar100", *data, "--student", "test_resnet", "--teacher_model", str(teacher),
-                   "--output_dir", str(student), "--max_steps", "4", "--per_device_train_batch_size", "16",
-                   "--sampler", "dis", "--num_sampled", "4", "--dis_refit_every", "2", "--eval_subset", "5",
-                   "--eval_strategy", "steps", "--eval_steps", "2", *QUICK, cache=tmp_path / "cache").stdout  # fmt: skip
+    distil = ["distill", "cifar100", *data, "--student", "test_resnet", "--teacher_model", str(teacher),
+              "--output_dir", str(student), "--max_steps", "4", "--per_device_train_batch_size", "16",
+              "--sampler", "dis", "--num_sampled", "4", "--dis_refit_every", "2", "--eval_subset", "5",
+              "--eval_strategy", "steps", "--eval_steps", "2", *QUICK]  # fmt: skip
+    output = hf_dis_command(*distil, cache=tmp_path / "cache").stdout
     distilled = results(student)
     summary = output[output.index(f"Done: {student}"):]  # the run ends with where it is and what to do next
     assert f"accuracy {100 * distilled['eval_accuracy']:.2f}%" in summary
-    assert f"hf-dis evaluate --model {student}" in summary and f"hf-dis push {student} --repo-id" in summary
+    assert f"hf-dis evaluate --model {student}" in summary and f"hf-dis push {student} --repo_id" in summary
     curve = json.loads((student / "eval_curve.json").read_text())
     assert [point[2] for point in curve["points"]] == [2, 4, 4]
     assert curve["points"][-1][1] == distilled["eval_accuracy"]

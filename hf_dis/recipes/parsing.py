@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, TrainingArguments
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -31,6 +31,8 @@ def parse_recipe_args(
     ``.yaml`` / ``.json`` file holding the same keys.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    every_option = "--help-all" in argv
+    argv = ["--help" if arg == "--help-all" else arg for arg in argv]
     choose = last_type if not isinstance(last_type, type) else (lambda _: last_type)
     config_file = None
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
@@ -42,9 +44,32 @@ def parse_recipe_args(
     *firsts, _ = HfArgumentParser(first_types).parse_args_into_dataclasses(args=known, return_remaining_strings=True)
     parser = HfArgumentParser((*first_types, choose(tuple(firsts))), description=description)
     parser.formatter_class = _HelpFormatter
+    _shorten_help(parser, every_option)
     if config_file is not None:
         _check_config_shapes(parser, config_file)
     return tuple(parser.parse_args_into_dataclasses(args=argv))
+
+
+#: The Trainer's own options that `--help` shows beside the recipe's (`--help-all` shows every one).
+COMMON_TRAINER_OPTIONS = (
+    "output_dir", "num_train_epochs", "max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
+    "gradient_accumulation_steps", "learning_rate", "weight_decay", "seed", "bf16", "fp16", "use_cpu",
+    "eval_strategy", "eval_steps", "save_strategy", "save_steps", "save_total_limit", "logging_steps",
+    "resume_from_checkpoint", "report_to", "push_to_hub", "hub_model_id", "dataloader_num_workers",
+)
+#: Trainer options the recipes build themselves and refuse (`ScheduleOptions`): never listed.
+REFUSED_TRAINER_OPTIONS = ("optim", "lr_scheduler_type", "warmup_steps")
+
+
+def _shorten_help(parser: argparse.ArgumentParser, every_option: bool) -> None:
+    """`--help` lists the recipe's own options and the Trainer's common ones (`COMMON_TRAINER_OPTIONS`); the other
+    Trainer options still work and `--help-all` lists them. Options the recipe refuses are never listed."""
+    trainer_options = set(TrainingArguments.__dataclass_fields__) - set(COMMON_TRAINER_OPTIONS)
+    for action in parser._actions:
+        if action.dest in REFUSED_TRAINER_OPTIONS or (not every_option and action.dest in trainer_options):
+            action.help = argparse.SUPPRESS
+    if not every_option:
+        parser.epilog = "The Trainer's other options (TrainingArguments) work too: --help-all lists every option."
 
 
 def _config(path: str) -> dict[str, Any]:

@@ -43,5 +43,5 @@ def run_summary(output_dir: str, train_metrics: dict[str, Any], eval_metrics: di
         f"  evaluate it again:  hf-dis evaluate --model {output_dir} (with the data options of this run)",
     ]
     if card:
-        lines.append(f"  publish it:  hf-dis push {output_dir} --repo-id USER/NAME  (README.md is its card)")
+        lines.append(f"  publish it:  hf-dis push {output_dir} --repo_id USER/NAME  (README.md is its card)")
     return "\n".join(lines)
