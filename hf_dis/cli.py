@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.argv[0] = f"hf-dis {command}"  # argparse names the program in usage and errors
     try:
         _command(command)(argv[words:])
-    except (ValueError, OSError, TypeError, KeyError) as error:
+    except (ValueError, OSError, TypeError, KeyError, MemoryError) as error:
         if os.environ.get("HF_DIS_DEBUG"):
             raise
         # A user's mistake (an option, a folder, a dataset) says what to do in its message: one line, no traceback.

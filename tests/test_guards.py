@@ -28,7 +28,7 @@ from torch import nn
 import hf_dis
 from hf_dis import DistillationTrainer, DivergenceError
 from hf_dis.data import cache_teacher_logits, image_transform, labelled_batches, load_cifar100
-from hf_dis.data.teacher_cache import TOP_CLASSES
+from hf_dis.data.teacher_cache import IMAGE_HASH, TAIL_LOGIT, TOP_CLASSES, TOP_LOGITS
 from hf_dis.metrics import classification_metrics
 from hf_dis.trainer.run_folder import LOCK_NAME, MARKER_NAME, checkpoint_problem
 
@@ -441,3 +441,60 @@ def test_model_init_is_refused_with_the_way_to_tune(tmp_path):
                                          "trainer per value"):  # fmt: skip
         DistillationTrainer(args=make_args(tmp_path), model_init=timm_model, teacher=timm_model("test_resnet"),
                             train_dataset=RandomImages())  # fmt: skip
+
+
+def test_cache_columns_joined_onto_rows_in_another_order_are_refused(tmp_path):
+    """The cache's columns put beside the same images in another order: each row would train on another image's
+    teacher logits. Refused before any step, naming a row; the cache's own rows train."""
+    teacher = timm_model("test_resnet", seed=1).eval()
+    transform = image_transform(teacher, training=False, image_size=32)
+    data = image_dataset(8)
+    cached = cache_teacher_logits(teacher, data, transform, top_r=4)
+    reordered = data.select([1, 0, *range(2, 8)])
+    for column in (TOP_CLASSES, TOP_LOGITS, TAIL_LOGIT, IMAGE_HASH):
+        reordered = reordered.add_column(column, cached[column])
+    reordered.info.description = cached.info.description  # the cache's record, as a copy of its columns keeps it
+    args = make_args(tmp_path, sampler="full")
+    trainer = DistillationTrainer(model=timm_model(), args=args,
+                                  train_dataset=reordered.with_transform(labelled_batches(transform)))  # fmt: skip
+    with pytest.raises(ValueError, match="row 0's image is not the one its cached teacher logits were made for \\(2 "
+                                         "of 8 rows differ\\)"):  # fmt: skip
+        trainer.train()
+    assert folder_listing(Path(args.output_dir)) == {}
+    DistillationTrainer(model=timm_model(), args=args,
+                        train_dataset=cached.with_transform(labelled_batches(transform))).train()  # fmt: skip
+
+
+def test_a_classifier_too_large_for_the_memory_left_is_refused_with_an_estimate(tmp_path, monkeypatch):
+    """With 1 MiB free (patched), a 50,000-class full-KD head is refused before anything is written, with the
+    estimate by part and the options that shrink it; the same head with DIS and row-sparse updates needs less."""
+    import hf_dis.trainer.trainer as trainer_module
+    from hf_dis.trainer.classifier_memory import classifier_training_bytes
+
+    monkeypatch.setattr(trainer_module, "free_memory_bytes", lambda device: 2**20)
+    num_classes = 50_000
+    args = make_args(tmp_path, sampler="full")
+    trainer = DistillationTrainer(model=timm_model(num_classes=num_classes), args=args,
+                                  teacher=timm_model("test_resnet", num_classes=num_classes, seed=1),
+                                  train_dataset=RandomImages(8, num_classes=num_classes))  # fmt: skip
+    with pytest.raises(MemoryError, match="the 50,000-class classifier needs about .* GiB beyond its weights .*"
+                                          "classifier_optimizer='row_sparse'"):  # fmt: skip
+        trainer.train()
+    assert folder_listing(Path(args.output_dir)) == {}
+    full = classifier_training_bytes(num_classes, 64, 4, optimizer_states=1, full_steps=True, dense_update=True)
+    sampled = classifier_training_bytes(num_classes, 64, 4, optimizer_states=1, full_steps=False, dense_update=False)
+    assert sum(sampled.values()) < sum(full.values()) / 2
+
+
+def test_labels_in_a_column_hf_dis_does_not_recognise_are_named_in_a_warning(tmp_path, caplog):
+    data = image_dataset(8).rename_column("label", "digit")
+    transform = image_transform(timm_model(), training=False, image_size=32)
+
+    def renamed(batch):
+        return {"pixel_values": [transform(image) for image in batch["image"]], "labels": batch["digit"]}
+
+    trainer = DistillationTrainer(model=timm_model(), args=make_args(tmp_path, sampler="full"),
+                                  teacher=timm_model("test_resnet", seed=1),
+                                  train_dataset=data.with_transform(renamed))  # fmt: skip
+    trainer.train()
+    assert "has no label column hf_dis recognises (columns: ['image', 'digit']" in caplog.text

@@ -23,6 +23,9 @@ Which image the teacher saw, two ways:
   hands over that view's logits: teacher and student see the same pixels, and the augmentation is limited to those
   V draws per image **[choice]** (V = 1 is an augmented image fixed for the whole training).
 
+Each row also keeps a hash of its image as stored (`teacher_image_hash`), so that the trainer can refuse cache
+columns joined onto other rows (`check_cached_rows`).
+
 `DistillationTrainer` uses the cached columns whenever a training batch carries them, and needs no teacher at all
 when the training set carries them: the cache also records which teacher made it (name, architecture, parameters,
 its number of classes and their names, R, views, seed, the transform) in the dataset's `info.description` (a JSON
@@ -32,6 +35,7 @@ refuses a cache whose classes are not the student's, and the model card names th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -40,6 +44,8 @@ from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow
+import pyarrow.compute as pc
 import torch
 from torch import nn
 
@@ -56,6 +62,9 @@ TEACHER_EMBEDDINGS = "teacher_embeddings"
 CARRIED_CACHE_COLUMNS = (*TEACHER_CACHE_COLUMNS, TEACHER_EMBEDDINGS)
 #: Per row of a cache with augmented views: the seed of each view.
 VIEW_SEEDS = "teacher_view_seeds"
+#: Per row: a hash of the row's image as stored (its encoded bytes, or its path), so that the trainer can tell a row
+#: whose cached logits were made for another image (cache columns joined onto the data in another order).
+IMAGE_HASH = "teacher_image_hash"
 #: The key of the cache's record in the dataset's `info.description`.
 CACHE_INFO_KEY = "hf_dis_teacher_cache"
 
@@ -83,6 +92,46 @@ def seeded_view(transform: Callable, image: Any, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def image_hashes(dataset: datasets.Dataset, image_column: str) -> np.ndarray | None:
+    """A 63-bit hash per row of `image_column` as stored, read without decoding: an `Image` column's encoded bytes
+    (or its path when it holds none), a binary or string column's values; None for a column of another kind."""
+    column = dataset.with_format("arrow")[image_column]
+    if pyarrow.types.is_struct(column.type) and {"bytes", "path"} <= {field.name for field in column.type}:
+        stored = zip(pc.struct_field(column, "bytes").to_pylist(), pc.struct_field(column, "path").to_pylist())
+        values = [data if data is not None else (path or "").encode() for data, path in stored]
+    elif pyarrow.types.is_binary(column.type) or pyarrow.types.is_large_binary(column.type):
+        values = column.to_pylist()
+    elif pyarrow.types.is_string(column.type) or pyarrow.types.is_large_string(column.type):
+        values = [value.encode() for value in column.to_pylist()]
+    else:
+        return None
+    digests = (hashlib.blake2b(value or b"", digest_size=8).digest() for value in values)
+    return np.fromiter((int.from_bytes(digest, "little") >> 1 for digest in digests), dtype=np.int64, count=len(values))
+
+
+def check_cached_rows(dataset: datasets.Dataset) -> None:
+    """Every row's image is the one its cached logits were made for (`IMAGE_HASH`, compared with the images as
+    stored: no decoding); a cache without the column (made before it existed) is not checked.
+
+    Raises:
+        ValueError: naming the first row that differs and how many do.
+    """
+    info = teacher_cache_info(dataset) or {}
+    image_column = info.get("image_column", "image")
+    if IMAGE_HASH not in dataset.column_names or image_column not in dataset.column_names:
+        return
+    now = image_hashes(dataset, image_column)
+    if now is None:
+        return
+    different = np.flatnonzero(dataset.with_format("arrow")[IMAGE_HASH].to_numpy() != now)
+    if len(different):
+        raise ValueError(
+            f"row {different[0]}'s image is not the one its cached teacher logits were made for ({len(different):,} "
+            f"of {len(dataset):,} rows differ): the cache's columns were joined onto other rows, or the data was "
+            "reordered. Train on the cached dataset's own rows, or cache the teacher on these (hf-dis cache-teacher)."
+        )
+
+
 def cache_teacher_logits(
     teacher: nn.Module,
     dataset: datasets.Dataset,
@@ -124,6 +173,7 @@ def cache_teacher_logits(
     device = torch.device(device) if device is not None else next(teacher.parameters()).device
     teacher.to(device)
     views = num_views or 1
+    hashes = image_hashes(dataset, image_column)
     first = teacher(seeded_view(transform, dataset[0][image_column], seed).unsqueeze(0).to(device))  # C, first
     num_classes = (first if isinstance(first, torch.Tensor) else first.logits).shape[1]
     first_embeddings = getattr(first, "embeddings", None)  # re-ID teachers: what retrieval ranks by
@@ -151,10 +201,11 @@ def cache_teacher_logits(
         columns = {TOP_CLASSES: top.indices.int(), TOP_LOGITS: top.values, TAIL_LOGIT: tail_logit}
         if first_embeddings is not None:
             columns[TEACHER_EMBEDDINGS] = outputs.embeddings.float()
+        identity = {} if hashes is None else {IMAGE_HASH: hashes[indices].tolist()}
         if num_views is None:
-            return {key: value.cpu().tolist() for key, value in columns.items()}
+            return {**{key: value.cpu().tolist() for key, value in columns.items()}, **identity}
         rows = {key: value.unflatten(0, (-1, views)).cpu().tolist() for key, value in columns.items()}
-        return {**rows, VIEW_SEEDS: seeds}
+        return {**rows, VIEW_SEEDS: seeds, **identity}
 
     def per_view(feature: datasets.Value | datasets.Sequence) -> datasets.Value | datasets.Sequence:
         return feature if num_views is None else datasets.Sequence(feature, length=views)
@@ -168,6 +219,8 @@ def cache_teacher_logits(
         features[TEACHER_EMBEDDINGS] = per_view(datasets.Sequence(datasets.Value("float32"), length=width))
     if num_views is not None:
         features[VIEW_SEEDS] = datasets.Sequence(datasets.Value("int64"), length=views)
+    if hashes is not None:
+        features[IMAGE_HASH] = datasets.Value("int64")
     what = "the teacher's logits" if num_views is None else f"the teacher's logits on {views} augmented views"
     cached = dataset.map(
         add_columns, with_indices=True, batched=True, batch_size=batch_size, features=features, desc=f"Caching {what}"
@@ -183,6 +236,7 @@ def cache_teacher_logits(
         "num_views": num_views,
         "embedding_size": None if first_embeddings is None else first_embeddings.shape[-1],
         "seed": seed if num_views is not None else None,
+        "image_column": image_column,
         **(record or {}),
     }
     description = cached.info.description or ""

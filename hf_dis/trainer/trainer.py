@@ -57,6 +57,7 @@ from hf_dis.data.teacher_cache import (
     TEACHER_EMBEDDINGS,
     TOP_CLASSES,
     TOP_LOGITS,
+    check_cached_rows,
     teacher_cache_info,
 )
 from hf_dis.data.transforms import model_normalization, timm_image_processor
@@ -85,6 +86,7 @@ from hf_dis.sampling import ClassSampler, build_sampler
 from hf_dis.trainer.arguments import DistillationArguments
 from hf_dis.trainer.auto_sampler import SamplerChoice, time_sampler_choice
 from hf_dis.trainer.buffer_sync import BufferSyncCallback
+from hf_dis.trainer.classifier_memory import check_classifier_fits, classifier_training_bytes, free_memory_bytes
 from hf_dis.trainer.guard import GuardedTraining
 from hf_dis.trainer.internals import (
     across_devices_loss_scale,
@@ -546,10 +548,31 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         """`Trainer.train`, after checking the data and the teacher on one example and the output folder (see
         `GuardedTraining`), and restoring the sampler state from the checkpoint when resuming."""
         self._check_training_data()
+        self._check_classifier_memory()
         self._measure_teacher()
         result = super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
         self.create_model_card()
         return result
+
+    def _check_classifier_memory(self) -> None:
+        """Refuse a classifier whose gradient, optimizer state and `[B, C]` logits cannot fit in the memory free
+        (`hf_dis.trainer.classifier_memory`), before anything is written."""
+        args, head = self.args, self.student_head
+        if args.classifier_parallel:  # each process holds a share; the sharded classifier is the remedy already
+            return
+        optimizer = self.optimizer
+        if optimizer is None:
+            states = 2 if "adam" in str(args.optim).lower() else 1
+        elif isinstance(optimizer, torch.optim.SGD):
+            states = int(any(group.get("momentum", 0) > 0 for group in optimizer.param_groups))
+        else:
+            states = 2
+        parts = classifier_training_bytes(
+            head.out_features, head.in_features, args.per_device_train_batch_size, optimizer_states=states,
+            full_steps=self.sampler.name == "full" or self.sampler.refit_every is not None,
+            dense_update=args.classifier_optimizer != "row_sparse",
+        )  # fmt: skip
+        check_classifier_fits(parts, free_memory_bytes(self.args.device), head.out_features)
 
     def _measure_teacher(self) -> None:
         """The live teacher's top-1 on up to `TEACHER_CHECK_EXAMPLES` evaluation images, fed exactly as in training
@@ -747,6 +770,8 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         num_classes = self.student_head.out_features
         _check_whole_labels(dataset, args.label_column, args.label_names[0], num_classes)
         _check_cached_class_ids(dataset, num_classes)
+        if isinstance(dataset, datasets.Dataset):
+            check_cached_rows(dataset)  # each row's image is the one its cached logits were made for
         if self.compute_metrics is classification_metrics:  # class labels: checked now, not at the first evaluation
             evaluation = self.eval_dataset if isinstance(self.eval_dataset, dict) else {"": self.eval_dataset}
             for name, eval_dataset in evaluation.items():
@@ -999,6 +1024,12 @@ def _check_whole_labels(
         column = _label_column(dataset, label_column, label_name)
         if column is not None:
             _check_label_values(dataset.with_format("arrow")[column], f"{where}'s {column!r} column", num_classes)
+        else:
+            logger.warning(
+                "%s has no label column hf_dis recognises (columns: %s; no ClassLabel, %r or 'label'): its labels "
+                "are checked batch by batch as they arrive. Name the column with label_column= to have every label "
+                "checked before the first step.", where, dataset.column_names, label_name,
+            )  # fmt: skip
         return
     if isinstance(dataset, (torch.utils.data.IterableDataset, datasets.IterableDataset)):
         return
