@@ -498,3 +498,29 @@ def test_labels_in_a_column_hf_dis_does_not_recognise_are_named_in_a_warning(tmp
                                   train_dataset=data.with_transform(renamed))  # fmt: skip
     trainer.train()
     assert "has no label column hf_dis recognises (columns: ['image', 'digit']" in caplog.text
+
+
+class OneGreyImage(RandomImages):
+    """RGB images with one grey one (a single channel) at `grey`, as a user's transform without convert('RGB')
+    makes them."""
+
+    def __init__(self, grey: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.grey = grey
+
+    def __getitem__(self, index: int) -> dict:
+        item = super().__getitem__(index)
+        if index == self.grey:
+            item["pixel_values"] = item["pixel_values"][:1]
+        return item
+
+
+def test_a_grey_image_among_rgb_ones_is_named_with_its_shape(tmp_path):
+    args = make_args(tmp_path, sampler="full", per_device_train_batch_size=16)
+    data = OneGreyImage(grey=5)
+    trainer = DistillationTrainer(model=timm_model(), args=args, teacher=timm_model("test_resnet", seed=1),
+                                  train_dataset=data)  # fmt: skip
+    label = int(data.labels[5])
+    with pytest.raises(ValueError, match=f"a batch's 'pixel_values' differ in shape: example .* \\(label {label}\\) is "
+                                         "\\[1, 32, 32\\] where example 0 .* is \\[3, 32, 32\\]. A grey"):  # fmt: skip
+        trainer.train()

@@ -52,6 +52,7 @@ from transformers import PreTrainedModel, TimmWrapperForImageClassification, Tra
 
 from hf_dis._checks import check_labels
 from hf_dis.data.cached_logits import CachedTeacherLogits, TeacherLogits, as_dense
+from hf_dis.data.collate import ShapeCheckedCollator
 from hf_dis.data.teacher_cache import (
     TAIL_LOGIT,
     TEACHER_EMBEDDINGS,
@@ -202,6 +203,7 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         cache_names = _cached_class_names(kwargs.get("train_dataset"), num_classes)
         _name_the_classes(model, num_classes, teacher, kwargs.get("train_dataset"), args.label_names[0], cache_names)
         super().__init__(model=model, args=args, **kwargs)
+        self.data_collator = ShapeCheckedCollator(self.data_collator)  # a batch that cannot stack names its examples
         if args.classifier_parallel:  # its predictions are ranked class ids already
             self.compute_metrics = self.compute_metrics or classification_metrics
         elif self.compute_metrics is classification_metrics and self.preprocess_logits_for_metrics is None:
