@@ -1415,6 +1415,12 @@ def test_resuming_with_changed_settings_is_refused_naming_each(tmp_path):
         ({"alpha": 0.5}, "alpha: now 0.5 \\(was 0.1\\)"),
         ({"student": timm_model("test_resnet")}, "student: now '.*test_resnet.* \\(was '.*test_convnext"),
         ({"teacher": timm_model("test_convnext", seed=3)}, "teacher: now 'ConvNeXt.* \\(was 'ResNet"),
+        ({"kd_weight": 2.0}, "kd_weight: now 2.0 \\(was None\\)"),
+        ({"kd_divergence": "symmetric"}, "kd_divergence: now 'symmetric' \\(was 'forward'\\)"),
+        ({"kd_estimator": "horvitz_thompson"}, "kd_estimator: now 'horvitz_thompson'"),
+        ({"log_q_correction": False}, "log_q_correction: now False \\(was True\\)"),
+        ({"sample_scope": "batch"}, "sampler_options: now .*'scope': 'batch'"),
+        ({"classifier_optimizer": "row_sparse"}, "classifier_optimizer: now 'row_sparse' \\(was 'dense'\\)"),
     ]
     for changes, message in cases:
         with pytest.raises(ValueError, match=f"resuming {checkpoint} with other settings .*{message}"):
