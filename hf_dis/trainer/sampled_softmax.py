@@ -3,8 +3,8 @@
 Each optimizer step's softmax covers the batch's labels and other classes drawn uniformly without replacement, K in
 all (or every label when the batch holds more than K), one set for the batch: the `[B, C]` logits are never formed,
 and the classifier's cost is that of K rows. The softmax over the set is plain (Partial FC's choice, no log-Q
-correction). Evaluation and the saved model use every class. The draws are keyed by (seed, optimizer step), so that a
-resumed run draws what an uninterrupted one does; the micro-batches of one accumulated step draw their own sets.
+correction). Evaluation and the saved model use every class. The draws are keyed by (seed, optimizer step, process),
+so that a resumed run draws what an uninterrupted one does.
 """
 
 from __future__ import annotations
