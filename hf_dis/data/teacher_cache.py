@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 from collections.abc import Callable
 from typing import Any
@@ -94,11 +95,12 @@ def seeded_view(transform: Callable, image: Any, seed: int) -> torch.Tensor:
 @torch.no_grad()
 def image_hashes(dataset: datasets.Dataset, image_column: str) -> np.ndarray | None:
     """A 63-bit hash per row of `image_column` as stored, read without decoding: an `Image` column's encoded bytes
-    (or its path when it holds none), a binary or string column's values; None for a column of another kind."""
+    (read from its file when it holds a path: `save_to_disk` embeds them), a binary or string column's values; None
+    for a column of another kind."""
     column = dataset.with_format("arrow")[image_column]
     if pyarrow.types.is_struct(column.type) and {"bytes", "path"} <= {field.name for field in column.type}:
         stored = zip(pc.struct_field(column, "bytes").to_pylist(), pc.struct_field(column, "path").to_pylist())
-        values = [data if data is not None else (path or "").encode() for data, path in stored]
+        values = [data if data is not None else _file_bytes(path) for data, path in stored]
     elif pyarrow.types.is_binary(column.type) or pyarrow.types.is_large_binary(column.type):
         values = column.to_pylist()
     elif pyarrow.types.is_string(column.type) or pyarrow.types.is_large_string(column.type):
@@ -107,6 +109,14 @@ def image_hashes(dataset: datasets.Dataset, image_column: str) -> np.ndarray | N
         return None
     digests = (hashlib.blake2b(value or b"", digest_size=8).digest() for value in values)
     return np.fromiter((int.from_bytes(digest, "little") >> 1 for digest in digests), dtype=np.int64, count=len(values))
+
+
+def _file_bytes(path: str | None) -> bytes:
+    """The bytes of the image file at `path`; the path itself where there is no such file."""
+    if path and os.path.isfile(path):
+        with open(path, "rb") as handle:
+            return handle.read()
+    return (path or "").encode()
 
 
 def check_cached_rows(dataset: datasets.Dataset) -> None:
