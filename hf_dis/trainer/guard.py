@@ -110,7 +110,7 @@ class GuardedTraining:
         checkpoint = prepare_run_folder(
             self.args.output_dir, resume_argument(resume_from_checkpoint), overwrite, self.is_world_process_zero(), own
         )
-        if checkpoint is not None:
+        if checkpoint is not None and self.is_world_process_zero():  # the settings the main process recorded
             self.resumed_changes = check_resumed_settings(
                 checkpoint, recorded_settings(checkpoint, MARKER_NAME), self.run_settings(),
                 getattr(self.args, "resume_with_changed_settings", False),
