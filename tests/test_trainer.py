@@ -1451,3 +1451,24 @@ def test_a_resumed_run_logs_the_loss_parts_of_an_uninterrupted_one(tmp_path):
     assert resumed["step"] == straight["step"] == 4
     for part in ("kd_loss", "ce_loss"):
         assert resumed[part] == pytest.approx(straight[part], rel=1e-5), part
+
+
+def test_resuming_from_another_teacher_cache_is_refused(tmp_path):
+    """A run from one teacher cache, resumed on the cache of another teacher: the checkpoint's recorded cache differs,
+    and the resume is refused naming both."""
+    from hf_dis.data import cache_teacher_logits, image_transform, labelled_batches
+
+    data = image_dataset(8)
+    transform = image_transform(timm_model(), training=False, image_size=32)
+    caches = [cache_teacher_logits(timm_model(name, seed=seed).eval(), data, transform, top_r=5)
+              for name, seed in (("test_resnet", 1), ("test_convnext", 2))]  # fmt: skip
+    args = make_args(tmp_path, sampler="full", save_steps=1, save_strategy="steps")
+
+    def trainer(cache):
+        return DistillationTrainer(model=timm_model(), args=args,
+                                   train_dataset=cache.with_transform(labelled_batches(transform)))  # fmt: skip
+
+    trainer(caches[0]).train()
+    checkpoint = Path(args.output_dir) / "checkpoint-2"
+    with pytest.raises(ValueError, match="teacher: now 'cache of test_convnext.* \\(was 'cache of test_resnet"):
+        trainer(caches[1]).train(resume_from_checkpoint=str(checkpoint))
