@@ -12,8 +12,6 @@ Markdown table and a plot.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import matplotlib
@@ -21,22 +19,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from run_info import run_info, write_results  # noqa: E402
+from run_info import median_ms, run_info, write_results  # noqa: E402
 
 from hf_dis.data import CachedTeacherLogits  # noqa: E402
 from hf_dis.data.cached_logits import DENSE_LOOKUP_MAX_ENTRIES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def median_ms(function, repeats: int) -> float:
-    function()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
 
 
 def time_lookups(num_classes: int, args: argparse.Namespace) -> list[dict]:

@@ -8,27 +8,15 @@ logits. Writes `results/bench_keyed_draws.{jsonl,md}`.
 
 from __future__ import annotations
 
-import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
-from run_info import run_info
+from run_info import median_ms, run_info, write_results
 
 from hf_dis.sampling import build_sampler
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def median_ms(function, repeats: int = 7) -> float:
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+REPEATS = 7
 
 
 def measure(num_classes: int, batch_size: int, num_sampled: int) -> dict:
@@ -42,7 +30,7 @@ def measure(num_classes: int, batch_size: int, num_sampled: int) -> dict:
         for row in range(batch_size):
             sampler.sample(logits[row : row + 1], labels[row : row + 1], torch.Generator().manual_seed(row))
 
-    batch, keyed = median_ms(one_generator), median_ms(one_per_example)
+    batch, keyed = median_ms(one_generator, REPEATS), median_ms(one_per_example, REPEATS)
     return {"C": num_classes, "B": batch_size, "K": num_sampled, "batch_ms": batch, "keyed_ms": keyed,
             "extra_ms": keyed - batch}  # fmt: skip
 
@@ -51,18 +39,16 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = [measure(c, 128, 64) for c in (10_000, 100_000)]
     info = run_info("cpu")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_keyed_draws.jsonl").write_text("".join(json.dumps({**row, **info}) + "\n" for row in rows))
     lines = [
         "# DIS draws keyed per example\n",
-        f"{info['date']}, {info['device']}, torch {info['torch']}, one thread. Median of 7 of drawing a batch's "
-        "sampled sets (DIS, a live teacher's logits) with one generator, and with one generator per example.\n",
+        f"{info['date']}, {info['device']}, torch {info['torch']}, one thread. Median of {REPEATS} of drawing a "
+        "batch's sampled sets (DIS, a live teacher's logits) with one generator, and with one generator per example.\n",
         "| C | B | K | one generator (ms) | one per example (ms) | extra per step (ms) |",
         "|---|---|---|---|---|---|",
     ]
     lines += [f"| {r['C']:,} | {r['B']} | {r['K']} | {r['batch_ms']:.1f} | {r['keyed_ms']:.1f} | {r['extra_ms']:.1f} |"
               for r in rows]  # fmt: skip
-    (RESULTS / "bench_keyed_draws.md").write_text("\n".join(lines) + "\n")
+    write_results(RESULTS, "bench_keyed_draws", info, rows, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -204,6 +204,12 @@ def run_key(run: dict) -> str:
     return f"{run['method']}-{run['fraction']}-{run['seed']}"
 
 
+def resume_flags(folder: Path) -> list[str]:
+    """The flags that make a run stopped with an earlier part of the study go on from its newest checkpoint (none
+    for a run not started)."""
+    return ["--resume_from_checkpoint", "true"] if any(folder.glob("checkpoint-*")) else []
+
+
 def teacher_folder(study: Study, root: Path, *, train: bool = True) -> str:
     """The study's teacher: its `teacher_dir`, else `root/teacher`, trained there first when `train` and not yet
     trained."""
@@ -212,8 +218,7 @@ def teacher_folder(study: Study, root: Path, *, train: bool = True) -> str:
     folder = root / "teacher"
     if train and not (folder / "eval_results.json").is_file():
         options = ["--task", study.task, "--model", study.teacher_model, "--output_dir", str(folder)]
-        if any(folder.glob("checkpoint-*")):  # stopped with an earlier part: go on
-            options += ["--resume_from_checkpoint", "true"]
+        options += resume_flags(folder)
         train_teacher.main([*options, "--seed", str(study.seeds[0]), *flags(study.data), *flags(study.teacher_options)])
     return str(folder)
 
@@ -262,9 +267,7 @@ def run_student(study: Study, run: dict, teacher: str, root: Path) -> dict:
     run has a process of its own: see `run_grid`)."""
     folder = root / run_key(run)
     training = {**study.training, **study.method_training.get(run["method"], {})}
-    common = ["--output_dir", str(folder), "--seed", str(run["seed"]), *flags(training)]
-    if any(folder.glob("checkpoint-*")):  # a run stopped with the part it ran in: go on from its newest checkpoint
-        common += ["--resume_from_checkpoint", "true"]
+    common = ["--output_dir", str(folder), "--seed", str(run["seed"]), *flags(training), *resume_flags(folder)]
     if run["method"] in ("scratch", "floor"):
         data = flags(study.data)
         if run["method"] == "floor":

@@ -1,10 +1,14 @@
-"""Where and with what a benchmark ran, recorded at the top of every results file, and the writing of those files."""
+"""Where and with what a benchmark ran, recorded at the top of every results file; the writing of those files; and
+the median time of a call, which several benchmarks take."""
 
 from __future__ import annotations
 
 import datetime
 import json
 import platform
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import timm
@@ -39,3 +43,14 @@ def write_results(out: Path, name: str, meta: dict, rows: list[dict], markdown: 
         f.write(json.dumps({"meta": meta}) + "\n")
         f.writelines(json.dumps(row) + "\n" for row in rows)
     (out / f"{name}.md").write_text(markdown)
+
+
+def median_ms(function: Callable[[], object], repeats: int) -> float:
+    """The median of `repeats` timed calls of `function`, in milliseconds, after one untimed warm-up call."""
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)

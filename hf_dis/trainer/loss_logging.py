@@ -8,14 +8,13 @@ restored on resume, so that a resumed run logs what an uninterrupted one does (t
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
-from transformers import TrainerCallback, TrainerState
+from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from hf_dis.trainer.run_folder import TRAINER_STATE_NAME
+from hf_dis.trainer.sampler_state import saved_callback_state
 
 
 class LossPartsLogging:
@@ -29,16 +28,8 @@ class LossPartsLogging:
     def prepare_resume(self, checkpoint: str | None) -> None:
         """The training sums since the last log, from `checkpoint`'s trainer state (none: from zero)."""
         super().prepare_resume(checkpoint)
-        self.loss_parts["train"] = RunningMeans()
-        for callback in self.callback_handler.callbacks:
-            if isinstance(callback, LossPartsStateCallback):
-                callback.means = self.loss_parts["train"]
-        if checkpoint is None or not os.path.isfile(os.path.join(checkpoint, TRAINER_STATE_NAME)):
-            return
-        stored = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME)).stateful_callbacks
-        saved = stored.get(LossPartsStateCallback.__name__)
-        if saved is not None:
-            self.loss_parts["train"].load_state_dict(saved["attributes"]["running_means"])
+        saved = None if checkpoint is None else saved_callback_state(checkpoint, LossPartsStateCallback.__name__)
+        self.loss_parts["train"].load_state_dict({} if saved is None else saved["attributes"]["running_means"])
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the scalars gathered since the last log, averaged over processes."""

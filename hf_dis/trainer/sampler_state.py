@@ -36,6 +36,14 @@ class SamplerStateCallback(TrainerCallback, ExportableState):
         return {"args": {}, "attributes": {"sampler_state": self.sampler.state_dict()}}
 
 
+def saved_callback_state(checkpoint: str, callback_name: str) -> dict[str, Any] | None:
+    """What the `ExportableState` callback `callback_name` saved in `checkpoint`'s trainer_state.json (None: none)."""
+    path = os.path.join(checkpoint, TRAINER_STATE_NAME)
+    if not os.path.isfile(path):
+        return None
+    return TrainerState.load_from_json(path).stateful_callbacks.get(callback_name)
+
+
 def load_sampler_state(checkpoint: str, sampler: ClassSampler) -> bool:
     """Load the sampler state saved in `checkpoint`'s trainer_state.json into `sampler`; False when there is none.
 
@@ -43,10 +51,7 @@ def load_sampler_state(checkpoint: str, sampler: ClassSampler) -> bool:
         ValueError: the checkpoint has no sampler state but the sampler adapts (resuming it fresh would silently
             change the run), or the state belongs to another sampler.
     """
-    path = os.path.join(checkpoint, TRAINER_STATE_NAME)
-    stored = None
-    if os.path.isfile(path):
-        stored = TrainerState.load_from_json(path).stateful_callbacks.get(SamplerStateCallback.__name__)
+    stored = saved_callback_state(checkpoint, SamplerStateCallback.__name__)
     if stored is None:
         if sampler.refit_every is not None:
             raise ValueError(

@@ -1006,7 +1006,7 @@ def _check_label_values(values: Any, where: str, num_classes: int) -> None:
             f"{where} holds {values.type} values; labels must be integer class ids in [0, {num_classes}) (cast them, "
             "e.g. dataset.cast_column(name, datasets.Value('int64')), or name the right column with label_column)."
         )
-    low, high = (value.as_py() for value in pc.min_max(values).values())
+    low, high = _min_max(values)
     if low is not None and (low < 0 or high >= num_classes):
         bad = low if low < 0 else high
         raise ValueError(
