@@ -83,6 +83,7 @@ def main(argv: list[str]) -> dict[str, float]:
     trainer.train()  # resumes when --resume_from_checkpoint asks (a folder, or true for the newest checkpoint)
     metrics = trainer.evaluate()
     print(metrics)
+    trainer.save_metrics("eval", metrics)  # eval_results.json in --output_dir
     trainer.create_model_card(dataset=os.path.basename(os.path.normpath(script.dataset)))  # its name, not a path
     trainer.save_model()
     return metrics

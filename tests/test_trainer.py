@@ -1290,7 +1290,10 @@ def test_a_teacher_folder_brings_its_image_processor_and_is_measured_before_trai
 
     teacher_dir = tmp_path / "teacher"
     tiny_hf("resnet", num_labels=NUM_CLASSES).save_pretrained(teacher_dir)
-    ViTImageProcessor(image_mean=[0.1, 0.2, 0.3], image_std=[0.9, 0.8, 0.7]).save_pretrained(teacher_dir)
+    processor = ViTImageProcessor(
+        image_mean=[0.1, 0.2, 0.3], image_std=[0.9, 0.8, 0.7], size={"height": 20, "width": 20}
+    )
+    processor.save_pretrained(teacher_dir)
     args = make_args(tmp_path, num_sampled=3, max_steps=1)
     with caplog.at_level("WARNING", logger="hf_dis.trainer.trainer"):
         trainer = DistillationTrainer(
@@ -1299,7 +1302,8 @@ def test_a_teacher_folder_brings_its_image_processor_and_is_measured_before_trai
         )  # fmt: skip
         trainer.train()
     assert trainer.teacher_inputs.teacher.mean == (0.1, 0.2, 0.3) and trainer.teacher_inputs.renormalize
-    assert trainer.teacher_check.endswith("top-1 on 12 evaluation images, fed as in training")
+    assert trainer.teacher_inputs.image_size == (20, 20)  # the size its processor fixes, not the student's
+    assert trainer.teacher_check.endswith("top-1 on 12 evaluation images, fed as in training (20x20)")
     messages = " ".join(record.getMessage() for record in caplog.records)
     assert f"teacher: {trainer.teacher_check}" in messages
     assert "the teacher is near chance" in messages  # a random teacher on random labels
@@ -1312,6 +1316,23 @@ def test_a_teacher_folder_brings_its_image_processor_and_is_measured_before_trai
         teacher_processing_class=explicit,
     )  # fmt: skip
     assert trainer.teacher_inputs.teacher.mean == (0.5, 0.5, 0.5)
+    args.teacher_image_size = 24  # an explicit size wins over the processor's
+    trainer = DistillationTrainer(
+        model=timm_model(), args=args, teacher=str(teacher_dir), train_dataset=RandomImages(8)
+    )
+    assert trainer.teacher_inputs.image_size == (24, 24)
+
+
+def test_processor_image_size_reads_what_each_kind_of_processor_fixes():
+    from transformers import ConvNextImageProcessor, TimmWrapperImageProcessor, ViTImageProcessor
+
+    from hf_dis.trainer.teacher import processor_image_size
+
+    assert processor_image_size(None) is None
+    assert processor_image_size(ViTImageProcessor(size={"height": 64, "width": 48})) == (64, 48)
+    assert processor_image_size(ConvNextImageProcessor(size={"shortest_edge": 224})) is None  # aspect kept
+    timm_config = {"input_size": [3, 40, 40], "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0}
+    assert processor_image_size(TimmWrapperImageProcessor(pretrained_cfg=timm_config)) == (40, 40)
 
 
 def test_the_evaluation_curve_counts_training_time_only_and_survives_a_resume(tmp_path, monkeypatch):

@@ -132,8 +132,8 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
 
         > Teacher input
 
-        teacher_image_size: Resize the batch to this square size for the teacher (bilinear, antialiased); unset
-            keeps the student's resolution.
+        teacher_image_size: Resize the batch to this square size for the teacher (bilinear, antialiased); unset: the
+            size its image processor fixes, else the student's resolution.
 
         > Parameters whose default differs from TrainingArguments
 
@@ -301,8 +301,8 @@ class DistillationArguments(RunFolderOptions, TrainingArguments):
     teacher_image_size: int | None = field(
         default=None,
         metadata={
-            "help": "Resize the batch to this square size for the teacher (bilinear, antialiased); unset keeps the "
-            "student's resolution."
+            "help": "Resize the batch to this square size for the teacher (bilinear, antialiased); unset: the size "
+            "its image processor fixes, else the student's resolution."
         },
     )
 

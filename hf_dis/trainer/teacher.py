@@ -5,8 +5,9 @@ A teacher is loaded from a local directory saved with `save_pretrained` (transfo
 transformers reads through the same wrapper), or a timm model name (built with its pretrained weights). Input
 conversion follows timm's distillation task: when both models declare their normalisation (timm's
 `pretrained_cfg`, or an image processor's `image_mean` / `image_std`) and they differ, the batch is de-normalised
-with the student's statistics and re-normalised with the teacher's; a resize to a fixed teacher resolution happens
-only when asked for (`teacher_image_size`), since a CNN teacher may have been trained at any size.
+with the student's statistics and re-normalised with the teacher's. The batch is resized for the teacher when asked
+(`teacher_image_size`) or when the teacher's image processor names a fixed size (`processor_image_size`); a timm
+teacher without one keeps the student's resolution, since a CNN may have been trained at any size.
 """
 
 from __future__ import annotations
@@ -63,6 +64,23 @@ def load_image_processor(name_or_path: str) -> Any:
     except (OSError, ValueError) as error:  # a Hub id without one, or the Hub unreachable (the model says so first)
         logger.info("no image processor for %s: %s", name_or_path, error)
         return None
+
+
+def processor_image_size(processor: Any) -> tuple[int, int] | None:
+    """The (height, width) an image processor feeds its model: a transformers processor's crop (when it crops) or
+    its fixed `size`, a `TimmWrapperImageProcessor`'s `data_config`; None when it only fixes the shorter edge (the
+    aspect ratio is the image's) or there is no processor."""
+    if processor is None:
+        return None
+    config = getattr(processor, "data_config", None)
+    if isinstance(config, dict) and "input_size" in config:
+        return tuple(int(side) for side in config["input_size"][-2:])
+    crop = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+    for size in (crop, getattr(processor, "size", None)):  # a dict, or transformers 5's SizeDict
+        height, width = (size.get(side) if hasattr(size, "get") else None for side in ("height", "width"))
+        if height and width:
+            return int(height), int(width)
+    return None
 
 
 def _load_failure(name_or_path: str, error: Exception, role: str, passed_as: str) -> str:

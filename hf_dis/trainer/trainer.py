@@ -116,7 +116,14 @@ from hf_dis.trainer.sharded_classifier import (
     sharded_grad_norm,
     sharded_probe_statistic,
 )
-from hf_dis.trainer.teacher import TeacherInputs, expected_image_size, freeze, load_image_processor, load_teacher
+from hf_dis.trainer.teacher import (
+    TeacherInputs,
+    expected_image_size,
+    freeze,
+    load_image_processor,
+    load_teacher,
+    processor_image_size,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -215,10 +222,11 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
             if not hasattr(teacher, "hf_device_map"):  # a model loaded with device_map= stays where it was placed
                 teacher = teacher.to(self.accelerator.device)
             self.teacher = freeze(teacher)
+            teacher_size = (args.teacher_image_size,) * 2 if args.teacher_image_size else None
             self.teacher_inputs = TeacherInputs(
                 model_normalization(model, self.processing_class),
                 model_normalization(teacher, teacher_processing_class),
-                None if args.teacher_image_size is None else (args.teacher_image_size,) * 2,
+                teacher_size or processor_image_size(teacher_processing_class),
             )
         #: sampler="auto": what was chosen and why (logged, and written to the model card); None otherwise.
         self.sampler_choice: str | None = None
@@ -589,13 +597,16 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
             if labels is None or labels.dim() != 1 or not bool(((labels >= 0) & (labels < num_classes)).all()):
                 return  # not class labels of these classes (re-ID evaluation sets hold identities)
             predicted = _logits_of(self.teacher_outputs(batch["pixel_values"])).argmax(-1)
+            height, width = self.teacher_inputs.image_size or batch["pixel_values"].shape[-2:]
             correct, seen = correct + int((predicted == labels).sum()), seen + len(labels)
             if seen >= TEACHER_CHECK_EXAMPLES:
                 break
         if not seen:
             return
         accuracy = correct / seen
-        self.teacher_check = f"{accuracy:.1%} top-1 on {seen:,} evaluation images, fed as in training"
+        self.teacher_check = (
+            f"{accuracy:.1%} top-1 on {seen:,} evaluation images, fed as in training ({height}x{width})"
+        )
         if not self.is_world_process_zero():
             return
         logger.warning("teacher: %s", self.teacher_check)
