@@ -8,8 +8,9 @@ class), a dataset saved with `save_to_disk`, or a Hub id. The generic path for y
 The teacher is a folder saved with `save_pretrained` (its `preprocessor_config.json`, when there, tells the trainer
 how to feed it), a Hub id, or a timm name. The student trains from scratch at its own input size (`--image_size` to
 change it), with defaults chosen for that (this script's, not the Trainer's): SGD with momentum 0.9, learning rate
-0.05, cosine schedule with 5% warm-up, batch 64, 10 epochs, evaluation and a checkpoint every epoch. The student is
-saved with its image processor, so `transformers.pipeline("image-classification", model=OUTPUT_DIR)` loads it.
+0.05, cosine schedule with 5% warm-up, batch 64, 10 epochs, evaluation and a checkpoint every epoch (the newest 2
+kept). The student is saved with its image processor and the data's class names, so
+`transformers.pipeline("image-classification", model=OUTPUT_DIR)` loads it and answers with those names.
 """
 
 import os
@@ -52,6 +53,7 @@ class ScriptTrainingArguments(DistillationArguments):
     num_train_epochs: float = field(default=10, metadata={"help": "Epochs (this script: 10)."})
     eval_strategy: str = field(default="epoch", metadata={"help": "Evaluate every epoch."})
     save_strategy: str = field(default="epoch", metadata={"help": "Save a checkpoint every epoch (for resuming)."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep the newest 2 checkpoints."})
     logging_steps: float = field(default=50, metadata={"help": "Log every 50 steps."})
 
 

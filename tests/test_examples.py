@@ -1,3 +1,4 @@
+import json
 import math
 import os
 import re
@@ -106,6 +107,7 @@ def test_distil_timm_example_resumes_and_its_student_loads_with_pipeline_and_tim
 
     folder = tmp_path / "whole"
     assert (folder / "preprocessor_config.json").is_file()
+    assert "eval_accuracy" in json.loads((folder / "eval_results.json").read_text())
     model = AutoModelForImageClassification.from_pretrained(folder).eval()
     images = [Image.open(path) for path in sorted((tmp_path / "images" / "test").rglob("*.png"))]
     transform = image_transform(model, training=False, image_size=32)

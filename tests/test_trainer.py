@@ -575,6 +575,14 @@ def test_the_student_takes_its_datas_class_names_and_saves_them(tmp_path):
     trainer.save_model()
     saved = AutoModelForImageClassification.from_pretrained(tmp_path / "out")
     assert [saved.config.id2label[index] for index in range(NUM_CLASSES)] == names
+    digits = [str(index) for index in range(NUM_CLASSES)]  # an image folder of digits: names like placeholders
+    trainer = DistillationTrainer(
+        model=hf_dis.timm_classifier("test_convnext", NUM_CLASSES, seed=0),
+        args=make_args(tmp_path, sampler="full", overwrite_output_dir=True),
+        teacher=timm_model("test_resnet", seed=1),
+        train_dataset=labelled_images(list(range(8)), digits),
+    )
+    assert trainer.model.config.id2label[3] == "3"  # what pipeline("image-classification") answers, not LABEL_3
 
 
 def test_a_teacher_whose_classes_are_in_another_order_is_an_error(tmp_path):

@@ -38,13 +38,21 @@ def model_class_names(model: nn.Module, num_classes: int | None = None) -> list[
 
 
 def dataset_class_names(dataset: Any, columns: Sequence[str]) -> list[str] | None:
-    """The `ClassLabel` names of the first of `columns` a `datasets.Dataset` has; None for other datasets, or a
-    column that is not a `ClassLabel`."""
+    """The `ClassLabel` names of the first of `columns` a `datasets.Dataset` has; None for other datasets, a
+    column that is not a `ClassLabel`, or names that are only placeholders (see `class_label_names`)."""
+    names = class_label_names(dataset, columns)
+    return None if names is None else _informative(names)
+
+
+def class_label_names(dataset: Any, columns: Sequence[str]) -> list[str] | None:
+    """The `ClassLabel` names of the first of `columns` a `datasets.Dataset` has, as they are: an image folder of
+    digits names its classes "0" to "9", which say nothing to compare by but are still what a user's
+    `pipeline("image-classification")` should answer."""
     features = getattr(dataset, "features", None) if isinstance(dataset, datasets.Dataset) else None
     column = next((name for name in columns if features is not None and name in features), None)
     if column is None or not isinstance(features[column], datasets.ClassLabel):
         return None
-    return _informative(list(features[column].names))
+    return list(features[column].names)
 
 
 def agreed_class_names(named: Mapping[str, list[str] | None]) -> list[str] | None:

@@ -82,6 +82,7 @@ from hf_dis.models import (
     set_class_names,
     wrap_timm_model,
 )
+from hf_dis.models.class_names import class_label_names
 from hf_dis.models.describe import describe, num_parameters
 from hf_dis.sampling import ClassSampler, build_sampler
 from hf_dis.trainer.arguments import DistillationArguments
@@ -955,8 +956,10 @@ def _name_the_classes(
             "training data": dataset_class_names(dataset, (label_name, "label")),
         }
     )
-    if names is None:
-        return
+    if names is None:  # none informative; the data's own names, like "0" to "9", still name the saved student
+        names = class_label_names(dataset, (label_name, "label"))
+        if names is None or len(names) != num_classes:
+            return
     if len(names) != num_classes:
         raise ValueError(f"the training data names {len(names)} classes; the student predicts {num_classes}.")
     set_class_names(student, names)
