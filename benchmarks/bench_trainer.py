@@ -23,7 +23,9 @@ matches a GPU's.
 
     python benchmarks/bench_trainer.py                    # GPU: ResNet-10t student, ResNet-18 teacher, 32 px,
                                                           # C = 3,755 (GB2312 level 1), batch 256, bf16, 2% and 10%
-    python benchmarks/bench_trainer.py --profile          # also: each sampler's top operators over 20 steps
+    python benchmarks/bench_trainer.py --profile          # also: each run's top operators over 20 steps, and its
+                                                          # step part by part (data, teacher, sampler, backbone,
+                                                          # head, loss, backward, optimizer)
     python benchmarks/bench_trainer.py --classes 100 --compile-loss   # C = 100, the trainer's compile_loss on
                                                           # (no operator count then: compiled code fuses them)
     python benchmarks/bench_trainer.py --device cpu --classes 20000 --fractions 64 --samplers full dis --cached 1024 \
@@ -54,6 +56,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E4
 
 import hf_dis  # noqa: E402
 from hf_dis.data import labelled_batches, labelled_dataset, padded_crop_transform  # noqa: E402
+from hf_dis.step_parts import step_profile  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SAMPLERS = ("full", "uniform", "ftis", "dis")
@@ -234,10 +237,10 @@ def median_row(repeats: list[dict]) -> dict:
     return row
 
 
-def profile_run(args: argparse.Namespace, sampler: str, fraction: float | None) -> str:
-    """The operators of 20 training steps (after a 10-step warm-up), by self time on the device and on the host;
-    each table's footer totals the 20 steps (the device total is what the steps ask of a GPU that other processes
-    share, whatever their wall time)."""
+def profile_run(args: argparse.Namespace, sampler: str, fraction: float | None) -> tuple[str, dict[str, float]]:
+    """The operators of 20 training steps (after a 10-step warm-up), by self time on the device and on the host
+    (each table's footer totals the 20 steps: the device total is what the steps ask of a GPU that other processes
+    share, whatever their wall time), and the host's milliseconds per step of each part (`step_profile`)."""
     cuda = args.device == "cuda"
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
     with tempfile.TemporaryDirectory() as output_dir:
@@ -253,10 +256,38 @@ def profile_run(args: argparse.Namespace, sampler: str, fraction: float | None) 
             trainer.train()
     tables = [("self_device_time_total", "device")] if cuda else []
     tables.append(("self_cpu_time_total", "host"))
-    return "\n".join(
-        f"by {where} time:\n" + profiler.key_averages().table(sort_by=sort_by, row_limit=10, max_name_column_width=40)
+    events = profiler.key_averages()
+    text = "\n".join(
+        f"by {where} time:\n" + events.table(sort_by=sort_by, row_limit=10, max_name_column_width=40)
         for sort_by, where in tables
     )
+    return text, step_profile(events, steps=20)
+
+
+#: The parts of a step in the profile table, in the order a step runs them.
+PROFILE_PARTS = ("data", "teacher", "sampler", "backbone", "head", "loss", "backward", "optimizer", "other", "step")
+
+
+def profile_markdown(rows: list[dict], meta: dict) -> str:
+    """The step profile per run: host milliseconds per step of each part (`hf_dis.step_parts.step_profile`)."""
+    lines = [
+        "# One step, part by part",
+        "",
+        f"{meta['date']}, {meta['device']}, torch {meta['torch']}, transformers {meta['transformers']}, timm "
+        f"{meta['timm']}. {meta['student']} student, {meta['classes']} classes, batch {meta['batch_size']}; host "
+        "milliseconds per step over 20 profiled steps (after 10), from the profiler's events: backbone is the "
+        "student's forward less its classifier (head: its forward only; the backward of both is in backward); "
+        "other is the step's remainder (the Trainer's own work, the profiler's overhead). A floor run on a plain "
+        "Trainer marks no forward parts: its forward and loss fall in other.",
+        "",
+        "| run | K | " + " | ".join(PROFILE_PARTS) + " |",
+        "|---|---|" + "---|" * len(PROFILE_PARTS),
+    ]
+    for row in rows:
+        parts = " | ".join(f"{row['profile'][part]:.1f}" for part in PROFILE_PARTS)
+        sampled = "-" if row["num_sampled"] is None else f"{row['num_sampled']:g}"
+        lines.append(f"| {row['sampler']} | {sampled} | {parts} |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
@@ -324,7 +355,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=160, help="optimizer steps per run (DIS probes every 50)")
     parser.add_argument("--warmup", type=int, default=10, help="first steps left out of the statistics")
     parser.add_argument("--rounds", type=int, default=1, help="every run this many times, interleaved: medians")
-    parser.add_argument("--profile", action="store_true", help="top operators per sampler: bench_trainer_profile.txt")
+    parser.add_argument("--profile", action="store_true",
+                        help="each run's top operators (bench_trainer_profile.txt) and its step part by part "
+                        "(bench_trainer_profile.md)")  # fmt: skip
     parser.add_argument("--compile-loss", action="store_true", help="the trainer's compile_loss (torch.compile)")
     parser.add_argument("--cached", type=int, default=0, help="R: no teacher, cached top-R logits per image")
     parser.add_argument("--data", type=Path, help="no teacher: a training set with its teacher cache (cache-teacher)")
@@ -368,11 +401,13 @@ def main(argv: list[str] | None = None) -> None:
     plot(rows, args.out / "bench_trainer.png")
     print(markdown(rows, meta), flush=True)
     if args.profile:
-        reports = []
-        for sampler in sorted(args.samplers, key=PROFILE_ORDER.index):  # DIS first: a time box may cut the rest
-            fraction = None if sampler == "full" else args.fractions[0]
-            reports.append(f"=== {sampler}, fraction {fraction}\n{profile_run(args, sampler, fraction)}")
+        reports, profiles = [], []
+        for sampler, fraction in sorted(runs, key=lambda run: PROFILE_ORDER.index(run[0])):  # DIS first: a time
+            text, parts = profile_run(args, sampler, fraction)  # box may cut the rest
+            reports.append(f"=== {sampler}, fraction {fraction}\n{text}")
+            profiles.append({"sampler": sampler, "num_sampled": fraction, "profile": parts})
             (args.out / "bench_trainer_profile.txt").write_text("\n".join(reports) + "\n")
+            write_results(args.out, "bench_trainer_profile", meta, profiles, profile_markdown(profiles, meta))
             print(reports[-1], flush=True)
 
 

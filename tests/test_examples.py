@@ -263,7 +263,7 @@ def test_bench_trainer_smoke(tmp_path):
     assert (tmp_path / "bench_trainer.png").stat().st_size > 0
     # From a teacher cache (no teacher), with the floor and row-sparse classifier updates for the sampled run
     cached = tmp_path / "cached"
-    options = ["--fractions", "4", "--cached", "8", "--floor", "--classifier-optimizer", "row_sparse"]
+    options = ["--fractions", "4", "--cached", "8", "--floor", "--classifier-optimizer", "row_sparse", "--profile"]
     run_script("benchmarks/bench_trainer.py", "--smoke", "--device", "cpu", "--samplers", "full", "dis", *options,
                "--out", str(cached))  # fmt: skip
     rows = [json.loads(line) for line in (cached / "bench_trainer.jsonl").read_text().splitlines()[1:]]
@@ -273,6 +273,14 @@ def test_bench_trainer_smoke(tmp_path):
         ("floor", 6, 6),
     ]
     assert "no teacher: a cache of the top 8 classes" in (cached / "bench_trainer.md").read_text()
+    # The step, part by part (hf_dis.step_parts): DIS draws, every run runs its classifier, a backward and an update
+    lines = (cached / "bench_trainer_profile.jsonl").read_text().splitlines()[1:]
+    profiles = {row["sampler"]: row["profile"] for row in map(json.loads, lines)}
+    assert list(profiles) == ["dis", "full", "floor"]
+    assert profiles["dis"]["sampler"] > 0 and profiles["full"]["sampler"] == profiles["floor"]["sampler"] == 0
+    for parts in profiles.values():
+        assert min(parts[name] for name in ("data", "backbone", "head", "loss", "backward", "optimizer")) > 0, parts
+        assert parts["teacher"] == 0 and parts["step"] > parts["backbone"] + parts["backward"], parts
 
 
 def test_bench_trainer_reads_a_saved_training_set_with_its_teacher_cache(tmp_path):

@@ -19,8 +19,10 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from hf_dis.heads.split import split_classifier, subset_logits
+from hf_dis.step_parts import HEAD
 
 
 class ClassRestriction:
@@ -55,13 +57,14 @@ class SampledLinear(ClassRestriction, nn.Linear):
         self.sparse_grad = False
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if self._classes is None:
-            return F.linear(features, self.weight, self.bias)
-        if features.dim() != 2:
+        if self._classes is not None and features.dim() != 2:
             raise ValueError(
                 f"sampled logits need the classifier's input to be [batch, features], got {tuple(features.shape)}."
             )
-        return subset_logits(features, self, self._classes, sparse_grad=self.sparse_grad)
+        with record_function(HEAD):  # the classifier's part of a profiled step (hf_dis.step_parts)
+            if self._classes is None:
+                return F.linear(features, self.weight, self.bias)
+            return subset_logits(features, self, self._classes, sparse_grad=self.sparse_grad)
 
 
 def install_sampled_head(model: nn.Module) -> SampledLinear:

@@ -48,8 +48,10 @@ import torch
 import torch.nn.functional as F
 from accelerate.utils import broadcast_object_list
 from torch import nn
+from torch.profiler import record_function
 from transformers import PreTrainedModel, TimmWrapperForImageClassification, Trainer
 
+from hf_dis import step_parts
 from hf_dis._checks import check_labels
 from hf_dis.data.cached_logits import CachedTeacherLogits, TeacherLogits, as_dense
 from hf_dis.data.collate import ShapeCheckedCollator
@@ -317,7 +319,8 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
         elif self.teacher is None and not training:
             return self._cross_entropy_only(model, pixel_values, labels, return_outputs)
         else:
-            teacher_outputs = self.teacher_outputs(pixel_values)
+            with record_function(step_parts.TEACHER):
+                teacher_outputs = self.teacher_outputs(pixel_values)
             teacher_logits = _logits_of(teacher_outputs)
         batch_size = pixel_values.shape[0]
         if args.classifier_parallel:  # every process computes the loss of every process's examples
@@ -325,43 +328,47 @@ class DistillationTrainer(LossPartsLogging, GuardedTraining, Trainer):
             labels = None if labels is None else gather_from_processes(labels)
             batch_size *= self.accelerator.num_processes
         if not training or self.sampler.name == "full" or self._is_probe_step():
-            outputs = model(pixel_values)
+            with record_function(step_parts.STUDENT):
+                outputs = model(pixel_values)
             student_logits = _logits_of(outputs)
             if args.classifier_parallel:
                 parts = self._sharded_full_loss(teacher_logits, student_logits, labels, training)
             else:
-                teacher_logits = as_dense(teacher_logits)
-                parts = self._distillation_loss(
-                    student_logits,
-                    teacher_logits,
-                    labels,
-                    args.temperature,
-                    args.alpha,
-                    kd_weight=args.kd_weight,
-                    label_smoothing=args.label_smoothing_factor,
-                    kd_divergence=args.kd_divergence,
-                )
+                with record_function(step_parts.LOSS):
+                    teacher_logits = as_dense(teacher_logits)
+                    parts = self._distillation_loss(
+                        student_logits,
+                        teacher_logits,
+                        labels,
+                        args.temperature,
+                        args.alpha,
+                        kd_weight=args.kd_weight,
+                        label_smoothing=args.label_smoothing_factor,
+                        kd_divergence=args.kd_divergence,
+                    )
                 if training and self.sampler.refit_every is not None:
                     self._record_probe(self.sampler.probe_statistic(teacher_logits, student_logits, args.temperature))
         else:
             generator = self._draw_generator(teacher_logits.device)
-            drawn = self.sampler.sample(teacher_logits, labels, generator=generator)
-            with self.student_head.restricted_to(drawn.classes):
+            with record_function(step_parts.SAMPLER):
+                drawn = self.sampler.sample(teacher_logits, labels, generator=generator)
+            with self.student_head.restricted_to(drawn.classes), record_function(step_parts.STUDENT):
                 outputs = model(pixel_values)
             student_logits = _logits_of(outputs)  # [B, K']: never [B, C]
-            parts = self._sampled_loss(
-                student_logits,
-                teacher_logits,
-                drawn,
-                labels,
-                args.temperature,
-                args.alpha,
-                kd_weight=args.kd_weight,
-                estimator=args.kd_estimator,
-                log_q_correction=args.log_q_correction,
-                label_smoothing=args.label_smoothing_factor,
-                kd_divergence=args.kd_divergence,
-            )
+            with record_function(step_parts.LOSS):
+                parts = self._sampled_loss(
+                    student_logits,
+                    teacher_logits,
+                    drawn,
+                    labels,
+                    args.temperature,
+                    args.alpha,
+                    kd_weight=args.kd_weight,
+                    estimator=args.kd_estimator,
+                    log_q_correction=args.log_q_correction,
+                    label_smoothing=args.label_smoothing_factor,
+                    kd_divergence=args.kd_divergence,
+                )
             # The sampled set's statistics, on the steps the Trainer logs only (a snapshot, as its grad_norm is):
             # on every step they would add some thirty small operators (kernel launches on a GPU).
             if trainer_logs_after_step(args, self.state):
