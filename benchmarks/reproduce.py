@@ -18,6 +18,8 @@ output folder. Every run trains in a process of its own, so that its peak memory
                                                            # small students; each runs in its own process)
     python benchmarks/reproduce.py STUDY.yaml --report     # the table and plot of the runs finished so far (on
                                                            # the machine they ran on: it is named in the table)
+    python benchmarks/reproduce.py STUDY.yaml --prepare    # only the teacher, its cache and the floor's tasks:
+                                                           # the long shared part, or what other studies read
     python benchmarks/reproduce.py benchmarks/studies/smoke.yaml       # seconds: the test suite runs it
 """
 
@@ -507,14 +509,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("config", help="the study's YAML or JSON file")
     parser.add_argument("--jobs", type=int, default=1, help="student runs at a time, each in its own process")
     parser.add_argument("--report", action="store_true", help="only write the results of the finished runs")
+    parser.add_argument("--prepare", action="store_true",
+                        help="only what the runs share: train the teacher, cache its logits, render the floor's tasks "
+                        "(the study's settings for its runs are fixed by its first run, not by this)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}.")
+    if args.prepare and args.report:
+        parser.error("--prepare makes what the runs share and --report reads finished runs: give one.")
     study = load_study(args.config)
     root = Path(study.output_dir)
     root.mkdir(parents=True, exist_ok=True)
-    if not args.report:
-        check_config_unchanged(study, root)
     results = root / "results.jsonl"
     finished = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
     done = {row["key"]: row for row in finished}
@@ -524,6 +529,10 @@ def main(argv: list[str] | None = None) -> None:
         if "floor" in study.baselines:
             for size in study.fractions:
                 floor_task(study, root, floor_classes(study, size))
+        if args.prepare:
+            print(f"prepared {root}: the teacher {teacher} and what the runs share; run again without --prepare")
+            return
+        check_config_unchanged(study, root)  # from the first run on: rows of one table compare one config
         run_grid(study, teacher, root, done, args.jobs)
     report(study, root, done, teacher)
 

@@ -415,9 +415,12 @@ def test_reproduce_study_with_a_teacher_cache_and_the_floor(tmp_path):
         "sampling": {"classifier_optimizer": "row_sparse"}, "seeds": [0],
     }  # fmt: skip
     (tmp_path / "cached.yaml").write_text(yaml.safe_dump(config))
+    study = tmp_path / "study"
+    prepared = run_script("benchmarks/reproduce.py", str(tmp_path / "cached.yaml"), "--prepare", env=env).stdout
+    assert f"prepared {study}" in prepared and (study / "teacher_cache").is_dir() and (study / "floor_task_5").is_dir()
+    assert not (study / "results.jsonl").exists() and not (study / "study_config.json").exists()  # no run yet
     progress = run_script("benchmarks/reproduce.py", str(tmp_path / "cached.yaml"), env=env).stdout
     assert "4 of the study's 4 student runs to go" in progress
-    study = tmp_path / "study"
     rows = {row["key"]: row for row in map(json.loads, (study / "results.jsonl").read_text().splitlines())}
     assert sorted(rows) == ["dis-3-0", "floor-3-0", "full-None-0", "scratch-None-0"]
     assert all(row["peak_rss_mb"] > 100 and row["train_runtime"] > 0 for row in rows.values())
