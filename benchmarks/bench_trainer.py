@@ -261,7 +261,7 @@ def profile_run(args: argparse.Namespace, sampler: str, fraction: float | None) 
         f"by {where} time:\n" + events.table(sort_by=sort_by, row_limit=10, max_name_column_width=40)
         for sort_by, where in tables
     )
-    return text, step_profile(events, steps=20)
+    return text, step_profile(profiler.events(), steps=20)
 
 
 #: The parts of a step in the profile table, in the order a step runs them.

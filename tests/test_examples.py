@@ -281,6 +281,7 @@ def test_bench_trainer_smoke(tmp_path):
     for parts in profiles.values():
         assert min(parts[name] for name in ("data", "backbone", "head", "loss", "backward", "optimizer")) > 0, parts
         assert parts["teacher"] == 0 and parts["step"] > parts["backbone"] + parts["backward"], parts
+        assert parts["other"] >= 0, parts  # disjoint parts of the step: the row-sparse step (nested) counted once
 
 
 def test_bench_trainer_reads_a_saved_training_set_with_its_teacher_cache(tmp_path):
