@@ -293,8 +293,20 @@ def test_per_class_split_holds_out_one_unseen_family_per_class(tmp_path):
     assert len(more["train"]) > len(train) and more["test"]["font"] == test["font"]
     with pytest.raises(ValueError, match="needs min_faces >= 2"):
         load_glyphs(10, include_system_fonts=False, split="per_class", min_faces=1, cache_dir=tmp_path)
-    with pytest.raises(ValueError, match="max_train_families is a split='per_class' option"):
+    with pytest.raises(ValueError, match="max_train_families is an option of the per-class splits"):
         load_glyphs(10, include_system_fonts=False, max_train_families=2, cache_dir=tmp_path)
+    # per_class_seen: the same classes and test families, the test family trained on, the test image a new rendering
+    seen = load_glyphs(300, max_train_families=1, cache_dir=tmp_path / "a", **{**options, "split": "per_class_seen"})
+    assert seen["test"]["font"] == test["font"] and seen["test"]["label"] == test["label"]
+    assert len(seen["train"]) == len(train) + len(test)
+    seen_rows = set(zip(seen["train"]["label"], seen["train"]["font"], strict=True))
+    assert all((label, font) in seen_rows for label, font in zip(test["label"], test["font"], strict=True))
+    columns = ("label", "font", "image")
+    seen_images = {(label, font): image.tobytes() for label, font, image in zip(*(seen["train"][c] for c in columns))}
+    tested = zip(*(seen["test"][c] for c in columns))
+    assert all(seen_images[label, font] != image.tobytes() for label, font, image in tested)  # another rendering
+    with pytest.raises(ValueError, match="needs augment=True"):
+        load_glyphs(10, include_system_fonts=False, split="per_class_seen", augment=False, cache_dir=tmp_path)
 
 
 def test_gb2312_character_sets():

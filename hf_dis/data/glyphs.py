@@ -108,7 +108,7 @@ DESIGN_FAMILIES: dict[str, str] = {
     "Unifont Upper": "Unifont",
 }
 CHARSETS = ("gb2312-level1", "gb2312")
-Split = Literal["families", "per_class"]
+Split = Literal["families", "per_class", "per_class_seen"]
 _FORMAT_VERSION = 2  # bump when rendering changes, so that old caches are not reused
 
 
@@ -178,9 +178,12 @@ def load_glyphs(
             them); ``per_class`` holds out one family per class, drawn among the families that draw it (seeded by
             `seed` and the code point), so that a character drawn by only 2 families still makes a class: one family
             trains, the other tests. With ``per_class``, `min_faces` counts families, and the test image is one
-            rendering (copy 0) in the held-out family.
-        max_train_families: ``per_class``: train on at most this many of each class's other families (drawn with the
-            same seed); None: all of them.
+            rendering (copy 0) in the held-out family. ``per_class_seen``: the same classes and families, with the
+            held-out family trained on too, and the test image a new rendering (copy `copies`: its own scale,
+            rotation and shift) in it: every test glyph's design is seen in training, only not that image (needs
+            `augment`).
+        max_train_families: ``per_class`` and ``per_class_seen``: train on at most this many of each class's other
+            families (drawn with the same seed); None: all of them.
         cache_dir: where coverage and rendered tasks are cached; default `default_cache_dir()`.
 
     Raises:
@@ -193,12 +196,18 @@ def load_glyphs(
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
     if copies < (2 if protocol == "reid" else 1):
         raise ValueError(f"copies must be >= {2 if protocol == 'reid' else 1} for protocol {protocol!r}, got {copies}.")
-    if split not in ("families", "per_class") or (split == "per_class" and protocol != "classification"):
-        raise ValueError(f"split must be 'families' or 'per_class' (classification only), got {split!r}.")
-    if split == "per_class" and min_faces < 2:
-        raise ValueError(f"split='per_class' needs min_faces >= 2 (a training and a test family), got {min_faces}.")
-    if max_train_families is not None and (split != "per_class" or max_train_families < 1):
-        raise ValueError(f"max_train_families is a split='per_class' option (>= 1), got {max_train_families}.")
+    per_class = split in ("per_class", "per_class_seen")
+    if split not in ("families", "per_class", "per_class_seen") or (per_class and protocol != "classification"):
+        raise ValueError(
+            f"split must be 'families', 'per_class' or 'per_class_seen' (the last two classification only), got "
+            f"{split!r}."
+        )
+    if per_class and min_faces < 2:
+        raise ValueError(f"split={split!r} needs min_faces >= 2 (a training and a test family), got {min_faces}.")
+    if split == "per_class_seen" and not augment:
+        raise ValueError("split='per_class_seen' needs augment=True: its test image would be a training image.")
+    if max_train_families is not None and (not per_class or max_train_families < 1):
+        raise ValueError(f"max_train_families is an option of the per-class splits (>= 1), got {max_train_families}.")
     if min_faces < 1 or image_size < 8:
         raise ValueError(f"min_faces must be >= 1 and image_size >= 8, got {min_faces} and {image_size}.")
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -219,7 +228,7 @@ def load_glyphs(
         "test_fraction": test_fraction, "image_size": image_size, "copies": copies, "augment": augment, "seed": seed,
         "fonts": [face.fingerprint for face in faces], "version": _FORMAT_VERSION,
     }  # fmt: skip
-    if split == "per_class":  # only then: the keys of tasks rendered before the option existed stay valid
+    if per_class:  # only then: the keys of tasks rendered before the option existed stay valid
         params.update(split=split, max_train_families=max_train_families, families=[face.family for face in faces])
     task_dir = cache_root / "glyphs" / hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     if (task_dir / "dataset_dict.json").is_file():
@@ -227,7 +236,7 @@ def load_glyphs(
 
     coverage = coverage_by_face(faces, cache_root)
     allowed = set(charset_code_points(charset)) if charset is not None else None
-    if split == "per_class":
+    if per_class:
         task = _per_class_task(faces, coverage, allowed, num_classes, min_faces, max_train_families, params)
     elif protocol == "classification":
         task = _classification_task(faces, coverage, allowed, num_classes, min_faces, test_fraction, params)
@@ -380,15 +389,18 @@ def _per_class_task(faces, coverage, allowed, num_classes, min_families, max_tra
     counts = {cp: len(families) for cp, families in families_of.items()}
     eligible = {cp for cp, n in counts.items() if n >= min_families}
     classes = _choose(counts, eligible, num_classes, faces)
-    seed, copies = params["seed"], params["copies"]
+    seed, copies, seen = params["seed"], params["copies"], params["split"] == "per_class_seen"
     plan = {"train": [], "test": []}  # (class index, face, copy)
     for label, code_point in enumerate(classes):
         test_family, train_families = per_class_families(
             code_point, families_of[code_point], seed, max_train_families
         )
-        plan["test"].append((label, drawn[test_family][code_point], 0))
+        if seen:  # the test family trains too; the test image is a rendering that no training image is
+            train_families = [test_family, *train_families]
+        plan["test"].append((label, drawn[test_family][code_point], copies if seen else 0))
         plan["train"] += [(label, drawn[f][code_point], copy) for f in train_families for copy in range(copies)]
-    logger.info("glyph classification (one held-out family per class): %d classes", len(classes))
+    kind = "seen" if seen else "held-out"
+    logger.info("glyph classification (one %s family per class): %d classes", kind, len(classes))
     features = Features(
         {"image": Image(), "label": ClassLabel(names=[chr(cp) for cp in classes]), "font": Value("string")}
     )

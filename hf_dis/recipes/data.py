@@ -58,9 +58,10 @@ class DataArguments:
             16 CJK families, one face each, 20,902 ideographs drawn by 10 or more); unset uses every face found.
         glyph_min_faces: glyphs: a character is a class when at least this many faces draw it.
         glyph_copies: glyphs: renderings per character and face.
-        glyph_split: glyphs: families (the same font families held out for every class) or per_class (one family
-            held out per class: a character drawn by 2 families is a class; used with --glyph_faces cjk-100k).
-        glyph_max_train_families: glyphs, per_class split: train on at most this many families per class.
+        glyph_split: glyphs: families (the same font families held out for every class), per_class (one family
+            held out per class: a character drawn by 2 families is a class; used with --glyph_faces cjk-100k) or
+            per_class_seen (per_class's classes and families, each test image a new rendering in a trained family).
+        glyph_max_train_families: glyphs, per-class splits: train on at most this many (other) families per class.
         eval_subset: classification: evaluate during training on this many test images (a fixed subset, seeded);
             the final evaluation uses the whole test split. Unset: the whole split every time.
     """
@@ -117,12 +118,14 @@ class DataArguments:
     glyph_split: str = field(
         default="families",
         metadata={
-            "help": "glyphs: families (the same font families held out for every class) or per_class (one family "
-            "held out per class: a character drawn by 2 families is a class; used with --glyph_faces cjk-100k)."
+            "help": "glyphs: families (the same font families held out for every class), per_class (one family held "
+            "out per class: a character drawn by 2 families is a class; used with --glyph_faces cjk-100k) or "
+            "per_class_seen (per_class's classes and families, each test image a new rendering in a trained family)."
         },
     )
     glyph_max_train_families: int | None = field(
-        default=None, metadata={"help": "glyphs, per_class split: train on at most this many families per class."}
+        default=None,
+        metadata={"help": "glyphs, per-class splits: train on at most this many (other) families per class."},
     )
     eval_subset: int | None = field(
         default=None,
