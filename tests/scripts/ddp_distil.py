@@ -67,4 +67,5 @@ if __name__ == "__main__":
     run(out, "dis", batch_size, max_steps=4)
     run(out, "full", batch_size, max_steps=3)
     if torch.distributed.is_initialized():
+        torch.distributed.barrier()  # neither rank tears the group down while the other still uses it
         torch.distributed.destroy_process_group()  # without it, about half the runs abort at exit

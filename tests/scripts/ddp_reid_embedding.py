@@ -43,4 +43,5 @@ def main(out: str) -> None:
 if __name__ == "__main__":
     main(sys.argv[1])
     if torch.distributed.is_initialized():
+        torch.distributed.barrier()  # neither rank tears the group down while the other still uses it
         torch.distributed.destroy_process_group()

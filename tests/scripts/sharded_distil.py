@@ -86,4 +86,5 @@ if __name__ == "__main__":
     run(out, "dis-resumed", "dis", batch_size, max_steps=4, resume=True)
     run(out, "full", "full", batch_size, max_steps=3, accumulation=2)
     if torch.distributed.is_initialized():
+        torch.distributed.barrier()  # neither rank tears the group down while the other still uses it
         torch.distributed.destroy_process_group()
