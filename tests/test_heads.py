@@ -534,3 +534,90 @@ def test_row_sparse_optimizer_checks():
         hf_dis.heads.RowSparseAdamW([torch.zeros(4, 2, requires_grad=True), torch.zeros(3, requires_grad=True)])
     with pytest.raises(ValueError, match="Nesterov momentum needs"):
         hf_dis.heads.RowSparseSGD([torch.zeros(4, requires_grad=True)], lr=0.1, nesterov=True)
+
+
+# --- weight imprinting --------------------------------------------------------------------------------------------
+
+
+def _class_features(num_classes: int = 6, per_class: int = 4, dim: int = 5, seed: int = 0):
+    """Features around one random centre per class, labels in class order; class 5 gets no example."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(num_classes, dim, generator=generator) * 3
+    labels = torch.arange(num_classes - 1).repeat_interleave(per_class)
+    features = centres[labels] + 0.5 * torch.randn(len(labels), dim, generator=generator) + 4  # off-centre, as ReLU
+    return features, labels
+
+
+def test_imprinted_rows_are_the_scaled_centred_class_means_and_leave_empty_classes_alone():
+    from hf_dis.heads.imprint import ClassFeatureSums, set_imprinted_rows
+
+    features, labels = _class_features()
+    stats = ClassFeatureSums.zeros(6, 5)
+    for start in range(0, len(labels), 7):  # added batch by batch
+        stats.add(features[start:start + 7], labels[start:start + 7])
+    head = nn.Linear(5, 6)
+    untouched = head.weight[5].detach().clone(), head.bias[5].detach().clone()
+    set_imprinted_rows(head, stats, scale=3.0)
+    center = features.mean(0)
+    for c in range(5):
+        direction = features[labels == c].mean(0) - center
+        direction = direction / direction.norm()
+        torch.testing.assert_close(head.weight[c], 3.0 * direction)
+        torch.testing.assert_close(head.bias[c], -3.0 * direction @ center)
+    torch.testing.assert_close(head.weight[5], untouched[0])
+    torch.testing.assert_close(head.bias[5], untouched[1])
+    # logits rank the classes by the cosine of the centred feature to each centred class mean
+    query = features[:3] + 0.1
+    cosine = nn.functional.normalize(query - center, dim=1) @ nn.functional.normalize(head.weight[:5].detach(), dim=1).T
+    assert torch.equal(head(query)[:, :5].argmax(1), cosine.argmax(1))
+    with pytest.raises(ValueError, match="must have a bias"):
+        set_imprinted_rows(nn.Linear(5, 6, bias=False), stats, 1.0)
+    with pytest.raises(ValueError, match=r"the class sums are \(6, 5\), the classifier \(7, 5\)"):
+        set_imprinted_rows(nn.Linear(5, 7), stats, 1.0)
+
+
+def test_leave_one_out_scores_each_example_against_its_class_mean_without_it():
+    from hf_dis.heads.imprint import ClassFeatureSums, imprinted_directions, leave_one_out_logits
+
+    features, labels = _class_features()
+    features, labels = torch.cat([features, torch.randn(1, 5)]), torch.cat([labels, torch.tensor([5])])  # alone
+    stats = ClassFeatureSums.zeros(7, 5)
+    stats.add(features, labels)
+    directions, center = imprinted_directions(stats)
+    logits, targets = leave_one_out_logits(features, labels, stats, directions, center)
+    assert logits.shape == (len(labels) - 1, 6) and torch.equal(targets, labels[:-1])  # class 6: no example, dropped
+    for i in (0, 9, 19):
+        others = features[(labels == labels[i]) & (torch.arange(len(labels)) != i)].mean(0)
+        own = nn.functional.normalize(others - center, dim=0) @ (features[i] - center)
+        torch.testing.assert_close(logits[i, labels[i]], own)
+        other = (labels[i] + 1) % 6
+        torch.testing.assert_close(logits[i, other], directions[other] @ (features[i] - center))
+
+
+def test_the_fitted_scale_minimises_the_cross_entropy():
+    from hf_dis.heads.imprint import (
+        ClassFeatureSums,
+        fit_imprint,
+        fit_scale,
+        imprinted_directions,
+        leave_one_out_logits,
+    )
+
+    generator = torch.Generator().manual_seed(1)
+    logits, targets = torch.randn(200, 30, generator=generator), torch.randint(0, 30, (200,), generator=generator)
+    logits[torch.arange(200), targets] += 1.0
+    scale = fit_scale(logits, targets)
+
+    def loss(s: float) -> float:
+        return float(nn.functional.cross_entropy(s * logits, targets))
+
+    assert loss(scale) <= min(loss(scale * 0.97), loss(scale * 1.03))
+    features, labels = _class_features()
+    stats = ClassFeatureSums.zeros(6, 5)
+    stats.add(features, labels)
+    fit = fit_imprint(stats, features, labels)
+    assert fit.examples == len(labels) and fit.top1 >= 0.9  # well-separated classes, one example per class left out
+    directions, center = imprinted_directions(stats)
+    assert fit.scale == fit_scale(*leave_one_out_logits(features, labels, stats, directions, center))
+    with pytest.raises(ValueError, match="no example was added"):
+        fit_imprint(ClassFeatureSums.zeros(6, 5), features, labels)

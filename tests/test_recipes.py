@@ -244,13 +244,17 @@ def test_render_glyphs_takes_font_families_and_copies(tmp_path, monkeypatch):
 
 
 def test_classification_chain_on_glyphs(tmp_path, monkeypatch):
-    """train-teacher -> distill cifar100 (DIS, evaluated every 2 steps on 5 test images, last on the whole split) ->
-    evaluate: the evaluation recomputes the distillation's final figures; the run's curve holds every evaluation."""
+    """train-teacher (its head imprinted) -> distill cifar100 (DIS, evaluated every 2 steps on 5 test images, last on
+    the whole split) -> evaluate: the evaluation recomputes the distillation's final figures; the run's curve holds
+    every evaluation."""
     data = ["--dataset", "glyphs", "--glyph_classes", "16"]
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     hf_dis_command("train-teacher", *data, "--model", "test_resnet", "--output_dir", str(teacher), "--max_steps", "4",
-                   "--per_device_train_batch_size", "16", *QUICK, cache=tmp_path / "cache")  # fmt: skip
+                   "--per_device_train_batch_size", "16", "--imprint_head", "true", *QUICK,
+                   cache=tmp_path / "cache")  # fmt: skip
     assert {"eval_accuracy", "eval_top5"} <= set(results(teacher))
+    imprinted = json.loads((teacher / "imprint_results.json").read_text())  # its head set from class means, then saved
+    assert imprinted["classes_imprinted"] == 16 and imprinted["scale"] > 0
     distil = ["distill", "cifar100", *data, "--student", "test_resnet", "--teacher_model", str(teacher),
               "--output_dir", str(student), "--max_steps", "4", "--per_device_train_batch_size", "16",
               "--sampler", "dis", "--num_sampled", "4", "--dis_refit_every", "2", "--eval_subset", "5",

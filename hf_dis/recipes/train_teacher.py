@@ -35,7 +35,14 @@ from hf_dis.recipes.models import ModelOptions, ReIDBackboneOptions, build_class
 from hf_dis.recipes.optimization import BoTRecipe, CIFARRecipe, recipe_optimizers
 from hf_dis.recipes.parsing import parse_recipe_args
 from hf_dis.recipes.runner import train_and_report
-from hf_dis.trainer import BufferSyncCallback, GuardedTraining, ReIDTrainer, ReIDTrainingArguments, RunFolderOptions
+from hf_dis.trainer import (
+    BufferSyncCallback,
+    GuardedTraining,
+    ImprintHeadCallback,
+    ReIDTrainer,
+    ReIDTrainingArguments,
+    RunFolderOptions,
+)
 from hf_dis.trainer.sampled_softmax import SampledSoftmaxTraining
 
 TASKS = ("classification", "reid")
@@ -81,6 +88,15 @@ class ClassificationTeacherArguments(CIFARRecipe, RunFolderOptions, TrainingArgu
         metadata={
             "help": "K > 0: each step's softmax covers the batch's labels and other classes drawn uniformly, K in "
             "all (Partial FC: a teacher with 10^5+ classes trains at the cost of K classifier rows); 0: every class."
+        },
+    )
+
+    imprint_head: bool = field(
+        default=False,
+        metadata={
+            "help": "After training, set the classifier's rows from the training images' class-mean features (weight "
+            "imprinting, with a fitted scale), before the final evaluation and the save: for many classes with a few "
+            "images each, where a trained head lags its features (docs/method.md)."
         },
     )
 
@@ -136,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         trainer_type, extra = (
             ClassifierTrainer,
             {"compute_metrics": classification_metrics, "preprocess_logits_for_metrics": top_classes_for_metrics,
-             "callbacks": [BufferSyncCallback()]},
+             "callbacks": [BufferSyncCallback(), *([ImprintHeadCallback()] if args.imprint_head else [])]},
         )
     trainer = trainer_type(
         model=model,

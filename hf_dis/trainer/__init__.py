@@ -5,6 +5,7 @@ from hf_dis.trainer.arguments import DistillationArguments
 from hf_dis.trainer.buffer_sync import BufferSyncCallback
 from hf_dis.trainer.curve import EvaluationCurve
 from hf_dis.trainer.guard import DivergenceError, GuardedTraining
+from hf_dis.trainer.imprint import ImprintHeadCallback
 from hf_dis.trainer.reid import (
     ReIDDistillationArguments,
     ReIDDistillationTrainer,
@@ -23,6 +24,7 @@ __all__ = [
     "DivergenceError",
     "EvaluationCurve",
     "GuardedTraining",
+    "ImprintHeadCallback",
     "ReIDDistillationArguments",
     "ReIDDistillationTrainer",
     "ReIDTrainer",
