@@ -258,10 +258,16 @@ def classification_splits(
 ) -> tuple[datasets.Dataset, datasets.Dataset]:
     """(train, test) transformed by `classification_transforms`."""
     train_transform = classification_transforms(data, normalisation, image_size, training=True)
-    test_transform = classification_transforms(data, normalisation, image_size, training=False)
     train = labelled_dataset(splits["train"], train_transform)
-    test = splits["test"].with_transform(labelled_batches(test_transform))
-    return train, test
+    return train, evaluation_view(splits["test"], data, normalisation, image_size)
+
+
+def evaluation_view(
+    split: datasets.Dataset, data: DataArguments, normalisation: dict[str, Any], image_size: tuple[int, int]
+) -> datasets.Dataset:
+    """`split` with the evaluation transform of `classification_transforms` (items: `pixel_values`, `labels`)."""
+    return split.with_transform(labelled_batches(classification_transforms(data, normalisation, image_size,
+                                                                            training=False)))  # fmt: skip
 
 
 def evaluation_sets(test: datasets.Dataset, data: DataArguments) -> tuple[datasets.Dataset, datasets.Dataset]:

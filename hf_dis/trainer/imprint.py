@@ -1,9 +1,10 @@
 """`ImprintHeadCallback`: at the end of training, the classifier's rows are set from the training set's class-mean
 features (weight imprinting, `hf_dis.heads.imprint`), before the final evaluation and the save.
 
-One pass over the Trainer's training loader (its transforms included), the model in eval mode and the head restricted
-to one class, so that the `[B, C]` logits are never formed. Under DDP every process adds its shard, the sums are
-added across processes and rank 0's fitted scale is used by all, so that every process holds the saved head.
+One pass over the training images (given with the evaluation transform: the class means of the images as they are,
+not of random crops; read in a seeded order), the model in eval mode and the head restricted to one class, so that
+the `[B, C]` logits are never formed. Under DDP every process reads its share, the sums are added across processes
+and rank 0's fitted scale is used by all, so that every process holds the head that is saved.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
@@ -30,14 +32,30 @@ def _distributed() -> bool:
 class ImprintHeadCallback(TrainerCallback):
     """Imprint the classifier when training ends (see the module docstring); the scale and how the head ranks the
     fitting sample before and after are logged, kept in `self.report` and written to `imprint_results.json` in the
-    output folder."""
+    output folder.
 
-    def __init__(self) -> None:
+    Args:
+        dataset: the training images with the evaluation transform (items with `pixel_values` and `labels`), read in
+            batches of `per_device_eval_batch_size`.
+        seed: the order in which `dataset` is read (the scale is fitted on the first examples read).
+    """
+
+    def __init__(self, dataset: Dataset, seed: int = 0) -> None:
+        self.dataset = dataset
+        self.seed = seed
         self.report: dict[str, float] = {}
 
-    def on_train_end(self, args, state, control, model=None, train_dataloader=None, **kwargs):
-        if model is None or train_dataloader is None:
-            raise ValueError("ImprintHeadCallback needs the Trainer's model and training loader when training ends.")
+    def _batches(self, args) -> DataLoader:
+        order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed))
+        if _distributed():
+            order = order[dist.get_rank():: dist.get_world_size()]
+        return DataLoader(Subset(self.dataset, order.tolist()), batch_size=args.per_device_eval_batch_size,
+                          num_workers=args.dataloader_num_workers, collate_fn=default_collate)  # fmt: skip
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if model is None:
+            raise ValueError("ImprintHeadCallback needs the Trainer's model when training ends.")
+        batches = self._batches(args)
         head = install_sampled_head(model)  # idempotent; restricted below so that no [B, C] logits are formed
         stats = ClassFeatureSums.zeros(head.out_features, head.in_features, head.weight.device)
         sample_size = fit_sample_size(head.out_features)
@@ -48,9 +66,9 @@ class ImprintHeadCallback(TrainerCallback):
         model.eval()
         try:
             with torch.no_grad(), head.restricted_to(torch.zeros(1, dtype=torch.long, device=head.weight.device)):
-                for batch in tqdm(train_dataloader, desc="imprinting the classifier", disable=args.disable_tqdm):
-                    model(pixel_values=batch["pixel_values"])
-                    features, labels = captured.pop().float(), batch["labels"]
+                for batch in tqdm(batches, desc="imprinting the classifier", disable=args.disable_tqdm):
+                    model(pixel_values=batch["pixel_values"].to(head.weight.device))
+                    features, labels = captured.pop().float(), batch["labels"].to(head.weight.device)
                     stats.add(features, labels)
                     if sum(len(labels) for _, labels in sample) < sample_size:
                         sample.append((features, labels))
