@@ -1501,3 +1501,31 @@ def test_resuming_from_another_teacher_cache_is_refused(tmp_path):
     checkpoint = Path(args.output_dir) / "checkpoint-2"
     with pytest.raises(ValueError, match="teacher: now 'cache of test_convnext.* \\(was 'cache of test_resnet"):
         trainer(caches[1]).train(resume_from_checkpoint=str(checkpoint))
+
+
+def test_imprinting_under_two_processes_adds_their_shares_and_keeps_one_head(tmp_path, monkeypatch):
+    """ImprintHeadCallback on 2 gloo ranks, each reading half the images: both ranks end with the same head (rank 0's
+    scale), whose directions and centring are those of one process reading every image (this one)."""
+    script = ROOT / "tests" / "scripts" / "ddp_imprint.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    (tmp_path / "two").mkdir()
+    result = subprocess.run([*launch, str(script), str(tmp_path / "two")], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    monkeypatch.syspath_prepend(str(script.parent))
+    from ddp_imprint import main as imprint_one_process
+
+    (tmp_path / "one").mkdir()
+    imprint_one_process(str(tmp_path / "one"))
+    ranks = [json.loads((tmp_path / "two" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    one = json.loads((tmp_path / "one" / "rank0.json").read_text())
+    assert ranks[0]["world_size"] == 2 and one["world_size"] == 1
+    assert ranks[0]["weight"] == ranks[1]["weight"] and ranks[0]["bias"] == ranks[1]["bias"]
+    assert ranks[0]["report"]["classes_imprinted"] == one["report"]["classes_imprinted"] == 6
+    assert (tmp_path / "two" / "imprint_results.json").is_file()  # written by rank 0
+    for run in (ranks[0], one):
+        run["directions"] = F.normalize(torch.tensor(run["weight"]), dim=1)
+        run["centring"] = torch.tensor(run["bias"]) / run["report"]["scale"]  # -u_c . m
+    torch.testing.assert_close(ranks[0]["directions"], one["directions"])
+    torch.testing.assert_close(ranks[0]["centring"], one["centring"])

@@ -67,7 +67,7 @@ class ImprintHeadCallback(TrainerCallback):
         try:
             with torch.no_grad(), head.restricted_to(torch.zeros(1, dtype=torch.long, device=head.weight.device)):
                 for batch in tqdm(batches, desc="imprinting the classifier", disable=args.disable_tqdm):
-                    model(pixel_values=batch["pixel_values"].to(head.weight.device))
+                    model(batch["pixel_values"].to(head.weight.device))  # timm models take no keyword
                     features, labels = captured.pop().float(), batch["labels"].to(head.weight.device)
                     stats.add(features, labels)
                     if sum(len(labels) for _, labels in sample) < sample_size:
