@@ -255,6 +255,8 @@ def test_classification_chain_on_glyphs(tmp_path, monkeypatch):
     assert {"eval_accuracy", "eval_top5"} <= set(results(teacher))
     imprinted = json.loads((teacher / "imprint_results.json").read_text())  # its head set from class means, then saved
     assert imprinted["classes_imprinted"] == 16 and imprinted["scale"] > 0
+    assert imprinted["eval_top1_imprinted"] == results(teacher)["eval_accuracy"]  # the head evaluated is the one saved
+    assert 0 <= imprinted["eval_top1_trained_head"] <= 1
     distil = ["distill", "cifar100", *data, "--student", "test_resnet", "--teacher_model", str(teacher),
               "--output_dir", str(student), "--max_steps", "4", "--per_device_train_batch_size", "16",
               "--sampler", "dis", "--num_sampled", "4", "--dis_refit_every", "2", "--eval_subset", "5",

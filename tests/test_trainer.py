@@ -1523,6 +1523,8 @@ def test_imprinting_under_two_processes_adds_their_shares_and_keeps_one_head(tmp
     assert ranks[0]["world_size"] == 2 and one["world_size"] == 1
     assert ranks[0]["weight"] == ranks[1]["weight"] and ranks[0]["bias"] == ranks[1]["bias"]
     assert ranks[0]["report"]["classes_imprinted"] == one["report"]["classes_imprinted"] == 6
+    for key in ("eval_top1_trained_head", "eval_top1_imprinted"):  # counted over both ranks' shares
+        assert ranks[0]["report"][key] == ranks[1]["report"][key] == one["report"][key]
     assert (tmp_path / "two" / "imprint_results.json").is_file()  # written by rank 0
     for run in (ranks[0], one):
         run["directions"] = F.normalize(torch.tensor(run["weight"]), dim=1)

@@ -149,11 +149,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         if names is not None:  # saved with the teacher: its students are checked against them
             set_class_names(model, names)
         train, test = classification_splits(splits, data, normalisation(model, model_args.model), size)
+        evaluation, final = evaluation_sets(test, data)
         imprinting = []
         if args.imprint_head:  # the class means of the images as they are, not of random crops
             images = evaluation_view(splits["train"], data, normalisation(model, model_args.model), size)
-            imprinting = [ImprintHeadCallback(images, seed=args.seed)]
-        evaluation, final = evaluation_sets(test, data)
+            imprinting = [ImprintHeadCallback(images, eval_dataset=evaluation, seed=args.seed)]
         trainer_type, extra = (
             ClassifierTrainer,
             {"compute_metrics": classification_metrics, "preprocess_logits_for_metrics": top_classes_for_metrics,

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
@@ -30,70 +32,110 @@ def _distributed() -> bool:
 
 
 class ImprintHeadCallback(TrainerCallback):
-    """Imprint the classifier when training ends (see the module docstring); the scale and how the head ranks the
-    fitting sample before and after are logged, kept in `self.report` and written to `imprint_results.json` in the
-    output folder.
+    """Imprint the classifier when training ends (see the module docstring). The scale, and how the trained and the
+    imprinted head rank the fitting sample and the evaluation images, are logged, kept in `self.report` and written
+    to `imprint_results.json` in the output folder.
 
     Args:
         dataset: the training images with the evaluation transform (items with `pixel_values` and `labels`), read in
             batches of `per_device_eval_batch_size`.
+        eval_dataset: images to compare the two heads on (the run's evaluation set); None: no comparison. Only
+            reported: the imprinted head is kept either way.
         seed: the order in which `dataset` is read (the scale is fitted on the first examples read).
     """
 
-    def __init__(self, dataset: Dataset, seed: int = 0) -> None:
+    def __init__(self, dataset: Dataset, eval_dataset: Dataset | None = None, seed: int = 0) -> None:
         self.dataset = dataset
+        self.eval_dataset = eval_dataset
         self.seed = seed
         self.report: dict[str, float] = {}
 
-    def _batches(self, args) -> DataLoader:
-        order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed))
+    def _batches(self, dataset: Dataset, args) -> DataLoader:
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(self.seed))
         if _distributed():
             order = order[dist.get_rank():: dist.get_world_size()]
-        return DataLoader(Subset(self.dataset, order.tolist()), batch_size=args.per_device_eval_batch_size,
+        return DataLoader(Subset(dataset, order.tolist()), batch_size=args.per_device_eval_batch_size,
                           num_workers=args.dataloader_num_workers, collate_fn=default_collate)  # fmt: skip
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if model is None:
             raise ValueError("ImprintHeadCallback needs the Trainer's model when training ends.")
-        batches = self._batches(args)
         head = install_sampled_head(model)  # idempotent; restricted below so that no [B, C] logits are formed
         stats = ClassFeatureSums.zeros(head.out_features, head.in_features, head.weight.device)
         sample_size = fit_sample_size(head.out_features)
         sample: list[tuple[torch.Tensor, torch.Tensor]] = []
-        captured: list[torch.Tensor] = []
-        hook = head.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0]))
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad(), head.restricted_to(torch.zeros(1, dtype=torch.long, device=head.weight.device)):
-                for batch in tqdm(batches, desc="imprinting the classifier", disable=args.disable_tqdm):
-                    model(batch["pixel_values"].to(head.weight.device))  # timm models take no keyword
-                    features, labels = captured.pop().float(), batch["labels"].to(head.weight.device)
-                    stats.add(features, labels)
-                    if sum(len(labels) for _, labels in sample) < sample_size:
-                        sample.append((features, labels))
-        finally:
-            hook.remove()
-            model.train(was_training)
+        for features, labels in _features(model, head, self._batches(self.dataset, args), "imprinting the classifier",
+                                          args.disable_tqdm):  # fmt: skip
+            stats.add(features, labels)
+            if sum(len(labels) for _, labels in sample) < sample_size:
+                sample.append((features, labels))
+        evaluation = None
+        if self.eval_dataset is not None:
+            evaluation = list(_features(model, head, self._batches(self.eval_dataset, args), "the two heads compared",
+                                        args.disable_tqdm))  # fmt: skip
         if _distributed():
             dist.all_reduce(stats.sums)
             dist.all_reduce(stats.counts)
         features = torch.cat([features for features, _ in sample])[:sample_size]
         labels = torch.cat([labels for _, labels in sample])[:sample_size]
-        trained = torch.nn.functional.linear(features, head.weight, head.bias).argmax(1) == labels
+        report = {"sample_top1_trained_head": _top1(head, [(features, labels)])}
+        if evaluation is not None:
+            report["eval_top1_trained_head"] = _top1(head, evaluation)
         fit = fit_imprint(stats, features, labels)
         scale = torch.tensor(fit.scale, dtype=torch.float64, device=features.device)
         if _distributed():  # rank 0's: every process must hold the head that is saved
             dist.broadcast(scale, src=0)
         set_imprinted_rows(head, stats, float(scale))
-        self.report = {"scale": float(scale), "sample_top1_trained_head": float(trained.float().mean()),
-                       "sample_top1_imprinted_left_out": fit.top1,
-                       "classes_imprinted": int((stats.counts > 0).sum())}  # fmt: skip
+        report.update(scale=float(scale), sample_top1_imprinted_left_out=fit.top1,
+                      classes_imprinted=int((stats.counts > 0).sum()))  # fmt: skip
+        if evaluation is not None:
+            report["eval_top1_imprinted"] = _top1(head, evaluation)
+        self.report = report
+        compared = ""
+        if evaluation is not None:
+            compared = (f"; on the evaluation set, top-1 {100 * report['eval_top1_trained_head']:.2f}% trained and "
+                        f"{100 * report['eval_top1_imprinted']:.2f}% imprinted")  # fmt: skip
         logger.warning(
             "imprinted %d of the classifier's %d rows from class-mean features (scale %.3g). On %d training images: "
-            "top-1 %.2f%% with the trained head; %.2f%% imprinted, each image left out of its class mean (%d images "
-            "whose class has another)", self.report["classes_imprinted"], head.out_features, float(scale),
-            len(labels), 100 * self.report["sample_top1_trained_head"], 100 * fit.top1, fit.examples,
+            "top-1 %.2f%% with the trained head, %.2f%% imprinted with each image left out of its class mean (%d "
+            "images whose class has another)%s", report["classes_imprinted"], head.out_features, float(scale),
+            len(labels), 100 * report["sample_top1_trained_head"], 100 * fit.top1, fit.examples, compared,
         )  # fmt: skip
         if state.is_world_process_zero:
-            Path(args.output_dir, "imprint_results.json").write_text(json.dumps(self.report, indent=2) + "\n")
+            Path(args.output_dir, "imprint_results.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _features(model, head, batches: DataLoader, description: str, disable_tqdm: bool):
+    """`(features [B, d] float32, labels [B])` of each batch, the model in eval mode and its head restricted to one
+    class."""
+    captured: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0]))
+    was_training = model.training
+    model.eval()
+    device = head.weight.device
+    try:
+        with torch.no_grad(), head.restricted_to(torch.zeros(1, dtype=torch.long, device=device)):
+            for batch in tqdm(batches, desc=description, disable=disable_tqdm):
+                model(batch["pixel_values"].to(device))  # positional: timm models take no keyword
+                yield captured.pop().float(), batch["labels"].to(device)
+    finally:
+        hook.remove()
+        model.train(was_training)
+
+
+#: Rows of `[n, C]` logits `_top1` forms at once.
+_TOP1_CHUNK = 256
+
+
+def _top1(head: nn.Linear, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """The head's top-1 over `(features, labels)` pairs, counted across processes."""
+    counts = torch.zeros(2, dtype=torch.float64, device=head.weight.device)
+    with torch.no_grad():
+        for features, labels in pairs:
+            for start in range(0, len(labels), _TOP1_CHUNK):
+                logits = F.linear(features[start:start + _TOP1_CHUNK], head.weight, head.bias)
+                counts[0] += (logits.argmax(1) == labels[start:start + _TOP1_CHUNK]).sum()
+            counts[1] += len(labels)
+    if _distributed():
+        dist.all_reduce(counts)
+    return float(counts[0] / counts[1].clamp_min(1))

@@ -1,6 +1,7 @@
-"""Run by tests/test_trainer.py under `torchrun --standalone --nproc_per_node 2` (2 gloo ranks on CPU), and as one
-process: `python ddp_imprint.py <out>`. `ImprintHeadCallback.on_train_end` on a tiny timm classifier and 24 random
-images of 6 classes; each rank writes to <out>/rank<i>.json the world size, its head's rows and bias and the report.
+"""Run by tests/test_trainer.py under `python -m torch.distributed.run --nproc_per_node 2` (2 gloo ranks on CPU); the
+test also calls `main` in its own process. `ImprintHeadCallback.on_train_end` on a tiny timm classifier and 24 random
+images of 6 classes (read again as the evaluation set); each rank writes to <out>/rank<i>.json the world size, its
+head's rows and bias and the report.
 """
 
 import json
@@ -36,7 +37,7 @@ def main(out: str) -> None:
     torch.manual_seed(0)
     model = timm.create_model("test_resnet", num_classes=6)
     args = SimpleNamespace(per_device_eval_batch_size=5, dataloader_num_workers=0, disable_tqdm=True, output_dir=out)
-    callback = ImprintHeadCallback(Images(), seed=3)
+    callback = ImprintHeadCallback(Images(), eval_dataset=Images(), seed=3)
     callback.on_train_end(args, SimpleNamespace(is_world_process_zero=rank == 0), None, model=model)
     head = model.get_classifier()
     result = {"world_size": dist.get_world_size() if dist.is_initialized() else 1, "report": callback.report,
