@@ -328,9 +328,11 @@ def test_gb2312_tasks_with_the_cjk_fonts(tmp_path):
     """With the faces of the 5 packages alone, all 6,763 GB2312 hanzi qualify, in train and test; so do the 3,755 of
     level 1, a subset (a character qualifies by its own coverage, whatever the set: rendering the level-1 task as well
     would add minutes). Other fonts installed here are left out: the task, and its time, are CI's on every machine."""
-    names = sorted({face.name for face in discover_faces(include_system=True) if any(f in face.path for f in CJK_FONTS)})
+    packaged = sorted(
+        {face.name for face in discover_faces(include_system=True) if any(name in face.path for name in CJK_FONTS)}
+    )
     task = load_glyphs(
-        charset="gb2312", copies=1, image_size=16, augment=False, include_system_fonts=True, faces=names,
+        charset="gb2312", copies=1, image_size=16, augment=False, include_system_fonts=True, faces=packaged,
         cache_dir=tmp_path,
     )  # fmt: skip
     names = task["train"].features["label"].names
