@@ -98,8 +98,8 @@ class SplitClassifier:
 
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`[B, d]`: the input the model's own forward feeds its classifier, taken from that forward (so it is what
-        the model computes, in every family). The forward computes all C logits too: this is for analysis; a sampled
-        training step restricts the head instead (`hf_dis.heads.install_sampled_head`)."""
+        the model computes, in every family). The forward computes all C logits too, unless the head is a restricted
+        `SampledLinear` (`hf_dis.heads.install_sampled_head`), as a sampled training step's is."""
         captured: list[torch.Tensor] = []
         handle = self.head.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0]))
         try:

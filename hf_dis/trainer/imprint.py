@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
-from hf_dis.heads import install_sampled_head
+from hf_dis.heads import install_sampled_head, split_classifier
 from hf_dis.heads.imprint import ClassFeatureSums, fit_sample_size, fit_imprint, set_imprinted_rows
+from hf_dis.trainer.row_sparse_updates import broadcast_from_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,7 @@ class ImprintHeadCallback(TrainerCallback):
             report["eval_top1_trained_head"] = _top1(head, evaluation)
         fit = fit_imprint(stats, features, labels)
         scale = torch.tensor(fit.scale, dtype=torch.float64, device=features.device)
-        if _distributed():  # rank 0's: every process must hold the head that is saved
-            dist.broadcast(scale, src=0)
+        broadcast_from_main_process(scale)  # rank 0's: every process must hold the head that is saved
         set_imprinted_rows(head, stats, float(scale))
         report.update(scale=float(scale), sample_top1_imprinted_left_out=fit.top1,
                       classes_imprinted=int((stats.counts > 0).sum()))  # fmt: skip
@@ -106,20 +106,17 @@ class ImprintHeadCallback(TrainerCallback):
 
 
 def _features(model, head, batches: DataLoader, description: str, disable_tqdm: bool):
-    """`(features [B, d] float32, labels [B])` of each batch, the model in eval mode and its head restricted to one
-    class."""
-    captured: list[torch.Tensor] = []
-    hook = head.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0]))
+    """`(features [B, d] float32, labels [B])` of each batch (`SplitClassifier.features`), the model in eval mode and
+    its head restricted to one class."""
+    split = split_classifier(model)
     was_training = model.training
     model.eval()
     device = head.weight.device
     try:
         with torch.no_grad(), head.restricted_to(torch.zeros(1, dtype=torch.long, device=device)):
             for batch in tqdm(batches, desc=description, disable=disable_tqdm):
-                model(batch["pixel_values"].to(device))  # positional: timm models take no keyword
-                yield captured.pop().float(), batch["labels"].to(device)
+                yield split.features(batch["pixel_values"].to(device)).float(), batch["labels"].to(device)
     finally:
-        hook.remove()
         model.train(was_training)
 
 
